@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Reference detections for the real-model test, computed without any fieldwatch code.
+
+For each image: letterbox it (PIL bilinear, grey 114 padding, centred) into the model's input
+tensor, save that tensor as raw little-endian float32 ([1, 3, H, W]), run Python onnxruntime on
+it, decode the YOLOv8 output ([1, 4 + C, N], cx/cy/w/h in model pixels) in numpy, undo the
+letterbox and run class-wise NMS. The Rust test feeds the same tensor through its own output
+decoding and letterbox undo and must land within 2 px and 0.01 of these boxes and scores.
+
+Usage: reference_person.py --model M.onnx --out-dir DIR IMAGE...   (writes DIR/person.json)
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+CONF = 0.25
+IOU = 0.45
+PAD = 114
+
+
+def letterbox(img, size_w, size_h):
+    w, h = img.size
+    scale = min(size_w / w, size_h / h)
+    nw, nh = round(w * scale), round(h * scale)
+    pad_x, pad_y = (size_w - nw) // 2, (size_h - nh) // 2
+    canvas = Image.new("RGB", (size_w, size_h), (PAD, PAD, PAD))
+    canvas.paste(img.resize((nw, nh), Image.BILINEAR), (pad_x, pad_y))
+    chw = np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return chw[None].copy(), dict(pad_x=pad_x, pad_y=pad_y, scaled_w=nw, scaled_h=nh)
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def decode(out, lb, w, h):
+    preds = out[0].T  # [N, 4 + C]
+    dets = []
+    for row in preds:
+        scores = row[4:]
+        c = int(np.argmax(scores))
+        if scores[c] < CONF:
+            continue
+        cx, cy, bw, bh = (float(v) for v in row[:4])
+        sx, sy = w / lb["scaled_w"], h / lb["scaled_h"]
+        box = [(cx - bw / 2 - lb["pad_x"]) * sx, (cy - bh / 2 - lb["pad_y"]) * sy,
+               (cx + bw / 2 - lb["pad_x"]) * sx, (cy + bh / 2 - lb["pad_y"]) * sy]
+        box = [min(max(box[0], 0), w), min(max(box[1], 0), h), min(max(box[2], 0), w), min(max(box[3], 0), h)]
+        dets.append(dict(class_id=c, score=float(scores[c]), box=box))
+    dets.sort(key=lambda d: -d["score"])
+    kept = []
+    for d in dets:
+        if all(k["class_id"] != d["class_id"] or iou(k["box"], d["box"]) <= IOU for k in kept):
+            kept.append(d)
+    return kept
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("images", nargs="+")
+    args = ap.parse_args()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
+    _, _, in_h, in_w = sess.get_inputs()[0].shape
+    results = []
+    for path in args.images:
+        img = Image.open(path).convert("RGB")
+        tensor, lb = letterbox(img, in_w, in_h)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        tensor_file = f"{stem}.tensor.f32"
+        tensor.astype("<f4").tofile(os.path.join(args.out_dir, tensor_file))
+        out = sess.run(None, {sess.get_inputs()[0].name: tensor})[0]
+        results.append(dict(image=os.path.basename(path), width=img.size[0], height=img.size[1],
+                            input_width=in_w, input_height=in_h, tensor=tensor_file, **lb,
+                            detections=decode(out, lb, *img.size)))
+    with open(os.path.join(args.out_dir, "person.json"), "w") as f:
+        json.dump(dict(conf=CONF, iou=IOU, images=results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+//! Loading: TOML file, then `FIELDWATCH__SECTION__KEY` environment variables, then validation.
+//!
+//! serde stops at the first error. To report them all, [`load`] records the error, removes the
+//! offending key from the raw tree and deserialises again; because every field has a default, a
+//! removed key never causes a new error. Values that are present but wrong (ranges, duplicates,
+//! polygons) are checked afterwards by `validate`.
+
+use super::Config;
+use serde_json::Value;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in the configuration, located by its key path (`cameras[0].rules[1].zone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("config {path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, problems: Vec<Problem> },
+}
+
+/// Reads, merges and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(ConfigError::Read { path: shown, message: "no such file".into() });
+    }
+    let merged = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(config::Environment::with_prefix("FIELDWATCH").prefix_separator("__").separator("__").try_parsing(true))
+        .build()
+        .and_then(|c| c.try_deserialize::<Value>())
+        .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
+    let (config, mut problems) = deserialize_all(merged);
+    if let Some(config) = &config {
+        problems.extend(super::validate::validate(config));
+    }
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid { path: shown, problems }),
+    }
+}
+
+/// Deserialises `raw`, collecting every serde error with its path instead of stopping at one.
+fn deserialize_all(mut raw: Value) -> (Option<Config>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, Config>(&raw) {
+            Ok(config) => return (Some(config), problems),
+            Err(err) => {
+                let mut path: Vec<Segment> = err.path().iter().filter_map(Segment::from_serde).collect();
+                let message = err.inner().to_string();
+                // Name the unknown key itself if the path stops at its parent.
+                if let Some(field) = unknown_field_name(&message) {
+                    if !matches!(path.last(), Some(Segment::Key(k)) if *k == field) {
+                        path.push(Segment::Key(field));
+                    }
+                }
+                problems.push(Problem { path: render(&path), message: tidy(&message) });
+                if path.is_empty() || !remove(&mut raw, &path) {
+                    // Nothing left to remove: the whole document has the wrong shape.
+                    return (None, problems);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl Segment {
+    fn from_serde(s: &serde_path_to_error::Segment) -> Option<Self> {
+        match s {
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            _ => None,
+        }
+    }
+}
+
+fn render(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) if out.is_empty() => out.push_str(k),
+            Segment::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() { "(top level)".into() } else { out }
+}
+
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" → "unknown key; expected one of …".
+fn tidy(message: &str) -> String {
+    match message.strip_prefix("unknown field `").and_then(|r| r.find("`, ").map(|i| &r[i + 3..])) {
+        Some(rest) => format!("unknown key; {rest}"),
+        None if message.starts_with("unknown field") => "unknown key".into(),
+        None => message.to_string(),
+    }
+}
+
+/// Removes the node at `path`; false if there was nothing to remove.
+fn remove(root: &mut Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else { return false };
+    let mut node = root;
+    for seg in parents {
+        node = match (seg, node) {
+            (Segment::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Key(k), Value::Object(m)) => m.remove(k).is_some(),
+        // Replace rather than shift, so later indices keep pointing at the same elements.
+        (Segment::Index(i), Value::Array(a)) if *i < a.len() => {
+            let replacement = match &a[*i] {
+                Value::Object(_) => Value::Object(Default::default()),
+                _ => return false,
+            };
+            a[*i] = replacement;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<Problem> {
+        let dir = std::env::temp_dir().join(format!("fw-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let result = load(&path);
+        std::fs::remove_dir_all(&dir).ok();
+        match result {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    const GOOD: &str = r#"
+        [device]
+        id = "edge-1"
+        [model]
+        path = "Cargo.toml"
+        runtime = "Cargo.toml"
+        [[cameras]]
+        id = "cam-1"
+        url = "rtsp://127.0.0.1:8554/x"
+        [[cameras.rules]]
+        id = "sidewalk"
+        violation = "sidewalk_encroachment"
+        classes = ["red"]
+        zone = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
+    "#;
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        assert_eq!(problems(GOOD), vec![]);
+    }
+
+    #[test]
+    fn every_kind_of_mistake_is_reported_at_once_with_its_path() {
+        let bad = GOOD
+            .replace("[device]", "[device]\ncolour = \"blue\"")
+            .replace("id = \"cam-1\"", "id = \"cam-1\"\ndetect_fps = \"fast\"")
+            .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]", "[[0.1, 0.5], [1.9, 0.5], [0.9, 1.0]]");
+        let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("cameras[0].detect_fps: invalid type"), "{found:#?}");
+        assert!(found[1].starts_with("cameras[0].rules[0].zone[1]:"), "{found:#?}");
+        assert!(found[2].starts_with("device.colour: unknown key"), "{found:#?}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Typed configuration: what the TOML file and `FIELDWATCH__…` environment variables may say.
+//!
+//! Every field has a real default (see each `Default` impl), so a partial file is complete once
+//! loaded; [`load`] then reports *every* problem at once, each with its key path, and `run`
+//! refuses to start on the same list that `fieldwatch check` prints.
+
+mod load;
+mod validate;
+
+pub use load::{ConfigError, Problem, load};
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub device: DeviceConfig,
+    pub model: ModelConfig,
+    pub mqtt: MqttConfig,
+    pub cameras: Vec<CameraConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Identifies this edge box in topics and reports. Default: the host name.
+    pub id: String,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        Self { id: host.trim().to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// ONNX model file (YOLOv8 output layout). Required.
+    pub path: PathBuf,
+    /// Name used in reports. Default: the file stem of `path`.
+    pub name: String,
+    /// ONNX Runtime shared library. Default: empty, meaning `$ORT_DYLIB_PATH`.
+    pub runtime: PathBuf,
+    /// Class names by index. Default: empty, meaning the model's own `names` metadata.
+    pub labels: Vec<String>,
+    /// Detections scoring below this are discarded before any rule sees them. Default 0.25.
+    pub min_score: f32,
+    /// Class-wise non-maximum suppression IoU. Default 0.45, as Ultralytics uses.
+    pub nms_iou: f32,
+    /// ONNX Runtime intra-op threads. Default 1: edge boxes share cores with decoding.
+    pub threads: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            name: String::new(),
+            runtime: PathBuf::new(),
+            labels: Vec::new(),
+            min_score: 0.25,
+            nms_iou: 0.45,
+            threads: 1,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The name reports carry: `name`, else the file stem.
+    pub fn display_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// The runtime library: `runtime`, else `$ORT_DYLIB_PATH`.
+    pub fn runtime_path(&self) -> Option<PathBuf> {
+        if !self.runtime.as_os_str().is_empty() {
+            return Some(self.runtime.clone());
+        }
+        std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host. Default `127.0.0.1`.
+    pub host: String,
+    /// Broker port. Default 1883.
+    pub port: u16,
+    /// Client id. Default: `fieldwatch-{device.id}`.
+    pub client_id: String,
+    /// Optional user name; empty means anonymous.
+    pub username: String,
+    /// Password for `username`; never logged.
+    pub password: Secret,
+    /// First topic level: reports go to `{prefix}/{device}/{camera}/reports`. Default `fieldwatch`.
+    pub topic_prefix: String,
+    /// MQTT keep-alive in seconds. Default 30.
+    pub keep_alive_secs: u64,
+    /// Largest packet sent or received, in bytes. Default 4 MiB: reports carry JPEG snapshots.
+    pub max_packet_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            topic_prefix: "fieldwatch".into(),
+            keep_alive_secs: 30,
+            max_packet_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Identifies the camera in topics and reports. Required; letters, digits, `-`, `_`.
+    pub id: String,
+    /// Human name shown in reports. Default: the id.
+    pub name: String,
+    /// Where it looks, in words ("Lê Lợi / Nguyễn Huệ, north side"). Default empty.
+    pub location: String,
+    /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials never reach logs or reports.
+    pub url: Secret,
+    /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
+    pub detect_fps: f64,
+    /// Seconds without a frame before the connection counts as stalled and is rebuilt. Default 10.
+    pub stall_timeout_secs: f64,
+    /// Reconnect backoff bounds in seconds (doubling from min to max). Defaults 1 and 30.
+    pub reconnect_min_secs: f64,
+    pub reconnect_max_secs: f64,
+    /// Zone rules for this camera.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            location: String::new(),
+            url: Secret::default(),
+            detect_fps: 2.0,
+            stall_timeout_secs: 10.0,
+            reconnect_min_secs: 1.0,
+            reconnect_max_secs: 30.0,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl CameraConfig {
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { &self.id } else { &self.name }
+    }
+}
+
+/// One zone rule: objects of `classes`, scoring at least `min_score`, whose bottom-centre lies
+/// inside `zone` for `dwell_secs` open an incident; `clear_after_secs` without any resolves it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Identifies the rule within its camera. Required.
+    pub id: String,
+    /// What is wrong, machine-readable (`sidewalk_encroachment`, `garbage`, `obstacle`). Required.
+    pub violation: String,
+    /// The city's report field; one of [`CATEGORIES`]. Default `urban_order`.
+    pub category: String,
+    /// Model class names that count. Required, at least one.
+    pub classes: Vec<String>,
+    /// Minimum detection score that counts. Default 0.5.
+    pub min_score: f32,
+    /// Polygon in normalised image coordinates (0..1, origin top-left), at least 3 points. Required.
+    pub zone: Vec<[f64; 2]>,
+    /// Seconds an object must stay before an incident opens. Default 10.
+    pub dwell_secs: f64,
+    /// Seconds the zone must stay free before the incident resolves. Also the gap that
+    /// presence survives (missed detections, occlusions). Default 5.
+    pub clear_after_secs: f64,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            violation: String::new(),
+            category: "urban_order".into(),
+            classes: Vec::new(),
+            min_score: 0.5,
+            zone: Vec::new(),
+            dwell_secs: 10.0,
+            clear_after_secs: 5.0,
+        }
+    }
+}
+
+/// The report fields of the city's citizen-report system (see ARCHITECTURE.md).
+pub const CATEGORIES: &[&str] = &[
+    "urban_order",
+    "environmental_sanitation",
+    "urban_infrastructure",
+    "telecom_infrastructure",
+    "public_utility_services",
+    "tourism",
+    "public_administration",
+    "other",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `fieldwatch=debug`. `RUST_LOG` wins when set. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+/// A string that must not be printed: `Debug` and `Serialize` show `***`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// An RTSP URL without its credentials, safe to log.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_urls_never_print_credentials() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "\"***\"");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        let r = redact_url("rtsp://admin:hunter2@10.0.0.5:554/stream1");
+        assert!(!r.contains("hunter2") && !r.contains("admin"), "{r}");
+        assert!(r.contains("10.0.0.5:554/stream1"));
+    }
+}

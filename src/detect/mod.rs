@@ -1,0 +1,234 @@
+//! Detection: letterbox a frame into the model's input, run ONNX Runtime, decode YOLOv8-layout
+//! output, NMS.
+//!
+//! ONNX Runtime is loaded at run time from a shared library (`model.runtime` or
+//! `$ORT_DYLIB_PATH`), so a missing or wrong library is a start-up error, not a panic. One
+//! [`Detector`] serves every camera from its own thread ([`run_worker`]); inference is CPU work
+//! that must stay off the async workers.
+
+mod preprocess;
+mod yolo;
+
+pub use preprocess::{Letterbox, letterbox};
+pub use yolo::{decode, nms};
+
+use crate::config::ModelConfig;
+use crate::pipeline::{Detected, DetectedSender, FrameQueue};
+use crate::telemetry::CameraCounters;
+use image::RgbImage;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// An axis-aligned box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let inter = BBox { x1: self.x1.max(o.x1), y1: self.y1.max(o.y1), x2: self.x2.min(o.x2), y2: self.y2.min(o.y2) }.area();
+        let union = self.area() + o.area() - inter;
+        if union > 0.0 { inter / union } else { 0.0 }
+    }
+
+    /// Bottom centre: where an object touches the ground, which is what zones are drawn around.
+    pub fn anchor(&self) -> (f32, f32) {
+        ((self.x1 + self.x2) / 2.0, self.y2)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    pub class_id: usize,
+    pub label: String,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("model.runtime: no ONNX Runtime library configured (set model.runtime or ORT_DYLIB_PATH)")]
+    NoRuntime,
+    #[error("model.runtime: cannot load ONNX Runtime from {path}: {message}")]
+    Runtime { path: String, message: String },
+    #[error("model.path: cannot load model {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("model {model}: {message}")]
+    Layout { model: String, message: String },
+    #[error("model {model}: inference failed: {message}")]
+    Inference { model: String, message: String },
+}
+
+/// Loads the ONNX Runtime library and creates its environment, once per process; sessions
+/// need the environment alive, so it is kept for the life of the process.
+pub fn init_runtime(path: &Path) -> Result<Environment, DetectError> {
+    static RUNTIME: Mutex<Option<Environment>> = Mutex::new(None);
+    let mut runtime = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = runtime.as_ref() {
+        return Ok(env.clone());
+    }
+    let err = |message: String| DetectError::Runtime { path: path.display().to_string(), message };
+    if !path.is_file() {
+        return Err(err("no such file".into()));
+    }
+    let env = ort::init_from(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_name("fieldwatch")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    *runtime = Some(env.clone());
+    Ok(env)
+}
+
+/// A loaded model and how to read it.
+pub struct Detector {
+    session: Session,
+    name: String,
+    input_width: u32,
+    input_height: u32,
+    labels: Vec<String>,
+    min_score: f32,
+    nms_iou: f32,
+}
+
+impl Detector {
+    pub fn load(config: &ModelConfig) -> Result<Self, DetectError> {
+        let env = init_runtime(&config.runtime_path().ok_or(DetectError::NoRuntime)?)?;
+        let name = config.display_name();
+        let model_err = |message: String| DetectError::Model { path: config.path.display().to_string(), message };
+        if !config.path.is_file() {
+            return Err(model_err("no such file".into()));
+        }
+        let session = Session::builder(&env)
+            .and_then(|b| b.with_intra_threads(config.threads).map_err(Into::into))
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .and_then(|b| b.with_config_entry("session.intra_op.allow_spinning", "0").map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(&config.path))
+            .map_err(|e| model_err(e.to_string()))?;
+        let layout = |message: String| DetectError::Layout { model: name.clone(), message };
+
+        let input = session.inputs().first().ok_or_else(|| layout("the model has no input".into()))?;
+        let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let (input_height, input_width) = match dims.as_slice() {
+            [_, 3, h, w] => (if *h > 0 { *h as u32 } else { 640 }, if *w > 0 { *w as u32 } else { 640 }),
+            other => return Err(layout(format!("input shape {other:?} is not [1, 3, H, W]"))),
+        };
+        let labels = if config.labels.is_empty() {
+            let names = session.metadata().ok().and_then(|m| m.custom("names"));
+            names.as_deref().map(parse_names).unwrap_or_default()
+        } else {
+            config.labels.clone()
+        };
+        if labels.is_empty() {
+            return Err(layout("no class names: the model has no `names` metadata; set model.labels".into()));
+        }
+        info!(model = %name, input = %format!("{input_width}x{input_height}"), labels = ?labels, "model loaded");
+        Ok(Self { session, name, input_width, input_height, labels, min_score: config.min_score, nms_iou: config.nms_iou })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.input_width, self.input_height)
+    }
+
+    /// Detects objects in an RGB frame; boxes are in frame pixels.
+    pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+        let (tensor, lb) = letterbox(rgb, self.input_width, self.input_height);
+        self.detect_tensor(tensor, &lb)
+    }
+
+    /// Runs an already letterboxed `[1, 3, H, W]` tensor and maps boxes back through `lb`.
+    pub fn detect_tensor(&mut self, tensor: Vec<f32>, lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
+        let infer = |message: String| DetectError::Inference { model: self.name.clone(), message };
+        let shape = [1usize, 3, self.input_height as usize, self.input_width as usize];
+        let input = Tensor::from_array((shape, tensor.into_boxed_slice())).map_err(|e| infer(e.to_string()))?;
+        let outputs = self.session.run(ort::inputs![input]).map_err(|e| infer(e.to_string()))?;
+        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| infer(e.to_string()))?;
+        let classes = self.labels.len();
+        let candidates = match **out_shape {
+            [1, rows, n] if rows as usize == 4 + classes => n as usize,
+            ref other => {
+                return Err(DetectError::Layout {
+                    model: self.name.clone(),
+                    message: format!("output shape {other:?} is not [1, 4 + {classes} classes, N]"),
+                });
+            }
+        };
+        let mut dets = nms(decode(data, classes, candidates, lb, self.min_score), self.nms_iou);
+        for d in &mut dets {
+            d.label = self.labels[d.class_id].clone();
+        }
+        Ok(dets)
+    }
+}
+
+/// Parses Ultralytics' `names` metadata: `{0: 'person', 1: 'bicycle'}`.
+fn parse_names(raw: &str) -> Vec<String> {
+    let mut names: Vec<(usize, String)> = raw
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(", ")
+        .filter_map(|entry| {
+            let (k, v) = entry.split_once(':')?;
+            Some((k.trim().parse().ok()?, v.trim().trim_matches(['\'', '"']).to_string()))
+        })
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Serves every camera's frames until the queue closes. `outputs[i]` receives camera i's results.
+pub fn run_worker(mut detector: Detector, queue: Arc<FrameQueue>, outputs: Vec<DetectedSender>, counters: Vec<Arc<CameraCounters>>) {
+    while let Some((camera, frame)) = queue.take() {
+        let rgb = frame.to_rgb();
+        match detector.detect(&rgb) {
+            Ok(detections) => {
+                counters[camera].frames_detected.inc();
+                // A closed output means that camera is shutting down; the others go on.
+                let _ = outputs[camera].send(Detected { frame, detections });
+            }
+            Err(error) => warn!(%error, camera, "detection failed; frame skipped"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ultralytics_names_metadata_parses_in_index_order() {
+        assert_eq!(parse_names("{1: 'Fall', 0: 'Normal'}"), vec!["Normal", "Fall"]);
+        assert_eq!(parse_names("{0: 'red', 1: 'green'}"), vec!["red", "green"]);
+    }
+
+    #[test]
+    fn box_geometry() {
+        let a = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let b = BBox { x1: 5.0, y1: 0.0, x2: 15.0, y2: 10.0 };
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(a.anchor(), (5.0, 10.0));
+    }
+}

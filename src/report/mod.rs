@@ -1,0 +1,133 @@
+//! Reports: the versioned JSON the IOC receives (`schemas/report.v1.json`), with a generated
+//! description and an annotated JPEG snapshot carried inside as base64.
+//!
+//! The contract only grows by optional fields; anything else needs `fieldwatch.report/v2`.
+
+mod snapshot;
+mod text;
+
+pub use snapshot::{BOX_COLOUR, LINE, ZONE_COLOUR, annotate, encode_jpeg};
+pub use text::Description;
+
+use crate::decode::Frame;
+use crate::detect::BBox;
+use crate::rules::{EventKind, IncidentEvent};
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+pub const SCHEMA: &str = "fieldwatch.report/v1";
+
+/// Everything about the reporting camera and daemon that goes into each report.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub device_id: String,
+    pub camera_id: String,
+    pub camera_name: String,
+    pub camera_location: String,
+    pub model_name: String,
+    pub config_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub report_id: String,
+    pub incident_id: String,
+    pub event: &'static str,
+    pub device_id: String,
+    pub camera_id: String,
+    pub camera_name: String,
+    pub camera_location: String,
+    pub rule_id: String,
+    pub violation: String,
+    pub category: String,
+    /// First frame with an object present.
+    pub started_at: String,
+    /// When the dwell was reached.
+    pub opened_at: String,
+    /// The frame of this report's snapshot.
+    pub observed_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    pub duration_secs: f64,
+    pub zone: Vec<[f64; 2]>,
+    pub objects: Vec<ReportObject>,
+    pub description: Description,
+    pub model: ModelInfo,
+    pub config_version: String,
+    pub snapshot: Snapshot,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportObject {
+    pub class: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: BBox,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+    /// Base64 (standard alphabet, padded) JPEG.
+    pub data: String,
+}
+
+/// RFC 3339 in the box's local offset, e.g. `2026-11-28T16:45:03.120+07:00`.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.with_timezone(&chrono::Local).to_rfc3339_opts(SecondsFormat::Millis, false)
+}
+
+/// Builds the report for `event` from the frame it was decided on. CPU-heavy (colour
+/// conversion, JPEG): call it from a blocking thread.
+pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
+    let mut rgb = frame.to_rgb();
+    let boxes: Vec<BBox> = event.objects.iter().map(|o| o.bbox).collect();
+    annotate(&mut rgb, &event.rule.zone, &boxes);
+    let jpeg = encode_jpeg(&rgb);
+    let rule = &event.rule;
+    Report {
+        schema: SCHEMA,
+        report_id: uuid::Uuid::new_v4().to_string(),
+        incident_id: event.incident_id.to_string(),
+        event: match event.kind {
+            EventKind::Opened => "opened",
+            EventKind::Resolved => "resolved",
+        },
+        device_id: origin.device_id.clone(),
+        camera_id: origin.camera_id.clone(),
+        camera_name: origin.camera_name.clone(),
+        camera_location: origin.camera_location.clone(),
+        rule_id: rule.id.clone(),
+        violation: rule.violation.clone(),
+        category: rule.category.clone(),
+        started_at: timestamp(event.started_at),
+        opened_at: timestamp(event.opened_at),
+        observed_at: timestamp(event.at),
+        resolved_at: (event.kind == EventKind::Resolved).then(|| timestamp(event.at)),
+        duration_secs: ((event.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
+        zone: rule.zone.clone(),
+        objects: event
+            .objects
+            .iter()
+            .map(|o| ReportObject { class: o.label.clone(), score: (o.score * 1000.0).round() / 1000.0, bbox: o.bbox })
+            .collect(),
+        description: text::describe(event, &origin.camera_name, &origin.camera_location),
+        model: ModelInfo { name: origin.model_name.clone() },
+        config_version: origin.config_version.clone(),
+        snapshot: Snapshot {
+            content_type: "image/jpeg",
+            width: rgb.width(),
+            height: rgb.height(),
+            data: base64::engine::general_purpose::STANDARD.encode(jpeg),
+        },
+    }
+}

@@ -1,0 +1,106 @@
+//! The command line as IT staff meet it: `check` lists every mistake with its key path and
+//! exits 78; `run` refuses the same config, and a missing or broken runtime or model is a
+//! clear error, never a panic.
+
+use crate::support::*;
+
+fn write(dir: &std::path::Path, text: &str) -> String {
+    let p = dir.join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn good(runtime: &str, model: &str) -> String {
+    format!(
+        r#"
+[device]
+id = "edge-1"
+[model]
+path = "{model}"
+runtime = "{runtime}"
+[[cameras]]
+id = "cam-1"
+url = "rtsp://127.0.0.1:1/cam"
+[[cameras.rules]]
+id = "sidewalk"
+violation = "sidewalk_encroachment"
+classes = ["red"]
+zone = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
+"#
+    )
+}
+
+fn paths() -> (String, String) {
+    (ort_library().display().to_string(), root().join("models/squares.onnx").display().to_string())
+}
+
+#[test]
+fn check_reports_three_mistakes_at_once_with_their_paths() {
+    let dir = temp_dir("cli");
+    let (runtime, model) = paths();
+    let bad = good(&runtime, &model)
+        .replace("[mqtt]", "")
+        .replace("id = \"cam-1\"", "id = \"cam-1\"\ndetect_fps = \"fast\"")
+        .replace("[device]", "[device]\ncolour = \"blue\"")
+        .replace("classes = [\"red\"]", "classes = [\"red\"]\nmin_score = 1.5");
+    let config = write(&dir, &bad);
+    for command in ["check", "run"] {
+        let (code, out) = fieldwatch(&[command, "--config", &config]);
+        assert_eq!(code, 78, "{command}: {out}");
+        assert!(out.contains("3 problem(s)"), "{command}: {out}");
+        assert!(out.contains("device.colour: unknown key"), "{out}");
+        assert!(out.contains("cameras[0].detect_fps: invalid type: string \"fast\""), "{out}");
+        assert!(out.contains("cameras[0].rules[0].min_score: 1.5 is outside 0..=1"), "{out}");
+    }
+    let (code, out) = fieldwatch(&["check", "--config", &write(&dir, &good(&runtime, &model))]);
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = temp_dir("cli-env");
+    let (runtime, model) = paths();
+    let config = write(&dir, &good(&runtime, &model));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+        .args(["check", "--config", &config])
+        .env("FIELDWATCH__MQTT__PORT", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains("mqtt.port: must be 1..=65535"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn missing_or_broken_runtime_and_model_are_clear_errors() {
+    let dir = temp_dir("cli-missing");
+    let (runtime, model) = paths();
+    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good("/nonexistent/libonnxruntime.so", &model))]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("model.runtime: no such file: /nonexistent/libonnxruntime.so"), "{out}");
+
+    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, "/nonexistent/model.onnx"))]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("model.path: no such file: /nonexistent/model.onnx"), "{out}");
+
+    // Files that exist but are not what they claim: caught when loading, with the key named.
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, b"not a library").unwrap();
+    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&junk.display().to_string(), &model))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("model.runtime: cannot load ONNX Runtime"), "{out}");
+    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &junk.display().to_string()))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("model.path: cannot load model"), "{out}");
+
+    // A rule naming a class the model does not have.
+    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &model).replace("[\"red\"]", "[\"motorbike\"]"))]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cameras[0].rules[0].classes[0]: \"motorbike\" is not a class of the model"), "{out}");
+    for text in [&out] {
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

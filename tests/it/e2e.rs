@@ -1,0 +1,180 @@
+//! The whole job on real parts: GStreamer RTSP camera → daemon binary (retina, libavcodec,
+//! ONNX Runtime with the squares model) → mosquitto → a real MQTT subscriber.
+//!
+//! scene.mp4 (see scripts/make_clips): a red square outside the zone all along, a green one
+//! inside it (not a rule class), a red one crossing the zone in under a second, and a red one
+//! that stays inside from 6 s to 12 s. Exactly one incident must open and resolve.
+
+use crate::support::*;
+use base64::Engine;
+use serde_json::Value;
+use std::time::Duration;
+
+const PASSWORD: &str = "s3cret-pw";
+
+fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, dead_port: u16) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[device]
+id = "edge-test"
+
+[model]
+path = "{model}"
+runtime = "{runtime}"
+
+[mqtt]
+port = {mqtt_port}
+keep_alive_secs = 5
+
+[[cameras]]
+id = "cam-ok"
+name = "Test Street"
+location = "Le Loi / Nguyen Hue, north side"
+url = "rtsp://viewer:{PASSWORD}@127.0.0.1:{rtsp_port}/cam"
+detect_fps = 5
+reconnect_min_secs = 60
+reconnect_max_secs = 60
+
+[[cameras.rules]]
+id = "sidewalk"
+violation = "sidewalk_encroachment"
+category = "urban_order"
+classes = ["red"]
+min_score = 0.5
+zone = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+dwell_secs = 3
+clear_after_secs = 2
+
+[[cameras]]
+id = "cam-down"
+url = "rtsp://127.0.0.1:{dead_port}/cam"
+reconnect_min_secs = 0.5
+reconnect_max_secs = 1
+
+[[cameras.rules]]
+id = "road"
+violation = "obstacle"
+classes = ["green"]
+zone = [[0, 0], [1, 0], [1, 1]]
+"#,
+        model = root().join("models/squares.onnx").display(),
+        runtime = ort_library().display(),
+    );
+    let path = dir.join("fieldwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn validator() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report.v1.json")).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("schemas/report.v1.json is a valid JSON Schema")
+}
+
+fn snapshot(report: &Value) -> image::RgbImage {
+    let data = base64::engine::general_purpose::STANDARD.decode(report["snapshot"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(&data[..2], &[0xFF, 0xD8], "snapshot is a JPEG");
+    image::load_from_memory_with_format(&data, image::ImageFormat::Jpeg).unwrap().to_rgb8()
+}
+
+fn is_box_colour(p: &image::Rgb<u8>) -> bool {
+    p[0] > 180 && p[1] > 180 && p[2] < 100
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
+    let _serial = heavy();
+    let dir = temp_dir("e2e");
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), Some(("viewer", PASSWORD)));
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let mut daemon = Daemon::start(&config(&dir, broker.port, camera.port, free_port()), &dir.join("daemon.log"));
+
+    // The dweller appears 6 s into the clip, opens at ~9 s and clears at ~14 s.
+    subscriber
+        .wait_for(Duration::from_secs(40), "a resolved report", |m| {
+            m.iter().any(|(t, p)| t.ends_with("/reports") && String::from_utf8_lossy(p).contains("\"resolved\""))
+        })
+        .await;
+    // Let the clip play out (17 s) so a late, wrong report would still be seen.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, took) = daemon.terminate(Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+
+    let reports = subscriber.json_on("edge-test/cam-ok/reports");
+    let events: Vec<&str> = reports.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["opened", "resolved"], "{log}");
+    assert!(subscriber.json_on("cam-down/reports").is_empty());
+    let (opened, resolved) = (&reports[0], &reports[1]);
+
+    let validator = validator();
+    for r in &reports {
+        let errors: Vec<String> = validator.iter_errors(r).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "report does not match schemas/report.v1.json: {errors:#?}");
+    }
+    assert_eq!(opened["schema"], "fieldwatch.report/v1");
+    assert_eq!(opened["incident_id"], resolved["incident_id"]);
+    assert_ne!(opened["report_id"], resolved["report_id"]);
+    assert_eq!(opened["device_id"], "edge-test");
+    assert_eq!(opened["camera_id"], "cam-ok");
+    assert_eq!(opened["camera_name"], "Test Street");
+    assert_eq!(opened["camera_location"], "Le Loi / Nguyen Hue, north side");
+    assert_eq!(opened["rule_id"], "sidewalk");
+    assert_eq!(opened["violation"], "sidewalk_encroachment");
+    assert_eq!(opened["category"], "urban_order");
+    assert_eq!(opened["model"]["name"], "squares");
+    assert!(opened["config_version"].as_str().unwrap().len() >= 8);
+    for key in ["started_at", "opened_at", "observed_at"] {
+        chrono::DateTime::parse_from_rfc3339(opened[key].as_str().unwrap()).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    let dwell = chrono::DateTime::parse_from_rfc3339(opened["opened_at"].as_str().unwrap()).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(opened["started_at"].as_str().unwrap()).unwrap();
+    assert!((3.0..4.0).contains(&dwell.as_seconds_f64()), "dwell {dwell:?}");
+    assert!(resolved["resolved_at"].is_string() && opened.get("resolved_at").is_none());
+    assert!(opened["description"]["en"].as_str().unwrap().contains("Sidewalk encroachment at Test Street"));
+    assert!(opened["description"]["vi"].as_str().unwrap().contains("Lấn chiếm vỉa hè"));
+
+    // The one object is the dweller at (300,240)-(348,288) in the 640x360 frame.
+    let objects = opened["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0]["class"], "red");
+    let b = &objects[0]["box"];
+    let edges = [b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap()];
+    for (got, want) in edges.iter().zip([300.0, 240.0, 348.0, 288.0]) {
+        assert!((got - want).abs() <= 3.0, "box {edges:?} vs dweller at [300, 240, 348, 288]");
+    }
+    assert!(resolved["objects"].as_array().unwrap().is_empty());
+
+    let shot = snapshot(opened);
+    assert_eq!((shot.width(), shot.height()), (640, 360));
+    assert_eq!((opened["snapshot"]["width"].as_u64(), opened["snapshot"]["height"].as_u64()), (Some(640), Some(360)));
+    // The box is drawn just outside the object on all four sides; the object itself is red.
+    let (x1, y1, x2, y2) = (edges[0] as u32, edges[1] as u32, edges[2] as u32, edges[3] as u32);
+    let mid_y = (y1 + y2) / 2;
+    let mid_x = (x1 + x2) / 2;
+    for (x, y, side) in [(x1 - 2, mid_y, "left"), (x2 + 1, mid_y, "right"), (mid_x, y1 - 2, "top"), (mid_x, y2 + 1, "bottom")] {
+        assert!(is_box_colour(shot.get_pixel(x, y)), "{side} edge at ({x},{y}) is {:?}", shot.get_pixel(x, y));
+    }
+    let centre = shot.get_pixel(mid_x, mid_y);
+    assert!(centre[0] > 180 && centre[1] < 80, "object centre {centre:?}");
+    let cleared = snapshot(resolved);
+    let there = cleared.get_pixel(mid_x, mid_y);
+    assert!(there[0] < 100, "resolved snapshot still shows the object: {there:?}");
+    assert!(!is_box_colour(cleared.get_pixel(x1 - 2, mid_y)), "no box on the cleared scene");
+
+    // Device status: online while running, offline after a clean stop; retained.
+    let status = subscriber.json_on("edge-test/status");
+    assert_eq!(status.first().map(|s| s["state"].clone()), Some("online".into()), "{status:?}");
+    assert_eq!(status.last().map(|s| s["state"].clone()), Some("offline".into()), "{status:?}");
+
+    // The unreachable camera was retried without disturbing the other; no credentials leaked.
+    let retries = log.lines().filter(|l| l.contains("cam-down") && l.contains("retrying")).count();
+    assert!(retries >= 3, "expected repeated retries of cam-down:\n{log}");
+    assert!(!log.contains(PASSWORD), "password in the log");
+    assert!(!log.contains("panicked"), "{log}");
+    for r in &reports {
+        assert!(!r.to_string().contains(PASSWORD), "password in a report");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

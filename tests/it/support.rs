@@ -1,0 +1,228 @@
+//! Real servers for the integration tests, each on a free port and stopped on drop:
+//! mosquitto, GStreamer's RTSP server (scripts/rtsp_server.py), an MQTT subscriber, and the
+//! daemon binary itself. Everything large comes from `scripts/setup` (the `.cache` folder).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The setup cache; tests fail with a clear message if `scripts/setup` has not run.
+pub fn cache(rel: &str) -> PathBuf {
+    let base = std::env::var_os("FIELDWATCH_CACHE").map(PathBuf::from).unwrap_or_else(|| root().join(".cache"));
+    let p = base.join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/setup first", p.display());
+    p
+}
+
+pub fn ort_library() -> PathBuf {
+    cache("onnxruntime/libonnxruntime.so")
+}
+
+/// Heavy end-to-end tests run one at a time: they share two cores and real-time clips.
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fieldwatch-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_listening(port: u16, within: Duration) {
+    let until = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listening on {port} after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let mut m = Mosquitto { port: free_port(), dir: temp_dir("mosquitto"), proc: None };
+        m.restart();
+        m
+    }
+
+    /// (Re)starts on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port)).unwrap();
+        let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto (run scripts/setup)");
+        self.proc = Some(Proc(child));
+        wait_listening(self.port, Duration::from_secs(10));
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.take();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct RtspServer {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl RtspServer {
+    /// Serves `clip` at rtsp://127.0.0.1:PORT/cam, optionally behind basic auth.
+    pub fn start(clip: &Path, auth: Option<(&str, &str)>) -> Self {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(root().join("scripts/rtsp_server.py")).arg("--clip").arg(clip);
+        if let Some((u, p)) = auth {
+            cmd.args(["--user", u, "--password", p]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 with gi (run scripts/setup)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("rtsp server said {line:?}")).parse().unwrap();
+        RtspServer { port, _proc: Proc(child) }
+    }
+}
+
+/// A real MQTT subscriber collecting every message under `filter`.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn start(port: u16, filter: &str) -> Self {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new(format!("test-{}", uuid::Uuid::new_v4()), "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 16);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let (sink, (ready_tx, ready_rx)) = (messages.clone(), tokio::sync::oneshot::channel());
+        let task = tokio::spawn(async move {
+            let _client = client;
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push((p.topic.clone(), p.payload.to_vec())),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
+        Subscriber { messages, task }
+    }
+
+    pub fn json_on(&self, topic_suffix: &str) -> Vec<serde_json::Value> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with(topic_suffix))
+            .map(|(_, p)| serde_json::from_slice(p).expect("JSON payload"))
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the messages so far.
+    pub async fn wait_for(&self, within: Duration, what: &str, pred: impl Fn(&[(String, Vec<u8>)]) -> bool) {
+        let until = Instant::now() + within;
+        loop {
+            if pred(&self.messages.lock().unwrap()) {
+                return;
+            }
+            assert!(Instant::now() < until, "timed out after {within:?} waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The daemon binary, its log captured to a file.
+pub struct Daemon {
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env_remove("ORT_DYLIB_PATH")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Daemon { proc: Proc(child), log: log.to_path_buf() }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status and how long the daemon took to stop.
+    pub fn terminate(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        unsafe { libc::kill(self.proc.0.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(started.elapsed() < within, "daemon still running {within:?} after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout + stderr).
+pub fn fieldwatch(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldwatch")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
