@@ -290,3 +290,45 @@ mod tests {
         assert!(r.contains("10.0.0.5:554/stream1"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    out.insert(p.clone());
+                    key_paths(v, &p, out);
+                }
+            }
+            Value::Array(a) if a.first().is_some_and(Value::is_object) => key_paths(&a[0], &format!("{prefix}[]"), out),
+            _ => {}
+        }
+    }
+
+    /// config/example.toml documents every key there is, and only those.
+    #[test]
+    fn the_example_config_has_every_key_and_no_other() {
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
+        let parsed: Value = config::Config::builder()
+            .add_source(config::File::from_str(&example, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        let full = Config {
+            cameras: vec![CameraConfig { rules: vec![RuleConfig::default()], ..Default::default() }],
+            ..Default::default()
+        };
+        let (mut documented, mut existing) = (BTreeSet::new(), BTreeSet::new());
+        key_paths(&parsed, "", &mut documented);
+        key_paths(&serde_json::to_value(&full).unwrap(), "", &mut existing);
+        assert_eq!(documented, existing);
+        let typed: Config = serde_json::from_value(parsed).expect("example deserialises");
+        assert!(super::validate::validate(&typed).iter().all(|p| p.message.starts_with("no such file")));
+    }
+}
