@@ -148,3 +148,62 @@ impl DetectedSender {
 pub fn reports() -> (mpsc::Sender<Report>, mpsc::Receiver<Report>) {
     mpsc::channel(REPORTS_CAPACITY)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::VideoCodec;
+
+    fn frame(pts_secs: f64) -> Arc<Frame> {
+        Arc::new(Frame {
+            width: 2,
+            height: 2,
+            y: vec![0; 4],
+            u: vec![128],
+            v: vec![128],
+            full_range: false,
+            pts_secs,
+            captured_at: chrono::Utc::now(),
+        })
+    }
+
+    fn au(keyframe: bool) -> EncodedFrame {
+        EncodedFrame { codec: VideoCodec::H264, data: vec![0, 0, 0, 1], pts_secs: 0.0, keyframe, connection: 1 }
+    }
+
+    #[test]
+    fn frame_queue_keeps_the_newest_frame_and_serves_cameras_in_turn() {
+        let counters: Vec<Arc<CameraCounters>> = (0..2).map(|_| Arc::default()).collect();
+        let q = FrameQueue::new(counters.clone());
+        q.put(0, frame(1.0)).unwrap();
+        q.put(1, frame(1.5)).unwrap();
+        q.put(0, frame(2.0)).unwrap(); // replaces camera 0's waiting frame, keeps its turn
+        let (cam, f) = q.take().unwrap();
+        assert_eq!((cam, f.pts_secs), (0, 2.0));
+        assert_eq!(q.take().map(|(c, f)| (c, f.pts_secs)), Some((1, 1.5)));
+        assert_eq!((counters[0].frames_replaced.get(), counters[1].frames_replaced.get()), (1, 0));
+        q.close();
+        assert!(q.take().is_none());
+        assert_eq!(q.put(0, frame(3.0)), Err(Closed));
+    }
+
+    #[test]
+    fn a_full_encoded_channel_drops_until_the_next_keyframe() {
+        let counters = Arc::new(CameraCounters::default());
+        let (mut tx, mut rx) = encoded(counters.clone());
+        for _ in 0..ENCODED_CAPACITY {
+            tx.send(au(false)).unwrap();
+        }
+        tx.send(au(false)).unwrap(); // full: dropped
+        while rx.try_recv().is_ok() {}
+        tx.send(au(false)).unwrap(); // room again, but not a keyframe: dropped
+        assert!(rx.try_recv().is_err());
+        tx.send(au(true)).unwrap();
+        tx.send(au(false)).unwrap();
+        assert!(rx.try_recv().unwrap().keyframe);
+        assert!(!rx.try_recv().unwrap().keyframe);
+        assert_eq!(counters.encoded_dropped.get(), 2);
+        drop(rx);
+        assert_eq!(tx.send(au(true)), Err(Closed));
+    }
+}

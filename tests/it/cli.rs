@@ -104,3 +104,33 @@ fn missing_or_broken_runtime_and_model_are_clear_errors() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn detect_writes_json_and_annotated_copies() {
+    let dir = temp_dir("cli-detect");
+    let (runtime, model) = paths();
+    let config = write(&dir, &good(&runtime, &model));
+    let mut img = image::RgbImage::from_pixel(400, 300, image::Rgb([40, 40, 40]));
+    for (x0, y0, colour) in [(50u32, 60u32, [250u8, 10, 10]), (250, 150, [10, 250, 10])] {
+        for y in y0..y0 + 60 {
+            for x in x0..x0 + 60 {
+                img.put_pixel(x, y, image::Rgb(colour));
+            }
+        }
+    }
+    let photo = dir.join("scene.jpg");
+    img.save(&photo).unwrap();
+    let out_dir = dir.join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+        .args(["detect", "--config", &config, "--out", &out_dir.display().to_string(), &photo.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<&str> = json[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    assert_eq!(labels.len(), 2, "{json}");
+    assert!(labels.contains(&"red") && labels.contains(&"green"), "{json}");
+    let annotated = image::open(out_dir.join("scene.detections.jpg")).unwrap().to_rgb8();
+    assert_eq!(annotated.dimensions(), (400, 300));
+    std::fs::remove_dir_all(&dir).ok();
+}
