@@ -64,10 +64,10 @@ fn deserialize_all(mut raw: Value) -> (Option<Config>, Vec<Problem>) {
                 let mut path: Vec<Segment> = err.path().iter().filter_map(Segment::from_serde).collect();
                 let message = err.inner().to_string();
                 // Name the unknown key itself if the path stops at its parent.
-                if let Some(field) = unknown_field_name(&message) {
-                    if !matches!(path.last(), Some(Segment::Key(k)) if *k == field) {
-                        path.push(Segment::Key(field));
-                    }
+                if let Some(field) = unknown_field_name(&message)
+                    && !matches!(path.last(), Some(Segment::Key(k)) if *k == field)
+                {
+                    path.push(Segment::Key(field));
                 }
                 problems.push(Problem { path: render(&path), message: tidy(&message) });
                 if path.is_empty() || !remove(&mut raw, &path) {

@@ -69,7 +69,7 @@ impl ZoneRule {
     pub fn matching(&self, detections: &[Detection], width: u32, height: u32) -> Vec<Detection> {
         detections
             .iter()
-            .filter(|d| d.score >= self.rule.min_score && self.rule.classes.iter().any(|c| *c == d.label))
+            .filter(|d| d.score >= self.rule.min_score && self.rule.classes.contains(&d.label))
             .filter(|d| {
                 let (ax, ay) = d.bbox.anchor();
                 zone::contains(&self.rule.zone, (ax as f64 / width as f64, ay as f64 / height as f64))

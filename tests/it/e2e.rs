@@ -82,7 +82,7 @@ fn is_box_colour(p: &image::Rgb<u8>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
-    let _serial = heavy();
+    let _serial = heavy().await;
     let dir = temp_dir("e2e");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/scene.mp4"), Some(("viewer", PASSWORD)));

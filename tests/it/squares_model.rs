@@ -45,7 +45,7 @@ fn layout(rng: &mut StdRng, width: u32, height: u32) -> (RgbImage, Vec<Square>) 
             continue;
         }
         // Both classes on every layout, and colours that vary like real paint.
-        let class = if squares.len() % 2 == 0 { "red" } else { "green" };
+        let class = if squares.len().is_multiple_of(2) { "red" } else { "green" };
         let (hi, lo) = (rng.random_range(200..=255u8), rng.random_range(0..50u8));
         let colour = if class == "red" { Rgb([hi, lo, lo]) } else { Rgb([lo, hi, lo]) };
         for yy in y..y + size {

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
@@ -26,9 +26,9 @@ pub fn ort_library() -> PathBuf {
 }
 
 /// Heavy end-to-end tests run one at a time: they share two cores and real-time clips.
-pub fn heavy() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 pub fn free_port() -> u16 {
@@ -117,9 +117,12 @@ impl RtspServer {
     }
 }
 
+/// (topic, payload) in arrival order.
+pub type Messages = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A real MQTT subscriber collecting every message under `filter`.
 pub struct Subscriber {
-    pub messages: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    pub messages: Messages,
     task: tokio::task::JoinHandle<()>,
 }
 
