@@ -83,7 +83,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
         let (encoded_tx, encoded_rx) = pipeline::encoded(counters[index].clone());
         let (detected_tx, detected_rx) = pipeline::detected(counters[index].clone());
         detected_txs.push(detected_tx);
-        tracker.spawn(source::supervise(camera.clone(), encoded_tx, counters[index].clone(), shutdown.clone()).instrument(span.clone()));
+        tracker.spawn(
+            source::supervise(camera.clone(), encoded_tx, counters[index].clone(), shutdown.clone())
+                .instrument(span.clone()),
+        );
 
         let (q, c, cam, thread_span) = (queue.clone(), counters[index].clone(), camera.clone(), span.clone());
         threads.push(spawn_thread(format!("decode-{}", camera.id), move || {
@@ -99,7 +102,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppE
             model_name: detector.name().to_string(),
             config_version: version.clone(),
         };
-        let rules_task = run_rules(camera.clone(), origin, detected_rx, reports_tx.clone(), counters[index].clone(), shutdown.clone());
+        let rules_task = run_rules(
+            camera.clone(),
+            origin,
+            detected_rx,
+            reports_tx.clone(),
+            counters[index].clone(),
+            shutdown.clone(),
+        );
         tracker.spawn(rules_task.instrument(span));
     }
     drop(reports_tx);

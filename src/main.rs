@@ -76,7 +76,8 @@ fn main() -> ExitCode {
 
 fn run(config: config::Config) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging(&config.log.level);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
@@ -114,7 +115,8 @@ fn detect(config: config::Config, out: &std::path::Path, images: &[PathBuf]) -> 
         fieldwatch::report::annotate(&mut rgb, &[], &boxes);
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let annotated = out.join(format!("{stem}.detections.jpg"));
-        std::fs::write(&annotated, fieldwatch::report::encode_jpeg(&rgb)).with_context(|| format!("writing {}", annotated.display()))?;
+        std::fs::write(&annotated, fieldwatch::report::encode_jpeg(&rgb))
+            .with_context(|| format!("writing {}", annotated.display()))?;
         results.push(serde_json::json!({ "image": path, "annotated": annotated, "detections": detections }));
     }
     println!("{}", serde_json::to_string_pretty(&results)?);

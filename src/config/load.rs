@@ -39,7 +39,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     let merged = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .add_source(config::Environment::with_prefix("FIELDWATCH").prefix_separator("__").separator("__").try_parsing(true))
+        .add_source(
+            config::Environment::with_prefix("FIELDWATCH").prefix_separator("__").separator("__").try_parsing(true),
+        )
         .build()
         .and_then(|c| c.try_deserialize::<Value>())
         .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;

@@ -89,7 +89,10 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             }
             for (k, [x, y]) in rule.zone.iter().enumerate() {
                 if !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y) {
-                    v.problem(format!("{at}.zone[{k}]"), format!("[{x}, {y}] is outside 0..1 (coordinates are fractions of the frame)"));
+                    v.problem(
+                        format!("{at}.zone[{k}]"),
+                        format!("[{x}, {y}] is outside 0..1 (coordinates are fractions of the frame)"),
+                    );
                 }
             }
             v.range(&format!("{at}.dwell_secs"), rule.dwell_secs, 0.0, 86_400.0);

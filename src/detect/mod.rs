@@ -39,7 +39,8 @@ impl BBox {
     }
 
     pub fn iou(&self, o: &BBox) -> f32 {
-        let inter = BBox { x1: self.x1.max(o.x1), y1: self.y1.max(o.y1), x2: self.x2.min(o.x2), y2: self.y2.min(o.y2) }.area();
+        let inter =
+            BBox { x1: self.x1.max(o.x1), y1: self.y1.max(o.y1), x2: self.x2.min(o.x2), y2: self.y2.min(o.y2) }.area();
         let union = self.area() + o.area() - inter;
         if union > 0.0 { inter / union } else { 0.0 }
     }
@@ -137,7 +138,15 @@ impl Detector {
             return Err(layout("no class names: the model has no `names` metadata; set model.labels".into()));
         }
         info!(model = %name, input = %format!("{input_width}x{input_height}"), labels = ?labels, "model loaded");
-        Ok(Self { session, name, input_width, input_height, labels, min_score: config.min_score, nms_iou: config.nms_iou })
+        Ok(Self {
+            session,
+            name,
+            input_width,
+            input_height,
+            labels,
+            min_score: config.min_score,
+            nms_iou: config.nms_iou,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -200,7 +209,12 @@ fn parse_names(raw: &str) -> Vec<String> {
 }
 
 /// Serves every camera's frames until the queue closes. `outputs[i]` receives camera i's results.
-pub fn run_worker(mut detector: Detector, queue: Arc<FrameQueue>, outputs: Vec<DetectedSender>, counters: Vec<Arc<CameraCounters>>) {
+pub fn run_worker(
+    mut detector: Detector,
+    queue: Arc<FrameQueue>,
+    outputs: Vec<DetectedSender>,
+    counters: Vec<Arc<CameraCounters>>,
+) {
     while let Some((camera, frame)) = queue.take() {
         let rgb = frame.to_rgb();
         match detector.detect(&rgb) {

@@ -49,14 +49,25 @@ struct Acks {
 
 /// Publishes every report from `reports` until shutdown, then drains, says `offline` and
 /// disconnects.
-pub async fn run(config: MqttConfig, device_id: String, mut reports: mpsc::Receiver<Report>, shutdown: CancellationToken) {
+pub async fn run(
+    config: MqttConfig,
+    device_id: String,
+    mut reports: mpsc::Receiver<Report>,
+    shutdown: CancellationToken,
+) {
     let status_topic = status_topic(&config, &device_id);
-    let client_id = if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() };
+    let client_id =
+        if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() };
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
         .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-        .set_last_will(LastWill::new(&status_topic, status(&device_id, "offline", "connection lost"), QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            &status_topic,
+            status(&device_id, "offline", "connection lost"),
+            QoS::AtLeastOnce,
+            true,
+        ));
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.expose().to_string());
     }
@@ -64,7 +75,8 @@ pub async fn run(config: MqttConfig, device_id: String, mut reports: mpsc::Recei
     let acks = Arc::new(Acks::default());
     let stop_driver = CancellationToken::new();
     let online = status(&device_id, "online", "started");
-    let mut driver = tokio::spawn(drive(eventloop, client.clone(), status_topic.clone(), online, acks.clone(), stop_driver.clone()));
+    let mut driver =
+        tokio::spawn(drive(eventloop, client.clone(), status_topic.clone(), online, acks.clone(), stop_driver.clone()));
     info!(broker = %format!("{}:{}", config.host, config.port), "mqtt publisher started");
 
     let publish = |report: Report| {
@@ -121,7 +133,9 @@ pub async fn run(config: MqttConfig, device_id: String, mut reports: mpsc::Recei
     let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status(&device_id, "offline", "shutdown"));
     acks.sent.fetch_add(1, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while acks.acked.load(Ordering::Relaxed) < acks.sent.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+    while acks.acked.load(Ordering::Relaxed) < acks.sent.load(Ordering::Relaxed)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The driver returns once DISCONNECT is on the wire; don't wait on a dead broker for it.
@@ -138,7 +152,14 @@ pub async fn run(config: MqttConfig, device_id: String, mut reports: mpsc::Recei
 }
 
 /// Polls the event loop until `stop`, announcing `online` after every (re)connect.
-async fn drive(mut eventloop: EventLoop, client: AsyncClient, status_topic: String, online: Vec<u8>, acks: Arc<Acks>, stop: CancellationToken) {
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    status_topic: String,
+    online: Vec<u8>,
+    acks: Arc<Acks>,
+    stop: CancellationToken,
+) {
     let backoff = || {
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))

@@ -79,7 +79,13 @@ impl ZoneRule {
     }
 
     /// Feeds one frame's detections taken at `at`; returns an event when the incident opens or resolves.
-    pub fn observe(&mut self, at: DateTime<Utc>, detections: &[Detection], width: u32, height: u32) -> Option<IncidentEvent> {
+    pub fn observe(
+        &mut self,
+        at: DateTime<Utc>,
+        detections: &[Detection],
+        width: u32,
+        height: u32,
+    ) -> Option<IncidentEvent> {
         let present = self.matching(detections, width, height);
         let secs = |from: DateTime<Utc>| (at - from).as_seconds_f64();
         let clear_after = self.rule.clear_after_secs;
@@ -108,7 +114,15 @@ impl ZoneRule {
                     return None;
                 }
                 self.state = State::Idle;
-                Some(IncidentEvent { kind: EventKind::Resolved, incident_id, rule: self.rule.clone(), started_at, opened_at, at, objects: vec![] })
+                Some(IncidentEvent {
+                    kind: EventKind::Resolved,
+                    incident_id,
+                    rule: self.rule.clone(),
+                    started_at,
+                    opened_at,
+                    at,
+                    objects: vec![],
+                })
             }
         }
     }
@@ -120,7 +134,15 @@ impl ZoneRule {
         }
         let incident_id = Uuid::new_v4();
         self.state = State::Open { incident_id, started_at, opened_at: at, last_seen: at };
-        Some(IncidentEvent { kind: EventKind::Opened, incident_id, rule: self.rule.clone(), started_at, opened_at: at, at, objects })
+        Some(IncidentEvent {
+            kind: EventKind::Opened,
+            incident_id,
+            rule: self.rule.clone(),
+            started_at,
+            opened_at: at,
+            at,
+            objects,
+        })
     }
 }
 
@@ -145,7 +167,12 @@ mod tests {
 
     /// A 10x10 object of `label` whose bottom-centre is at (x, y) in a 100x100 frame.
     fn obj(label: &str, score: f32, x: f32, y: f32) -> Detection {
-        Detection { class_id: 0, label: label.into(), score, bbox: BBox { x1: x - 5.0, y1: y - 10.0, x2: x + 5.0, y2: y } }
+        Detection {
+            class_id: 0,
+            label: label.into(),
+            score,
+            bbox: BBox { x1: x - 5.0, y1: y - 10.0, x2: x + 5.0, y2: y },
+        }
     }
 
     /// Runs `frames` (one per half second) and returns (time, kind) of each event.
@@ -183,8 +210,20 @@ mod tests {
     fn short_gaps_neither_restart_the_dwell_nor_resolve() {
         let r = obj("red", 0.9, 50.0, 80.0);
         let frames = vec![
-            vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], // 0..3 s
-            vec![], vec![], vec![r.clone()], vec![], vec![], vec![], vec![], // gaps of 1 s keep it open
+            vec![r.clone()],
+            vec![r.clone()],
+            vec![],
+            vec![r.clone()],
+            vec![r.clone()],
+            vec![],
+            vec![r.clone()], // 0..3 s
+            vec![],
+            vec![],
+            vec![r.clone()],
+            vec![],
+            vec![],
+            vec![],
+            vec![], // gaps of 1 s keep it open
         ];
         assert_eq!(run(&frames), vec![(3.0, EventKind::Opened), (6.5, EventKind::Resolved)]);
     }

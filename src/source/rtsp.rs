@@ -29,8 +29,11 @@ pub(super) async fn run_once(
     shutdown: &CancellationToken,
 ) -> Result<Ended, SourceError> {
     let shown = redact_url(camera.url.expose());
-    let (url, creds) = split_credentials(camera.url.expose())
-        .map_err(|message| SourceError::Url { camera: camera.id.clone(), url: shown.clone(), message })?;
+    let (url, creds) = split_credentials(camera.url.expose()).map_err(|message| SourceError::Url {
+        camera: camera.id.clone(),
+        url: shown.clone(),
+        message,
+    })?;
     let rtsp_err = |source| SourceError::Rtsp { camera: camera.id.clone(), url: shown.clone(), source };
 
     let group = Arc::new(SessionGroup::default());
@@ -86,7 +89,10 @@ async fn stream(
         .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"))
         .ok_or(StreamError::NoVideo)?;
     session
-        .setup(video, SetupOptions::default().transport(Transport::Tcp(Default::default())).frame_format(FrameFormat::SIMPLE))
+        .setup(
+            video,
+            SetupOptions::default().transport(Transport::Tcp(Default::default())).frame_format(FrameFormat::SIMPLE),
+        )
         .await?;
     let mut frames = session.play(PlayOptions::default()).await?.demuxed()?;
     counters.connects.inc();

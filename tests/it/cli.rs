@@ -96,7 +96,8 @@ fn missing_or_broken_runtime_and_model_are_clear_errors() {
     assert!(out.contains("model.path: cannot load model"), "{out}");
 
     // A rule naming a class the model does not have.
-    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &model).replace("[\"red\"]", "[\"motorbike\"]"))]);
+    let (code, out) =
+        fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &model).replace("[\"red\"]", "[\"motorbike\"]"))]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cameras[0].rules[0].classes[0]: \"motorbike\" is not a class of the model"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
@@ -125,7 +126,8 @@ fn detect_writes_json_and_annotated_copies() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let labels: Vec<&str> = json[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> =
+        json[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
     assert_eq!(labels.len(), 2, "{json}");
     assert!(labels.contains(&"red") && labels.contains(&"green"), "{json}");
     let annotated = image::open(out_dir.join("scene.detections.jpg")).unwrap().to_rgb8();

@@ -66,7 +66,8 @@ zone = [[0, 0], [1, 0], [1, 1]]
 }
 
 fn validator() -> jsonschema::Validator {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report.v1.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report.v1.json")).unwrap()).unwrap();
     jsonschema::validator_for(&schema).expect("schemas/report.v1.json is a valid JSON Schema")
 }
 
@@ -140,7 +141,8 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0]["class"], "red");
     let b = &objects[0]["box"];
-    let edges = [b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap()];
+    let edges =
+        [b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap()];
     for (got, want) in edges.iter().zip([300.0, 240.0, 348.0, 288.0]) {
         assert!((got - want).abs() <= 3.0, "box {edges:?} vs dweller at [300, 240, 348, 288]");
     }
@@ -153,7 +155,9 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let (x1, y1, x2, y2) = (edges[0] as u32, edges[1] as u32, edges[2] as u32, edges[3] as u32);
     let mid_y = (y1 + y2) / 2;
     let mid_x = (x1 + x2) / 2;
-    for (x, y, side) in [(x1 - 2, mid_y, "left"), (x2 + 1, mid_y, "right"), (mid_x, y1 - 2, "top"), (mid_x, y2 + 1, "bottom")] {
+    for (x, y, side) in
+        [(x1 - 2, mid_y, "left"), (x2 + 1, mid_y, "right"), (mid_x, y1 - 2, "top"), (mid_x, y2 + 1, "bottom")]
+    {
         assert!(is_box_colour(shot.get_pixel(x, y)), "{side} edge at ({x},{y}) is {:?}", shot.get_pixel(x, y));
     }
     let centre = shot.get_pixel(mid_x, mid_y);

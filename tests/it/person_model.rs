@@ -32,7 +32,8 @@ fn bbox(v: &Value) -> BBox {
 
 #[test]
 fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
     let mut detector = person_detector();
     assert_eq!(detector.labels(), ["Normal", "Fall"]);
     for image in reference["images"].as_array().unwrap() {
@@ -46,7 +47,11 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
             pad_x: u("pad_x"),
             pad_y: u("pad_y"),
         };
-        assert_eq!(lb, Letterbox::new(lb.source_width, lb.source_height, u("input_width"), u("input_height")), "{name}: letterbox geometry");
+        assert_eq!(
+            lb,
+            Letterbox::new(lb.source_width, lb.source_height, u("input_width"), u("input_height")),
+            "{name}: letterbox geometry"
+        );
         let bytes = std::fs::read(cache(&format!("reference/{}", image["tensor"].as_str().unwrap()))).unwrap();
         let tensor: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let got = detector.detect_tensor(tensor, &lb).unwrap();
@@ -58,7 +63,9 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
             let close = |d: &&Detection| {
                 d.class_id == class
                     && (d.score - ws).abs() <= 0.01
-                    && [(d.bbox.x1, wb.x1), (d.bbox.y1, wb.y1), (d.bbox.x2, wb.x2), (d.bbox.y2, wb.y2)].iter().all(|(a, b)| (a - b).abs() <= 2.0)
+                    && [(d.bbox.x1, wb.x1), (d.bbox.y1, wb.y1), (d.bbox.x2, wb.x2), (d.bbox.y2, wb.y2)]
+                        .iter()
+                        .all(|(a, b)| (a - b).abs() <= 2.0)
             };
             assert!(got.iter().any(|d| close(&d)), "{name}: no match for {w} in {got:#?}");
         }
@@ -67,7 +74,8 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
 
 #[test]
 fn finds_the_people_drawn_by_hand() {
-    let hand: Value = serde_json::from_str(&std::fs::read_to_string(root().join("tests/data/person_boxes.json")).unwrap()).unwrap();
+    let hand: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/data/person_boxes.json")).unwrap()).unwrap();
     let mut detector = person_detector();
     for entry in hand["images"].as_array().unwrap() {
         let name = entry["image"].as_str().unwrap();

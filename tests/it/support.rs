@@ -77,8 +77,15 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.stop();
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port)).unwrap();
-        let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto (run scripts/setup)");
+        std::fs::write(&conf, format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port))
+            .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (run scripts/setup)");
         self.proc = Some(Proc(child));
         wait_listening(self.port, Duration::from_secs(10));
     }
@@ -108,11 +115,13 @@ impl RtspServer {
         if let Some((u, p)) = auth {
             cmd.args(["--user", u, "--password", p]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 with gi (run scripts/setup)");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 with gi (run scripts/setup)");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("rtsp server said {line:?}")).parse().unwrap();
+        let port =
+            line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("rtsp server said {line:?}")).parse().unwrap();
         RtspServer { port, _proc: Proc(child) }
     }
 }
@@ -145,7 +154,9 @@ impl Subscriber {
                             let _ = r.send(());
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push((p.topic.clone(), p.payload.to_vec())),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        sink.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()))
+                    }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
