@@ -3,5 +3,6 @@
 mod cli;
 mod e2e;
 mod person_model;
+mod reconnect;
 mod squares_model;
 mod support;

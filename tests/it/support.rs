@@ -108,10 +108,15 @@ pub struct RtspServer {
 }
 
 impl RtspServer {
-    /// Serves `clip` at rtsp://127.0.0.1:PORT/cam, optionally behind basic auth.
+    /// Serves `clip` at rtsp://127.0.0.1:PORT/cam on a free port, optionally behind basic auth.
     pub fn start(clip: &Path, auth: Option<(&str, &str)>) -> Self {
+        Self::start_on(0, clip, auth)
+    }
+
+    /// The same on a given port (0 = pick one), e.g. to bring a camera back where it was.
+    pub fn start_on(port: u16, clip: &Path, auth: Option<(&str, &str)>) -> Self {
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg(root().join("scripts/rtsp_server.py")).arg("--clip").arg(clip);
+        cmd.arg(root().join("scripts/rtsp_server.py")).arg("--clip").arg(clip).args(["--port", &port.to_string()]);
         if let Some((u, p)) = auth {
             cmd.args(["--user", u, "--password", p]);
         }
@@ -218,6 +223,15 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has at least `n` lines containing `needle`.
+    pub async fn wait_log(&self, needle: &str, n: usize, within: Duration) {
+        let until = Instant::now() + within;
+        while self.log_text().lines().filter(|l| l.contains(needle)).count() < n {
+            assert!(Instant::now() < until, "no {n}x {needle:?} in the log after {within:?}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Sends SIGTERM and returns the exit status and how long the daemon took to stop.
