@@ -68,7 +68,11 @@ zone = [[0, 0], [1, 0], [1, 1]]
 fn validator() -> jsonschema::Validator {
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("schemas/report.v1.json")).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).expect("schemas/report.v1.json is a valid JSON Schema")
+    // Formats (uuid, date-time) are only annotations in draft 2020-12 unless asked for.
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schemas/report.v1.json is a valid JSON Schema")
 }
 
 fn snapshot(report: &Value) -> image::RgbImage {
@@ -181,4 +185,45 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
         assert!(!r.to_string().contains(PASSWORD), "password in a report");
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The schema is strict enough to be worth validating against: it rejects what a broken
+/// report would look like.
+#[test]
+fn the_schema_rejects_broken_reports() {
+    let v = validator();
+    let good: Value = serde_json::json!({
+        "schema": "fieldwatch.report/v1", "report_id": "0a81d87b-c99e-4741-a407-e7866bcac08a",
+        "incident_id": "ab80c4eb-787d-46d9-8cb5-136228da8cc8", "event": "opened", "device_id": "d",
+        "camera_id": "c", "camera_name": "C", "camera_location": "", "rule_id": "r",
+        "violation": "garbage", "category": "environmental_sanitation",
+        "started_at": "2026-11-28T10:02:01.826+07:00", "opened_at": "2026-11-28T10:02:04.826+07:00",
+        "observed_at": "2026-11-28T10:02:04.826+07:00", "duration_secs": 3.0,
+        "zone": [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0]],
+        "objects": [{"class": "red", "score": 0.9, "box": {"x1": 1.0, "y1": 2.0, "x2": 3.0, "y2": 4.0}}],
+        "description": {"en": "x", "vi": "y"}, "model": {"name": "m"}, "config_version": "abc",
+        "snapshot": {"content_type": "image/jpeg", "width": 640, "height": 360, "data": "/9j/4AAQ"}
+    });
+    assert!(v.is_valid(&good));
+    let broken = |path: &str, value: Value| {
+        let mut r = good.clone();
+        *r.pointer_mut(path).unwrap() = value;
+        r
+    };
+    let cases: [(&str, Value); 8] = [
+        ("/event", "closed".into()),
+        ("/report_id", "not-a-uuid".into()),
+        ("/observed_at", "2026-11-28 10:02:04".into()),
+        ("/observed_at", "2026-11-28T10:02:04Z".into()), // an offset, not Z: local time matters to the IOC
+        ("/category", "parking".into()),
+        ("/zone/0/0", 1.5.into()),
+        ("/objects/0/score", 2.into()),
+        ("/snapshot/content_type", "image/png".into()),
+    ];
+    for (path, value) in cases {
+        assert!(!v.is_valid(&broken(path, value.clone())), "{path} = {value} accepted");
+    }
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("snapshot");
+    assert!(!v.is_valid(&missing));
 }
