@@ -3,7 +3,7 @@
 //! serde stops at the first error. To report them all, [`load`] records the error, removes the
 //! offending key from the raw tree and deserialises again; because every field has a default, a
 //! removed key never causes a new error. Values that are present but wrong (ranges, duplicates,
-//! polygons) are checked afterwards by `validate`.
+//! polygons) are checked afterwards by `validate`, except under keys already reported.
 
 use super::Config;
 use serde_json::Value;
@@ -45,9 +45,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .build()
         .and_then(|c| c.try_deserialize::<Value>())
         .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
-    let (config, mut problems) = deserialize_all(merged);
+    let (config, mut problems, removed) = deserialize_all(merged);
     if let Some(config) = &config {
-        problems.extend(super::validate::validate(config));
+        problems.extend(super::validate::validate(config).into_iter().filter(|p| !within(p, &removed)));
     }
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     match config {
@@ -57,11 +57,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Deserialises `raw`, collecting every serde error with its path instead of stopping at one.
-fn deserialize_all(mut raw: Value) -> (Option<Config>, Vec<Problem>) {
-    let mut problems = Vec::new();
+/// Also returns the paths it removed, whose later validation complaints would only repeat it.
+fn deserialize_all(mut raw: Value) -> (Option<Config>, Vec<Problem>, Vec<String>) {
+    let (mut problems, mut removed) = (Vec::new(), Vec::new());
     loop {
         match serde_path_to_error::deserialize::<_, Config>(&raw) {
-            Ok(config) => return (Some(config), problems),
+            Ok(config) => return (Some(config), problems, removed),
             Err(err) => {
                 let mut path: Vec<Segment> = err.path().iter().filter_map(Segment::from_serde).collect();
                 let message = err.inner().to_string();
@@ -72,13 +73,28 @@ fn deserialize_all(mut raw: Value) -> (Option<Config>, Vec<Problem>) {
                     path.push(Segment::Key(field));
                 }
                 problems.push(Problem { path: render(&path), message: tidy(&message) });
-                if path.is_empty() || !remove(&mut raw, &path) {
-                    // Nothing left to remove: the whole document has the wrong shape.
-                    return (None, problems);
+                // Remove the nearest key at or above the error (`zone[1][0]` → `zone`).
+                loop {
+                    if path.is_empty() {
+                        // Nothing left to remove: the whole document has the wrong shape.
+                        return (None, problems, removed);
+                    }
+                    if remove_key(&mut raw, &path) {
+                        removed.push(render(&path));
+                        break;
+                    }
+                    path.pop();
                 }
             }
         }
     }
+}
+
+/// True if `problem` is at or below one of the `removed` paths.
+fn within(problem: &Problem, removed: &[String]) -> bool {
+    removed.iter().any(|r| {
+        problem.path == *r || problem.path.starts_with(&format!("{r}.")) || problem.path.starts_with(&format!("{r}["))
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -126,34 +142,21 @@ fn tidy(message: &str) -> String {
     }
 }
 
-/// Removes the node at `path`; false if there was nothing to remove.
-fn remove(root: &mut Value, path: &[Segment]) -> bool {
-    let Some((last, parents)) = path.split_last() else { return false };
+/// Removes the object key at `path`; false if `path` does not end in a key that exists.
+fn remove_key(root: &mut Value, path: &[Segment]) -> bool {
+    let Some((Segment::Key(last), parents)) = path.split_last() else { return false };
     let mut node = root;
     for seg in parents {
-        node = match (seg, node) {
-            (Segment::Key(k), Value::Object(m)) => match m.get_mut(k) {
-                Some(v) => v,
-                None => return false,
-            },
-            (Segment::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(v) => v,
-                None => return false,
-            },
-            _ => return false,
+        let next = match (seg, node) {
+            (Segment::Key(k), Value::Object(m)) => m.get_mut(k),
+            (Segment::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
         };
+        let Some(next) = next else { return false };
+        node = next;
     }
-    match (last, node) {
-        (Segment::Key(k), Value::Object(m)) => m.remove(k).is_some(),
-        // Replace rather than shift, so later indices keep pointing at the same elements.
-        (Segment::Index(i), Value::Array(a)) if *i < a.len() => {
-            let replacement = match &a[*i] {
-                Value::Object(_) => Value::Object(Default::default()),
-                _ => return false,
-            };
-            a[*i] = replacement;
-            true
-        }
+    match node {
+        Value::Object(m) => m.remove(last).is_some(),
         _ => false,
     }
 }
@@ -208,5 +211,16 @@ mod tests {
         assert!(found[0].starts_with("cameras[0].detect_fps: invalid type"), "{found:#?}");
         assert!(found[1].starts_with("cameras[0].rules[0].zone[1]:"), "{found:#?}");
         assert!(found[2].starts_with("device.colour: unknown key"), "{found:#?}");
+    }
+
+    #[test]
+    fn errors_inside_arrays_are_reported_once_and_the_rest_still_checked() {
+        let bad = GOOD
+            .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]", "[[0.1, 0.5], [0.9, \"x\"], [0.9, 1.0]]")
+            .replace("id = \"cam-1\"", "id = \"cam 1\"");
+        let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].starts_with("cameras[0].id: \"cam 1\" may contain only"), "{found:#?}");
+        assert!(found[1].starts_with("cameras[0].rules[0].zone[1][1]: invalid type: string"), "{found:#?}");
     }
 }
