@@ -1,0 +1,91 @@
+//! Per-frame cost of each CPU stage on a 1080p frame, for capacity planning: how many cameras
+//! at what detect_fps one box can carry. `cargo bench --bench stages` (needs scripts/setup for
+//! ONNX Runtime). Prints the median of each stage; no thresholds here — speed goals are read
+//! from these numbers, never asserted in tests.
+
+use fieldwatch::config::ModelConfig;
+use fieldwatch::decode::Frame;
+use fieldwatch::detect::{Detector, letterbox};
+use fieldwatch::report::{Origin, build};
+use fieldwatch::rules::{EventKind, IncidentEvent};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn median(mut f: impl FnMut(), runs: usize) -> Duration {
+    f(); // warm up
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn frame_1080p() -> Frame {
+    let (w, h) = (1920u32, 1080u32);
+    let mut y = vec![90u8; (w * h) as usize];
+    for (i, v) in y.iter_mut().enumerate() {
+        *v = (i % 251) as u8;
+    }
+    let c = (w.div_ceil(2) * h.div_ceil(2)) as usize;
+    Frame {
+        width: w,
+        height: h,
+        y,
+        u: vec![110; c],
+        v: vec![150; c],
+        full_range: false,
+        pts_secs: 0.0,
+        captured_at: chrono::Utc::now(),
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let frame = frame_1080p();
+    let rgb = frame.to_rgb();
+    println!("stage (1920x1080 frame)            median");
+    println!("yuv420 -> rgb                      {:?}", median(|| drop(frame.to_rgb()), 30));
+    println!("letterbox rgb -> 320x320 tensor    {:?}", median(|| drop(letterbox(&rgb, 320, 320)), 30));
+    println!("letterbox rgb -> 640x640 tensor    {:?}", median(|| drop(letterbox(&rgb, 640, 640)), 30));
+
+    let runtime = root.join(".cache/onnxruntime/libonnxruntime.so");
+    for (name, path) in [
+        ("squares 320", root.join("models/squares.onnx")),
+        ("person 640", root.join(".cache/models/person-yolov8.onnx")),
+    ] {
+        if !path.is_file() || !runtime.is_file() {
+            println!("{name}: skipped (run scripts/setup)");
+            continue;
+        }
+        let mut detector =
+            Detector::load(&ModelConfig { path, runtime: runtime.clone(), ..Default::default() }).unwrap();
+        println!("detect {name:<12} (1 thread)      {:?}", median(|| drop(detector.detect(&rgb).unwrap()), 10));
+    }
+
+    let event = IncidentEvent {
+        kind: EventKind::Opened,
+        incident_id: uuid::Uuid::new_v4(),
+        rule: Arc::new(fieldwatch::config::RuleConfig {
+            zone: vec![[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
+            ..Default::default()
+        }),
+        started_at: chrono::Utc::now(),
+        opened_at: chrono::Utc::now(),
+        at: chrono::Utc::now(),
+        objects: vec![],
+    };
+    let origin = Origin {
+        device_id: "bench".into(),
+        camera_id: "cam".into(),
+        camera_name: "cam".into(),
+        camera_location: String::new(),
+        model_name: "m".into(),
+        config_version: "v".into(),
+    };
+    println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &frame)), 10));
+}
