@@ -81,6 +81,15 @@ pub struct Snapshot {
     pub data: String,
 }
 
+fn round(v: f32, per: f32) -> f32 {
+    (v * per).round() / per
+}
+
+/// Boxes to a tenth of a pixel: finer is noise, and it keeps reports readable.
+fn rounded(b: BBox) -> BBox {
+    BBox { x1: round(b.x1, 10.0), y1: round(b.y1, 10.0), x2: round(b.x2, 10.0), y2: round(b.y2, 10.0) }
+}
+
 /// RFC 3339 in the box's local offset, e.g. `2026-11-28T16:45:03.120+07:00`.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.with_timezone(&chrono::Local).to_rfc3339_opts(SecondsFormat::Millis, false)
@@ -118,7 +127,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         objects: event
             .objects
             .iter()
-            .map(|o| ReportObject { class: o.label.clone(), score: (o.score * 1000.0).round() / 1000.0, bbox: o.bbox })
+            .map(|o| ReportObject { class: o.label.clone(), score: round(o.score, 1000.0), bbox: rounded(o.bbox) })
             .collect(),
         description: text::describe(event, &origin.camera_name, &origin.camera_location),
         model: ModelInfo { name: origin.model_name.clone() },
