@@ -209,21 +209,10 @@ mod tests {
     #[test]
     fn short_gaps_neither_restart_the_dwell_nor_resolve() {
         let r = obj("red", 0.9, 50.0, 80.0);
+        #[rustfmt::skip]
         let frames = vec![
-            vec![r.clone()],
-            vec![r.clone()],
-            vec![],
-            vec![r.clone()],
-            vec![r.clone()],
-            vec![],
-            vec![r.clone()], // 0..3 s
-            vec![],
-            vec![],
-            vec![r.clone()],
-            vec![],
-            vec![],
-            vec![],
-            vec![], // gaps of 1 s keep it open
+            vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], // 0..3 s
+            vec![], vec![], vec![r.clone()], vec![], vec![], vec![], vec![], // gaps of 1 s keep it open
         ];
         assert_eq!(run(&frames), vec![(3.0, EventKind::Opened), (6.5, EventKind::Resolved)]);
     }

@@ -111,11 +111,7 @@ fn detect_writes_json_and_annotated_copies() {
     let config = write(&dir, &good(&runtime, &model));
     let mut img = image::RgbImage::from_pixel(400, 300, image::Rgb([40, 40, 40]));
     for (x0, y0, colour) in [(50u32, 60u32, [250u8, 10, 10]), (250, 150, [10, 250, 10])] {
-        for y in y0..y0 + 60 {
-            for x in x0..x0 + 60 {
-                img.put_pixel(x, y, image::Rgb(colour));
-            }
-        }
+        paint_square(&mut img, x0, y0, 60, image::Rgb(colour));
     }
     let photo = dir.join("scene.jpg");
     img.save(&photo).unwrap();

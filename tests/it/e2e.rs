@@ -13,19 +13,8 @@ use std::time::Duration;
 const PASSWORD: &str = "s3cret-pw";
 
 fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, dead_port: u16) -> std::path::PathBuf {
-    let text = format!(
+    let cameras = format!(
         r#"
-[device]
-id = "edge-test"
-
-[model]
-path = "{model}"
-runtime = "{runtime}"
-
-[mqtt]
-port = {mqtt_port}
-keep_alive_secs = 5
-
 [[cameras]]
 id = "cam-ok"
 name = "Test Street"
@@ -56,13 +45,9 @@ id = "road"
 violation = "obstacle"
 classes = ["green"]
 zone = [[0, 0], [1, 0], [1, 1]]
-"#,
-        model = root().join("models/squares.onnx").display(),
-        runtime = ort_library().display(),
+"#
     );
-    let path = dir.join("fieldwatch.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    daemon_config(dir, mqtt_port, &cameras)
 }
 
 fn validator() -> jsonschema::Validator {

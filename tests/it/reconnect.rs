@@ -12,18 +12,8 @@ async fn a_camera_that_comes_back_is_streamed_again() {
     let clip = cache("clips/scene.mp4");
     let camera = RtspServer::start(&clip, None);
     let port = camera.port;
-    let config = dir.join("fieldwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[device]
-id = "edge-test"
-[model]
-path = "{model}"
-runtime = "{runtime}"
-[mqtt]
-port = {mqtt}
+    let cameras = format!(
+        r#"
 [[cameras]]
 id = "cam-1"
 url = "rtsp://127.0.0.1:{port}/cam"
@@ -35,13 +25,9 @@ id = "sidewalk"
 violation = "sidewalk_encroachment"
 classes = ["red"]
 zone = [[0, 0], [1, 0], [1, 1]]
-"#,
-            model = root().join("models/squares.onnx").display(),
-            runtime = ort_library().display(),
-            mqtt = broker.port,
-        ),
-    )
-    .unwrap();
+"#
+    );
+    let config = daemon_config(&dir, broker.port, &cameras);
     let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
     daemon.wait_log("rtsp playing", 1, Duration::from_secs(15)).await;
 

@@ -48,11 +48,7 @@ fn layout(rng: &mut StdRng, width: u32, height: u32) -> (RgbImage, Vec<Square>) 
         let class = if squares.len().is_multiple_of(2) { "red" } else { "green" };
         let (hi, lo) = (rng.random_range(200..=255u8), rng.random_range(0..50u8));
         let colour = if class == "red" { Rgb([hi, lo, lo]) } else { Rgb([lo, hi, lo]) };
-        for yy in y..y + size {
-            for xx in x..x + size {
-                img.put_pixel(xx, yy, colour);
-            }
-        }
+        paint_square(&mut img, x, y, size, colour);
         squares.push(Square { class, x, y, size });
     }
     (img, squares)

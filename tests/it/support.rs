@@ -31,6 +31,28 @@ pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// Writes `dir/fieldwatch.toml` for the daemon: device `edge-test`, the squares model, the broker
+/// on `mqtt_port`, then `cameras` (the `[[cameras]]` blocks of the test).
+pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
+    let text = format!(
+        "[device]\nid = \"edge-test\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n\n{cameras}",
+        root().join("models/squares.onnx").display(),
+        ort_library().display(),
+    );
+    let path = dir.join("fieldwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Paints a solid `size` x `size` square with its top-left corner at (x, y).
+pub fn paint_square(img: &mut image::RgbImage, x: u32, y: u32, size: u32, colour: image::Rgb<u8>) {
+    for yy in y..y + size {
+        for xx in x..x + size {
+            img.put_pixel(xx, yy, colour);
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
