@@ -40,7 +40,7 @@ fn frame_1080p() -> Frame {
         v: vec![150; c],
         full_range: false,
         pts_secs: 0.0,
-        captured_at: chrono::Utc::now(),
+        at: chrono::Utc::now(),
     }
 }
 
@@ -70,9 +70,15 @@ fn main() {
     let event = IncidentEvent {
         kind: EventKind::Opened,
         incident_id: uuid::Uuid::new_v4(),
-        rule: Arc::new(fieldwatch::config::RuleConfig {
+        rule: Arc::new(fieldwatch::config::Rule {
+            id: "sidewalk".into(),
+            violation: "sidewalk_encroachment".into(),
+            category: fieldwatch::config::Category::UrbanOrder,
+            classes: vec!["red".into()],
+            min_score: 0.5,
             zone: vec![[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
-            ..Default::default()
+            dwell: std::time::Duration::from_secs(10),
+            clear_after: std::time::Duration::from_secs(5),
         }),
         started_at: chrono::Utc::now(),
         opened_at: chrono::Utc::now(),

@@ -1,24 +1,37 @@
-//! Builds the stages for every camera, wires them with the channels of [`crate::pipeline`],
-//! and owns shutdown: one `CancellationToken` every loop honours, and a `TaskTracker` to wait
-//! for the async tasks before the threads are joined.
+//! Builds the stages for every camera, wires them with the edges of [`crate::pipeline`], and
+//! watches them. The only module that knows both the stages and the edges between them.
 //!
 //! Per camera: a source task, a decode thread and a rules task. Shared: one detector thread
-//! (one model, all cameras, served fairly) and one publisher task.
+//! (one model, all cameras, served fairly) and a report consumer — the MQTT publisher when
+//! live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
+//! [`start_cameras`]; only the source and the edges' policies differ.
+//!
+//! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
+//! before shutdown is logged with its stage and camera, shutdown is triggered, and the daemon
+//! exits non-zero so systemd restarts it.
 
-use crate::config::{CameraConfig, Config, Problem};
-use crate::detect::{DetectError, Detector};
-use crate::pipeline::{self, Detected, FrameQueue};
+use crate::clock::Clock;
+use crate::config::{Camera, Config, Problem, Settings};
+use crate::decode::Frame;
+use crate::detect::{DetectError, Detected, Detector};
+use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSender, EdgeSpec, edge};
+use crate::publish::{self, Presence};
 use crate::report::{self, Origin, Report};
-use crate::rules::ZoneRule;
+use crate::rules::{CameraRules, EventKind, IncidentEvent};
+use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::telemetry::CameraCounters;
-use crate::{decode, detect, publish, source};
+use crate::{decode, detect};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use sha2::Digest;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, Span, error, info, info_span, warn};
 
 /// How long tasks get to finish after shutdown is requested before we stop waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -29,8 +42,17 @@ pub enum AppError {
     Detector(#[from] DetectError),
     #[error("config does not match the model:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Mismatch(Vec<Problem>),
-    #[error("cannot start thread {name}: {source}")]
-    Thread { name: String, source: std::io::Error },
+    #[error("no camera {id:?} in the config (it has {known:?})")]
+    NoCamera { id: String, known: Vec<String> },
+    #[error("{stage} failed: {message}")]
+    Stage { stage: Stage, message: String },
+}
+
+impl AppError {
+    /// True for errors in what the operator configured: restarting will not help.
+    pub fn is_config(&self) -> bool {
+        matches!(self, AppError::Detector(_) | AppError::Mismatch(_) | AppError::NoCamera { .. })
+    }
 }
 
 /// A short, stable fingerprint of the effective configuration (secrets masked), carried in
@@ -59,120 +81,470 @@ pub fn check_classes(config: &Config, labels: &[String]) -> Vec<Problem> {
     problems
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+/// Loads the model and checks the rules' classes against it: what `check` and `run` share.
+pub fn load_detector(config: &Config) -> Result<Detector, AppError> {
     let detector = Detector::load(&config.model)?;
-    let mismatches = check_classes(&config, detector.labels());
+    let mismatches = check_classes(config, detector.labels());
     if !mismatches.is_empty() {
         return Err(AppError::Mismatch(mismatches));
     }
-    let version = config_version(&config);
-    info!(device = %config.device.id, cameras = config.cameras.len(), config_version = %version, "starting");
+    Ok(detector)
+}
 
-    let tracker = TaskTracker::new();
-    let counters: Vec<Arc<CameraCounters>> = config.cameras.iter().map(|_| Arc::default()).collect();
-    let queue = FrameQueue::new(counters.clone());
-    let (reports_tx, reports_rx) = pipeline::reports();
-    tracker.spawn(publish::run(config.mqtt.clone(), config.device.id.clone(), reports_rx, shutdown.clone()));
+/// The edges' policies: live drops frames when something is slow; replay never drops.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies {
+    pub encoded: EdgeSpec,
+    pub frames: EdgeSpec,
+    pub detections: EdgeSpec,
+    pub reports: EdgeSpec,
+}
 
-    let mut threads = Vec::new();
-    let mut detected_txs = Vec::new();
-    for (index, camera) in config.cameras.iter().enumerate() {
-        let camera = Arc::new(camera.clone());
-        let span = info_span!("camera", camera = %camera.id);
-        let (encoded_tx, encoded_rx) = pipeline::encoded(counters[index].clone());
-        let (detected_tx, detected_rx) = pipeline::detected(counters[index].clone());
-        detected_txs.push(detected_tx);
-        tracker.spawn(
-            source::supervise(camera.clone(), encoded_tx, counters[index].clone(), shutdown.clone())
-                .instrument(span.clone()),
+impl Policies {
+    pub const LIVE: Self = Self {
+        encoded: pipeline::ENCODED,
+        frames: pipeline::FRAMES,
+        detections: pipeline::DETECTIONS,
+        reports: pipeline::REPORTS,
+    };
+    pub const LOSSLESS: Self = Self {
+        encoded: pipeline::ENCODED.lossless(),
+        frames: pipeline::FRAMES.lossless(),
+        detections: pipeline::DETECTIONS.lossless(),
+        reports: pipeline::REPORTS.lossless(),
+    };
+}
+
+/// Runs the daemon until `shutdown` is cancelled or a stage fails.
+pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), AppError> {
+    let config = &settings.config;
+    let detector = load_detector(config)?;
+    info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
+
+    let mut supervisor = Supervisor::default();
+    let (reports_tx, reports_rx) = edge(Policies::LIVE.reports, vec![Arc::default()]);
+    let publisher =
+        publish::run(config.mqtt.clone(), config.device.id.clone(), reports_rx, Presence::Announce, shutdown.clone());
+    supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+
+    let sources = settings
+        .cameras
+        .iter()
+        .map(|camera| {
+            let cam = camera.clone();
+            let run: SourceRun =
+                Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
+            (camera.clone(), run)
+        })
+        .collect();
+    let started =
+        start_cameras(&mut supervisor, &settings, sources, detector, Policies::LIVE, clock, reports_tx, &shutdown);
+
+    let result = supervisor.watch(&shutdown, Until::Shutdown).await;
+    info!("shutting down");
+    started.frames.close(); // frames not yet looked at have no value now
+    supervisor.drain(SHUTDOWN_GRACE).await;
+    for (camera, c) in settings.cameras.iter().zip(&started.counters) {
+        info!(camera = %camera.id, connects = c.connects.get(), frames = c.encoded_frames.get(),
+              sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
+              dropped_encoded = c.encoded.dropped.get(), replaced_frames = c.frames.dropped.get(),
+              dropped_detections = c.detected.dropped.get(), decode_errors = c.decode_errors.get(),
+              reports_failed = c.reports_failed.get(), "camera totals");
+    }
+    info!("stopped");
+    result
+}
+
+/// What [`replay`] writes and where it sends reports.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Folder for each report's JSON and snapshot JPEG.
+    pub out: Option<PathBuf>,
+    /// Also publish the reports to the configured broker.
+    pub publish: bool,
+}
+
+/// What a replay did, for its summary line and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct ReplaySummary {
+    pub frames: u64,
+    pub detections: u64,
+    pub incidents: u64,
+    pub reports: u64,
+    pub reports_failed: u64,
+    /// Length of the clip, when its container says.
+    pub video_secs: Option<f64>,
+    pub wall_secs: f64,
+    pub decode_secs: f64,
+    pub detect_secs: f64,
+}
+
+impl fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frames {}, detections {}, incidents {}, reports {}",
+            self.frames, self.detections, self.incidents, self.reports
+        )?;
+        if self.reports_failed > 0 {
+            write!(f, " ({} failed)", self.reports_failed)?;
+        }
+        write!(f, "; {:.2} s (decode {:.2} s, detect {:.2} s)", self.wall_secs, self.decode_secs, self.detect_secs)?;
+        if let Some(video) = self.video_secs.filter(|_| self.wall_secs > 0.0) {
+            write!(f, "; {video:.1} s of video at {:.1}x real time", video / self.wall_secs)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs camera `camera_id`'s pipeline over `clip` as fast as the machine allows, with edges
+/// that never drop; each report goes to `on_report` (the caller prints and saves it), and to
+/// the broker with `options.publish`.
+pub async fn replay(
+    settings: &Settings,
+    camera_id: &str,
+    clip: FileSource,
+    options: ReplayOptions,
+    shutdown: CancellationToken,
+) -> Result<ReplaySummary, AppError> {
+    let config = &settings.config;
+    let camera = settings.camera(camera_id).cloned().ok_or_else(|| AppError::NoCamera {
+        id: camera_id.to_string(),
+        known: settings.cameras.iter().map(|c| c.id.clone()).collect(),
+    })?;
+    let detector = load_detector(config)?;
+    let video_secs = clip.duration_secs();
+    let started_at = Instant::now();
+
+    let mut supervisor = Supervisor::default();
+    let (reports_tx, reports_rx) = edge(Policies::LOSSLESS.reports, vec![Arc::default()]);
+    let forward = options.publish.then(|| {
+        let (tx, rx) = edge(Policies::LOSSLESS.reports, vec![Arc::default()]);
+        let mut mqtt = config.mqtt.clone();
+        // Never the daemon's own client id: the broker would disconnect the running daemon.
+        mqtt.client_id = format!("{}-replay-{}", publish::client_id(&mqtt, &config.device.id), std::process::id());
+        let publisher = publish::run(mqtt, config.device.id.clone(), rx, Presence::Quiet, shutdown.clone());
+        supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+        tx
+    });
+    supervisor.spawn(Stage::shared("replay output"), write_reports(reports_rx, options.out, forward));
+
+    let mut clip = Some(clip);
+    let run: SourceRun = Box::new(move |mut ctx| {
+        async move {
+            let mut clip = clip.take().expect("the source runs once");
+            clip.run_once(&mut ctx).await.map(|_| ()).map_err(|e| e.to_string())
+        }
+        .boxed()
+    });
+    // File sources take their times from the clip; the clock is never read.
+    let clock = Arc::new(crate::clock::SystemClock);
+    let started = start_cameras(
+        &mut supervisor,
+        settings,
+        vec![(camera, run)],
+        detector,
+        Policies::LOSSLESS,
+        clock,
+        reports_tx,
+        &shutdown,
+    );
+    supervisor.watch(&shutdown, Until::Done).await?;
+
+    let c = &started.counters[0];
+    Ok(ReplaySummary {
+        frames: c.frames_detected.get(),
+        detections: c.detections.get(),
+        incidents: c.incidents_opened.get(),
+        reports: c.reports.get(),
+        reports_failed: c.reports_failed.get(),
+        video_secs,
+        wall_secs: started_at.elapsed().as_secs_f64(),
+        decode_secs: c.decode_busy.get() as f64 / 1e9,
+        detect_secs: c.detect_busy.get() as f64 / 1e9,
+    })
+}
+
+/// Prints one line per report, saves its JSON and JPEG under `out`, and forwards it.
+async fn write_reports(
+    reports: EdgeReceiver<Report>,
+    out: Option<PathBuf>,
+    forward: Option<EdgeSender<Report>>,
+) -> StageResult {
+    if let Some(dir) = &out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let mut n = 0;
+    while let Some(report) = reports.recv_async().await {
+        n += 1;
+        let objects: Vec<String> = report.objects.iter().map(|o| format!("{} {:.2}", o.class, o.score)).collect();
+        let mut line = format!(
+            "{:<8} {}/{} incident {} at {} objects [{}]",
+            report.event,
+            report.camera_id,
+            report.rule_id,
+            &report.incident_id[..8],
+            report.observed_at,
+            objects.join(", ")
         );
+        if let Some(dir) = &out {
+            let stem = dir.join(format!("{n:04}-{}-{}", report.event, report.rule_id));
+            let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
+            std::fs::write(stem.with_extension("json"), json)
+                .map_err(|e| format!("writing {}: {e}", stem.display()))?;
+            std::fs::write(stem.with_extension("jpg"), report.snapshot_jpeg())
+                .map_err(|e| format!("writing {}: {e}", stem.display()))?;
+            line.push_str(&format!(" -> {}.json", stem.display()));
+        }
+        println!("{line}");
+        if let Some(tx) = &forward
+            && tx.send_async(report).await.is_err()
+        {
+            return Err("the publisher stopped".into());
+        }
+    }
+    Ok(())
+}
 
-        let (q, c, cam, thread_span) = (queue.clone(), counters[index].clone(), camera.clone(), span.clone());
-        threads.push(spawn_thread(format!("decode-{}", camera.id), move || {
-            let _entered = thread_span.enter();
-            decode::run(index, &cam.id, cam.detect_fps, encoded_rx, &q, &c);
-        })?);
+/// How a camera's source runs, given its context: supervised reconnects live, one pass in replay.
+type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
+
+/// Handles on the stages [`start_cameras`] started.
+struct Started {
+    counters: Vec<Arc<CameraCounters>>,
+    /// Stops the shared detector at shutdown.
+    frames: EdgeCloser,
+}
+
+/// Starts source, decode and rules for each camera and the shared detector, under `supervisor`,
+/// with edges of `policies`; reports go to `reports`.
+#[allow(clippy::too_many_arguments)]
+fn start_cameras(
+    supervisor: &mut Supervisor,
+    settings: &Settings,
+    cameras: Vec<(Arc<Camera>, SourceRun)>,
+    detector: Detector,
+    policies: Policies,
+    clock: Arc<dyn Clock>,
+    reports: EdgeSender<Report>,
+    shutdown: &CancellationToken,
+) -> Started {
+    let config = &settings.config;
+    let version = config_version(config);
+    let counters: Vec<Arc<CameraCounters>> = cameras.iter().map(|_| Arc::default()).collect();
+    let (frames_tx, frames_rx) =
+        edge::<Arc<Frame>>(policies.frames, counters.iter().map(|c| c.frames.clone()).collect());
+    let mut outputs = Vec::new();
+    let mut ids = Vec::new();
+    for (index, (camera, run_source)) in cameras.into_iter().enumerate() {
+        let c = &counters[index];
+        let span = info_span!("camera", camera = %camera.id);
+        let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
+        let (detected_tx, detected_rx) = edge(policies.detections, vec![c.detected.clone()]);
+        outputs.push(detected_tx);
+        ids.push(camera.id.clone());
+
+        let ctx = SourceContext::new(&camera.id, encoded_tx, clock.clone(), c.clone(), shutdown.clone());
+        let id = camera.id.clone();
+        let source = async move {
+            crate::testing::maybe_panic("source", &id);
+            run_source(ctx).await
+        };
+        supervisor.spawn(Stage::of("source", &camera.id), source.instrument(span.clone()));
+
+        let (cam, frames, cc) = (camera.clone(), frames_tx.keyed(index), c.clone());
+        supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
+            decode::run(&cam.id, cam.detect_fps, encoded_rx, frames, &cc);
+            Ok(())
+        });
 
         let origin = Origin {
             device_id: config.device.id.clone(),
             camera_id: camera.id.clone(),
-            camera_name: camera.display_name().to_string(),
+            camera_name: camera.name.clone(),
             camera_location: camera.location.clone(),
             model_name: detector.name().to_string(),
             config_version: version.clone(),
         };
-        let rules_task = run_rules(
-            camera.clone(),
-            origin,
-            detected_rx,
-            reports_tx.clone(),
-            counters[index].clone(),
-            shutdown.clone(),
-        );
-        tracker.spawn(rules_task.instrument(span));
+        let rules = run_rules(camera.clone(), origin, detected_rx, reports.clone(), c.clone(), shutdown.clone());
+        supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
     }
-    drop(reports_tx);
-    let (q, c) = (queue.clone(), counters.clone());
-    threads.push(spawn_thread("detect".into(), move || detect::run_worker(detector, q, detected_txs, c))?);
-
-    shutdown.cancelled().await;
-    info!("shutting down");
-    queue.close();
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
-        warn!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
-        return Ok(());
-    }
-    // Threads end once their channels close; a decoder mid-frame takes milliseconds.
-    for t in threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
-    }
-    for (camera, c) in config.cameras.iter().zip(&counters) {
-        info!(camera = %camera.id, connects = c.connects.get(), frames = c.encoded_frames.get(),
-              sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
-              dropped_encoded = c.encoded_dropped.get(), replaced_frames = c.frames_replaced.get(),
-              dropped_detections = c.detections_dropped.get(), decode_errors = c.decode_errors.get(), "camera totals");
-    }
-    info!("stopped");
-    Ok(())
-}
-
-fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>, AppError> {
-    std::thread::Builder::new().name(name.clone()).spawn(f).map_err(|source| AppError::Thread { name, source })
+    drop(frames_tx); // the decoders hold their own; the detector ends when they have all gone
+    let frames = frames_rx.closer();
+    let detect_counters = counters.clone();
+    supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
+        detect::run_worker(detector, frames_rx, outputs, detect_counters, ids);
+        Ok(())
+    });
+    Started { counters, frames }
 }
 
 /// Applies `camera`'s rules to each detection result; events become reports.
 async fn run_rules(
-    camera: Arc<CameraConfig>,
+    camera: Arc<Camera>,
     origin: Origin,
-    mut detected: mpsc::Receiver<Detected>,
-    reports: mpsc::Sender<Report>,
+    detected: EdgeReceiver<Detected>,
+    reports: EdgeSender<Report>,
     counters: Arc<CameraCounters>,
     shutdown: CancellationToken,
-) {
+) -> StageResult {
+    crate::testing::maybe_panic("rules", &camera.id);
     let origin = Arc::new(origin);
-    let mut rules: Vec<ZoneRule> = camera.rules.iter().cloned().map(ZoneRule::new).collect();
+    let mut logic = CameraRules::new(&camera.rules);
     loop {
         let Detected { frame, detections } = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            d = detected.recv() => match d { Some(d) => d, None => return },
+            _ = shutdown.cancelled() => return Ok(()),
+            d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
-        for rule in &mut rules {
-            let Some(event) = rule.observe(frame.captured_at, &detections, frame.width, frame.height) else { continue };
+        for event in logic.observe(frame.at, &detections, frame.width, frame.height) {
             info!(rule = %event.rule.id, incident = %event.incident_id, event = ?event.kind, objects = event.objects.len(), "incident");
-            let (origin, frame) = (origin.clone(), frame.clone());
-            let report = match tokio::task::spawn_blocking(move || report::build(&origin, &event, &frame)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    error!(error = %e, "building a report failed");
-                    continue;
-                }
+            if event.kind == EventKind::Opened {
+                counters.incidents_opened.inc();
+            }
+            let Some(report) = build_report(&origin, event, &frame).await else {
+                counters.reports_failed.inc();
+                continue;
             };
             counters.reports.inc();
-            if reports.send(report).await.is_err() {
-                return;
+            if reports.send_async(report).await.is_err() {
+                return Err("the report consumer stopped".into());
             }
         }
+    }
+}
+
+/// Builds a report on a blocking thread (colour conversion and JPEG are CPU work). A panic is
+/// retried once; a second one is logged at error with the incident, never passed over silently.
+async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, frame: &Arc<Frame>) -> Option<Report> {
+    const ATTEMPTS: u32 = 2;
+    for attempt in 1..=ATTEMPTS {
+        let (o, e, f) = (origin.clone(), event.clone(), frame.clone());
+        match tokio::task::spawn_blocking(move || report::build(&o, &e, &f)).await {
+            Ok(report) => return Some(report),
+            Err(error) => {
+                error!(attempt, incident = %event.incident_id, event = ?event.kind, error = %error, "building a report failed")
+            }
+        }
+    }
+    error!(incident = %event.incident_id, event = ?event.kind, rule = %event.rule.id, "report lost: building it failed {ATTEMPTS} times");
+    None
+}
+
+type StageResult = Result<(), String>;
+
+/// A stage's name and, unless shared, its camera: what a failure log names.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: &'static str,
+    pub camera: Option<String>,
+}
+
+impl Stage {
+    fn of(name: &'static str, camera: &str) -> Self {
+        Self { name, camera: Some(camera.to_string()) }
+    }
+    fn shared(name: &'static str) -> Self {
+        Self { name, camera: None }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.camera {
+            Some(camera) => write!(f, "stage {} of camera {camera}", self.name),
+            None => write!(f, "stage {}", self.name),
+        }
+    }
+}
+
+/// When a stage's normal end is expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Live: stages run until shutdown; ending sooner is a failure.
+    Shutdown,
+    /// Replay: stages end when the clip is done.
+    Done,
+}
+
+/// Every task and thread of the daemon, each joined and named.
+#[derive(Default)]
+struct Supervisor {
+    stages: JoinSet<StageResult>,
+    names: HashMap<tokio::task::Id, Stage>,
+}
+
+impl Supervisor {
+    fn spawn(&mut self, stage: Stage, task: impl Future<Output = StageResult> + Send + 'static) {
+        let handle = self.stages.spawn(task);
+        self.names.insert(handle.id(), stage);
+    }
+
+    /// CPU work (decoding, inference) on a thread of its own, inside `span`.
+    fn spawn_thread(&mut self, stage: Stage, span: Span, work: impl FnOnce() -> StageResult + Send + 'static) {
+        let handle = self.stages.spawn_blocking(move || span.in_scope(work));
+        self.names.insert(handle.id(), stage);
+    }
+
+    /// Waits until shutdown (live) or until every stage is done (replay). The first stage that
+    /// panics, fails, or ends too soon is logged by name, cancels `shutdown`, and is returned.
+    async fn watch(&mut self, shutdown: &CancellationToken, until: Until) -> Result<(), AppError> {
+        loop {
+            let joined = tokio::select! {
+                _ = shutdown.cancelled(), if until == Until::Shutdown => return Ok(()),
+                joined = self.stages.join_next_with_id() => joined,
+            };
+            let Some(joined) = joined else { return Ok(()) };
+            let (stage, failure) = self.outcome(joined);
+            let failure = failure.or_else(|| {
+                (until == Until::Shutdown && !shutdown.is_cancelled()).then(|| "ended before shutdown".to_string())
+            });
+            if let Some(message) = failure {
+                error!(stage = stage.name, camera = stage.camera.as_deref().unwrap_or("-"), error = %message, "{stage} failed; stopping");
+                shutdown.cancel();
+                return Err(AppError::Stage { stage, message });
+            }
+        }
+    }
+
+    /// After shutdown: waits up to `grace` for every stage, logging failures on the way.
+    async fn drain(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stages.join_next_with_id()).await {
+                Ok(None) => return,
+                Ok(Some(joined)) => {
+                    if let (stage, Some(message)) = self.outcome(joined) {
+                        error!(stage = stage.name, camera = stage.camera.as_deref().unwrap_or("-"), error = %message, "{stage} failed while stopping");
+                    }
+                }
+                Err(_) => {
+                    let left: Vec<String> = self.names.values().map(|s| s.to_string()).collect();
+                    warn!(?left, "stages still running after {grace:?}; exiting anyway");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Which stage ended, and its failure if it failed.
+    fn outcome(
+        &mut self,
+        joined: Result<(tokio::task::Id, StageResult), tokio::task::JoinError>,
+    ) -> (Stage, Option<String>) {
+        let (id, failure) = match joined {
+            Ok((id, result)) => (id, result.err()),
+            Err(e) if e.is_panic() => {
+                let id = e.id();
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown payload".into());
+                (id, Some(format!("panicked: {message}")))
+            }
+            Err(e) => (e.id(), Some("cancelled".into())),
+        };
+        (self.names.remove(&id).unwrap_or(Stage::shared("unknown")), failure)
     }
 }

@@ -22,6 +22,7 @@
 //! - [`telemetry`]: logging and counters.
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod detect;
@@ -31,3 +32,5 @@ pub mod report;
 pub mod rules;
 pub mod source;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;

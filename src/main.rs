@@ -1,10 +1,12 @@
-//! Command line: `run`, `check` and `detect`. Everything else lives in the library.
+//! Command line: `run`, `check`, `detect` and `replay`. Everything else lives in the library.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fieldwatch::config::{self, ConfigError};
+use fieldwatch::app::{self, AppError, ReplayOptions};
+use fieldwatch::config::{self, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h EX_CONFIG: systemd and scripts can tell a bad config from a crash.
@@ -39,52 +41,101 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Run one camera's pipeline (decode, detect, rules, reports) over a recorded clip as fast
+    /// as the machine allows, timed by the clip; print each report and a summary.
+    Replay {
+        /// MP4, MKV or raw H.264 (Annex B) file.
+        clip: PathBuf,
+        #[arg(long, short, env = "FIELDWATCH_CONFIG")]
+        config: PathBuf,
+        /// The camera (its rules and detect_fps) to replay the clip as.
+        #[arg(long)]
+        camera: String,
+        /// Folder for each report's JSON and snapshot JPEG.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also publish the reports to the configured broker.
+        #[arg(long)]
+        publish: bool,
+        /// Wall time of the clip's first frame (RFC 3339). Default: the clip's creation_time,
+        /// else the file's modification time.
+        #[arg(long)]
+        start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
         Command::Run { config } | Command::Check { config } | Command::Detect { config, .. } => config.clone(),
+        Command::Replay { config, .. } => config.clone(),
     };
-    let config = match config::load(&path) {
-        Ok(c) => c,
-        Err(e @ ConfigError::Invalid { .. }) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let settings = match config::load(&path) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let result = match cli.command {
-        Command::Check { .. } => {
-            println!("config {} is valid (version {})", path.display(), fieldwatch::app::config_version(&config));
-            Ok(())
+        Command::Check { .. } => check(&settings, &path),
+        Command::Run { .. } => run(settings),
+        Command::Detect { out, images, .. } => detect(&settings, &out, &images),
+        Command::Replay { clip, camera, out, publish, start, .. } => {
+            replay(settings, &clip, &camera, ReplayOptions { out, publish }, start)
         }
-        Command::Run { .. } => run(config),
-        Command::Detect { out, images, .. } => detect(config, &out, &images),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let config_error = e.downcast_ref::<AppError>().is_some_and(AppError::is_config);
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A bad config or model is not fixed by restarting: systemd must not loop on it.
+            if config_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
         }
     }
 }
 
-fn run(config: config::Config) -> anyhow::Result<()> {
-    fieldwatch::telemetry::init_logging(&config.log.level);
+/// Validates the config (done by loading it) and checks its rules against the model's classes.
+fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
+    fieldwatch::telemetry::init_logging("warn");
+    app::load_detector(&settings.config)?;
+    println!("config {} is valid (version {})", path.display(), app::config_version(&settings.config));
+    Ok(())
+}
+
+fn run(settings: Settings) -> anyhow::Result<()> {
+    fieldwatch::telemetry::init_logging(&settings.config.log.level);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
-        fieldwatch::app::run(config, shutdown).await
-    })?;
+        app::run(settings, Arc::new(fieldwatch::clock::SystemClock), shutdown).await
+    });
     // Don't wait for blocking tasks stuck on a dead peer: everything that matters has stopped.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(result?)
+}
+
+fn replay(
+    settings: Settings,
+    clip: &std::path::Path,
+    camera: &str,
+    options: ReplayOptions,
+    start: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> anyhow::Result<()> {
+    fieldwatch::telemetry::init_logging("warn");
+    let source = fieldwatch::source::FileSource::open(clip, start.map(|s| s.to_utc()))?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let summary = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        app::replay(&settings, camera, source, options, shutdown).await
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    println!("replay {}: {}", clip.display(), summary?);
     Ok(())
 }
 
@@ -103,9 +154,9 @@ async fn watch_signals(shutdown: CancellationToken) {
     std::process::exit(130);
 }
 
-fn detect(config: config::Config, out: &std::path::Path, images: &[PathBuf]) -> anyhow::Result<()> {
+fn detect(settings: &Settings, out: &std::path::Path, images: &[PathBuf]) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn");
-    let mut detector = fieldwatch::detect::Detector::load(&config.model)?;
+    let mut detector = fieldwatch::detect::Detector::load(&settings.config.model).map_err(AppError::from)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut results = Vec::new();
     for path in images {

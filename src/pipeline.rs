@@ -1,209 +1,409 @@
-//! Every edge between stages, its capacity and what happens when it is full — kept in one
-//! place so the whole flow control of the daemon can be read on one screen.
+//! The edges between stages: bounded queues generic over their item, each with its policy when
+//! full as data and its counters. The item types belong to the stages that produce them; this
+//! module names no stage, and only `app` knows both ends, so the same stages run live (frames
+//! may be dropped) or in replay (nothing is).
 //!
-//! | edge                     | capacity | when full                                              |
-//! |--------------------------|----------|--------------------------------------------------------|
-//! | source → decode          | 64 AUs   | drop, count, and skip until the next keyframe          |
-//! | decode → detect          | 1 frame per camera | newest wins; the replaced frame is counted   |
-//! | detect → rules           | 4        | drop the newest result, counted                         |
-//! | rules → publish (reports)| 256      | block: reports are never dropped                        |
+//! | edge (live)              | capacity           | when full                                     |
+//! |--------------------------|--------------------|-----------------------------------------------|
+//! | source → decode          | 64 AUs             | drop the newest; the source skips to a keyframe |
+//! | decode → detect          | 1 frame per camera | newest wins per camera; the replaced one counted |
+//! | detect → rules           | 4                  | drop the newest result, counted                |
+//! | rules → publish (reports)| 256                | block: reports are never dropped               |
+//!
+//! In replay every edge blocks ([`EdgeSpec::lossless`]), so a clip gives the same result however
+//! fast the machine is.
+//!
+//! An edge is used from threads (blocking `send`/`recv`) and from async tasks (`send_async`/
+//! `recv_async`) alike; the async side never blocks a runtime worker.
 
-use crate::decode::Frame;
-use crate::detect::Detection;
-use crate::report::Report;
-use crate::source::EncodedFrame;
-use crate::telemetry::CameraCounters;
+use crate::telemetry::Counter;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-pub const ENCODED_CAPACITY: usize = 64;
-pub const DETECTIONS_CAPACITY: usize = 4;
-pub const REPORTS_CAPACITY: usize = 256;
+/// What an edge does with an item when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The sender waits for room: nothing is lost, a slow consumer slows the producer.
+    Block,
+    /// The new item is discarded and counted; the sender hears [`Sent::Dropped`].
+    DropNewest,
+    /// Each sender key holds at most one waiting item: a newer one replaces it (counted) and
+    /// keeps its turn, so keys are served in turn and the consumer sees fresh items.
+    NewestWinsPerKey,
+}
 
-/// The receiving side has gone: the stage downstream stopped.
+/// An edge's name, capacity (items waiting, in all keys) and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeSpec {
+    pub name: &'static str,
+    pub capacity: usize,
+    pub when_full: WhenFull,
+}
+
+impl EdgeSpec {
+    /// The same edge, but blocking when full: nothing is dropped (replay).
+    pub const fn lossless(self) -> Self {
+        Self { when_full: WhenFull::Block, ..self }
+    }
+}
+
+/// source → decode. Dropping one access unit corrupts every frame up to the next keyframe, so a
+/// source that hears [`Sent::Dropped`] skips to the next keyframe itself.
+pub const ENCODED: EdgeSpec = EdgeSpec { name: "encoded", capacity: 64, when_full: WhenFull::DropNewest };
+/// decode → detect, one key per camera: a slow detector sees each camera's newest frame, and a
+/// busy camera cannot starve the others. Capacity is per key under this policy.
+pub const FRAMES: EdgeSpec = EdgeSpec { name: "frames", capacity: 1, when_full: WhenFull::NewestWinsPerKey };
+/// detect → rules: rules are cheap, so a full edge means they are stuck; drop, don't wait.
+pub const DETECTIONS: EdgeSpec = EdgeSpec { name: "detections", capacity: 4, when_full: WhenFull::DropNewest };
+/// rules → publish: reports are the product; a full edge makes the rules wait.
+pub const REPORTS: EdgeSpec = EdgeSpec { name: "reports", capacity: 256, when_full: WhenFull::Block };
+
+/// What one sender key put through an edge.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// Items accepted (including those that later replaced another).
+    pub sent: Counter,
+    /// Items discarded by the policy: the newest under `DropNewest`, the replaced one under
+    /// `NewestWinsPerKey`. Intended drops; `Block` never drops.
+    pub dropped: Counter,
+}
+
+/// The receiving side has gone, or the edge was closed: the stage downstream stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
-/// source → decode. Dropping one access unit corrupts every frame up to the next keyframe, so
-/// after a drop the sender discards everything until a keyframe arrives.
-pub struct EncodedSender {
-    tx: mpsc::Sender<EncodedFrame>,
-    resync: bool,
-    counters: Arc<CameraCounters>,
+/// How a send went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    /// The item was discarded (`DropNewest`).
+    Dropped,
+    /// The item took the place of this key's older one (`NewestWinsPerKey`).
+    Replaced,
 }
 
-pub fn encoded(counters: Arc<CameraCounters>) -> (EncodedSender, mpsc::Receiver<EncodedFrame>) {
-    let (tx, rx) = mpsc::channel(ENCODED_CAPACITY);
-    (EncodedSender { tx, resync: false, counters }, rx)
+struct Shared<T> {
+    spec: EdgeSpec,
+    state: Mutex<State<T>>,
+    /// Wakes threads blocked in `send`/`recv`.
+    threads: Condvar,
+    /// Wakes tasks awaiting `send_async`/`recv_async`.
+    tasks: tokio::sync::Notify,
+    counters: Vec<Arc<EdgeCounters>>,
 }
 
-impl EncodedSender {
-    pub fn send(&mut self, frame: EncodedFrame) -> Result<(), Closed> {
-        if self.resync && !frame.keyframe {
-            self.counters.encoded_dropped.inc();
-            return Ok(());
-        }
-        self.resync = false;
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.encoded_dropped.inc();
-                self.resync = true;
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
-        }
-    }
-}
-
-/// decode → detect: one slot per camera; the detector serves cameras in the order their slots
-/// filled, so a busy camera cannot starve the others, and a slow detector sees fresh frames.
-pub struct FrameQueue {
-    state: Mutex<QueueState>,
-    ready: Condvar,
-    counters: Vec<Arc<CameraCounters>>,
-}
-
-struct QueueState {
-    slots: Vec<Option<Arc<Frame>>>,
-    order: VecDeque<usize>,
+struct State<T> {
+    items: VecDeque<(usize, T)>,
+    senders: usize,
+    receiver: bool,
     closed: bool,
 }
 
-impl FrameQueue {
-    /// One slot per camera, indexed like `counters`.
-    pub fn new(counters: Vec<Arc<CameraCounters>>) -> Arc<Self> {
-        let state = QueueState { slots: vec![None; counters.len()], order: VecDeque::new(), closed: false };
-        Arc::new(Self { state: Mutex::new(state), ready: Condvar::new(), counters })
+/// Creates an edge with one sender key per entry of `counters` (one for a plain edge, one per
+/// camera for a shared one). The sender returned has key 0; [`EdgeSender::keyed`] makes others.
+pub fn edge<T>(spec: EdgeSpec, counters: Vec<Arc<EdgeCounters>>) -> (EdgeSender<T>, EdgeReceiver<T>) {
+    assert!(!counters.is_empty() && spec.capacity > 0, "an edge needs a key and room for an item");
+    let shared = Arc::new(Shared {
+        spec,
+        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, closed: false }),
+        threads: Condvar::new(),
+        tasks: tokio::sync::Notify::new(),
+        counters,
+    });
+    (EdgeSender { shared: shared.clone(), key: 0 }, EdgeReceiver { shared })
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic elsewhere never leaves the queue half-changed: every change is one call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers `camera`'s newest frame; an older frame still waiting is replaced and counted.
-    pub fn put(&self, camera: usize, frame: Arc<Frame>) -> Result<(), Closed> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn wake(&self) {
+        self.threads.notify_all();
+        self.tasks.notify_waiters();
+    }
+
+    /// One attempt to send; `Err(item)` means "full, wait and retry" (only under `Block`).
+    fn try_send(&self, key: usize, item: T) -> Result<Result<Sent, Closed>, T> {
+        let mut s = self.lock();
+        if s.closed || !s.receiver {
+            return Ok(Err(Closed));
+        }
+        let counters = &self.counters[key];
+        let outcome = match self.spec.when_full {
+            WhenFull::NewestWinsPerKey => match s.items.iter_mut().find(|(k, _)| *k == key) {
+                Some(waiting) => {
+                    waiting.1 = item;
+                    counters.dropped.inc();
+                    Sent::Replaced
+                }
+                None => {
+                    s.items.push_back((key, item));
+                    Sent::Queued
+                }
+            },
+            _ if s.items.len() < self.spec.capacity => {
+                s.items.push_back((key, item));
+                Sent::Queued
+            }
+            WhenFull::DropNewest => {
+                counters.dropped.inc();
+                return Ok(Ok(Sent::Dropped));
+            }
+            WhenFull::Block => return Err(item),
+        };
+        counters.sent.inc();
+        drop(s);
+        self.wake();
+        Ok(Ok(outcome))
+    }
+
+    /// One attempt to receive; `None` means "empty, wait and retry".
+    fn try_recv(&self) -> Option<Option<(usize, T)>> {
+        let mut s = self.lock();
         if s.closed {
-            return Err(Closed);
+            return Some(None);
         }
-        if s.slots[camera].replace(frame).is_some() {
-            self.counters[camera].frames_replaced.inc();
-        } else {
-            s.order.push_back(camera);
+        match s.items.pop_front() {
+            Some(item) => {
+                drop(s);
+                self.wake();
+                Some(Some(item))
+            }
+            None if s.senders == 0 => Some(None),
+            None => None,
         }
-        self.ready.notify_one();
-        Ok(())
+    }
+}
+
+/// The producing side; clone it for more producers of the same key, [`keyed`](Self::keyed) for
+/// another key.
+pub struct EdgeSender<T> {
+    shared: Arc<Shared<T>>,
+    key: usize,
+}
+
+impl<T> EdgeSender<T> {
+    /// A sender for `key` (an index into the edge's counters).
+    pub fn keyed(&self, key: usize) -> Self {
+        assert!(key < self.shared.counters.len(), "key {key} of edge {} out of range", self.shared.spec.name);
+        self.shared.lock().senders += 1;
+        Self { shared: self.shared.clone(), key }
     }
 
-    /// Waits for the next camera with a frame; `None` once closed.
-    pub fn take(&self) -> Option<(usize, Arc<Frame>)> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn spec(&self) -> EdgeSpec {
+        self.shared.spec
+    }
+
+    /// Sends from a thread, waiting for room if the edge blocks.
+    pub fn send(&self, mut item: T) -> Result<Sent, Closed> {
         loop {
-            if s.closed {
-                return None;
+            match self.shared.try_send(self.key, item) {
+                Ok(result) => return result,
+                Err(back) => item = back,
             }
-            if let Some(camera) = s.order.pop_front() {
-                let frame = s.slots[camera].take().expect("a camera is queued only while its slot is full");
-                return Some((camera, frame));
+            let s = self.shared.lock();
+            if s.items.len() >= self.shared.spec.capacity && !s.closed && s.receiver {
+                drop(self.shared.threads.wait(s).unwrap_or_else(|e| e.into_inner()));
             }
-            s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
+    /// Sends from an async task, awaiting room if the edge blocks.
+    pub async fn send_async(&self, mut item: T) -> Result<Sent, Closed> {
+        loop {
+            let notified = self.shared.tasks.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.shared.try_send(self.key, item) {
+                Ok(result) => return result,
+                Err(back) => item = back,
+            }
+            notified.await;
+        }
+    }
+}
+
+impl<T> Clone for EdgeSender<T> {
+    fn clone(&self) -> Self {
+        self.keyed(self.key)
+    }
+}
+
+impl<T> Drop for EdgeSender<T> {
+    fn drop(&mut self) {
+        self.shared.lock().senders -= 1;
+        self.shared.wake();
+    }
+}
+
+/// The consuming side. Once every sender is gone it drains what is left, then ends.
+pub struct EdgeReceiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> EdgeReceiver<T> {
+    /// Receives from a thread with the sender's key; `None` once closed or drained.
+    pub fn recv_keyed(&self) -> Option<(usize, T)> {
+        loop {
+            if let Some(result) = self.shared.try_recv() {
+                return result;
+            }
+            let s = self.shared.lock();
+            if s.items.is_empty() && s.senders > 0 && !s.closed {
+                drop(self.shared.threads.wait(s).unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+    }
+
+    /// Receives from a thread; `None` once closed or drained.
+    pub fn recv(&self) -> Option<T> {
+        self.recv_keyed().map(|(_, item)| item)
+    }
+
+    /// Receives from an async task; `None` once closed or drained.
+    pub async fn recv_async(&self) -> Option<T> {
+        loop {
+            let notified = self.shared.tasks.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.shared.try_recv() {
+                return result.map(|(_, item)| item);
+            }
+            notified.await;
+        }
+    }
+
+    /// Items waiting now.
+    pub fn depth(&self) -> usize {
+        self.shared.lock().items.len()
+    }
+
+    /// Stops the edge at once: waiting items are discarded, senders hear [`Closed`], and
+    /// receivers get `None`. Used at shutdown, where a frame not yet looked at has no value.
     pub fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        self.ready.notify_all();
+        self.shared.lock().closed = true;
+        self.shared.wake();
+    }
+
+    /// A handle that can close this edge from elsewhere (the shutdown path).
+    pub fn closer(&self) -> EdgeCloser
+    where
+        T: Send + 'static,
+    {
+        let shared = self.shared.clone();
+        EdgeCloser(Box::new(move || {
+            shared.lock().closed = true;
+            shared.wake();
+        }))
     }
 }
 
-/// What the detector hands to a camera's rules.
-pub struct Detected {
-    pub frame: Arc<Frame>,
-    pub detections: Vec<Detection>,
-}
-
-/// detect → rules: rules are cheap, so a full channel means they are stuck; drop, don't wait.
-pub struct DetectedSender {
-    tx: mpsc::Sender<Detected>,
-    counters: Arc<CameraCounters>,
-}
-
-pub fn detected(counters: Arc<CameraCounters>) -> (DetectedSender, mpsc::Receiver<Detected>) {
-    let (tx, rx) = mpsc::channel(DETECTIONS_CAPACITY);
-    (DetectedSender { tx, counters }, rx)
-}
-
-impl DetectedSender {
-    pub fn send(&self, item: Detected) -> Result<(), Closed> {
-        match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.detections_dropped.inc();
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
-        }
+impl<T> Drop for EdgeReceiver<T> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.receiver = false;
+        s.items.clear();
+        drop(s);
+        self.shared.wake();
     }
 }
 
-/// rules → publish: reports are the product; a full channel makes the rules wait.
-pub fn reports() -> (mpsc::Sender<Report>, mpsc::Receiver<Report>) {
-    mpsc::channel(REPORTS_CAPACITY)
+/// Closes an edge without knowing its item type (see [`EdgeReceiver::close`]).
+pub struct EdgeCloser(Box<dyn Fn() + Send + Sync>);
+
+impl EdgeCloser {
+    pub fn close(&self) {
+        (self.0)()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::VideoCodec;
+    use std::time::Duration;
 
-    fn frame(pts_secs: f64) -> Arc<Frame> {
-        Arc::new(Frame {
-            width: 2,
-            height: 2,
-            y: vec![0; 4],
-            u: vec![128],
-            v: vec![128],
-            full_range: false,
-            pts_secs,
-            captured_at: chrono::Utc::now(),
-        })
-    }
-
-    fn au(keyframe: bool) -> EncodedFrame {
-        EncodedFrame { codec: VideoCodec::H264, data: vec![0, 0, 0, 1], pts_secs: 0.0, keyframe, connection: 1 }
+    fn counters(n: usize) -> Vec<Arc<EdgeCounters>> {
+        (0..n).map(|_| Arc::default()).collect()
     }
 
     #[test]
-    fn frame_queue_keeps_the_newest_frame_and_serves_cameras_in_turn() {
-        let counters: Vec<Arc<CameraCounters>> = (0..2).map(|_| Arc::default()).collect();
-        let q = FrameQueue::new(counters.clone());
-        q.put(0, frame(1.0)).unwrap();
-        q.put(1, frame(1.5)).unwrap();
-        q.put(0, frame(2.0)).unwrap(); // replaces camera 0's waiting frame, keeps its turn
-        let (cam, f) = q.take().unwrap();
-        assert_eq!((cam, f.pts_secs), (0, 2.0));
-        assert_eq!(q.take().map(|(c, f)| (c, f.pts_secs)), Some((1, 1.5)));
-        assert_eq!((counters[0].frames_replaced.get(), counters[1].frames_replaced.get()), (1, 0));
-        q.close();
-        assert!(q.take().is_none());
-        assert_eq!(q.put(0, frame(3.0)), Err(Closed));
+    fn newest_wins_per_key_keeps_each_keys_turn() {
+        let c = counters(2);
+        let (tx0, rx) = edge::<f64>(FRAMES, c.clone());
+        let tx1 = tx0.keyed(1);
+        assert_eq!(tx0.send(1.0), Ok(Sent::Queued));
+        assert_eq!(tx1.send(1.5), Ok(Sent::Queued));
+        assert_eq!(tx0.send(2.0), Ok(Sent::Replaced)); // replaces key 0's waiting item, keeps its turn
+        assert_eq!(rx.recv_keyed(), Some((0, 2.0)));
+        assert_eq!(rx.recv_keyed(), Some((1, 1.5)));
+        assert_eq!((c[0].dropped.get(), c[1].dropped.get(), c[0].sent.get()), (1, 0, 2));
+        rx.close();
+        assert!(rx.recv().is_none());
+        assert_eq!(tx0.send(3.0), Err(Closed));
     }
 
     #[test]
-    fn a_full_encoded_channel_drops_until_the_next_keyframe() {
-        let counters = Arc::new(CameraCounters::default());
-        let (mut tx, mut rx) = encoded(counters.clone());
-        for _ in 0..ENCODED_CAPACITY {
-            tx.send(au(false)).unwrap();
-        }
-        tx.send(au(false)).unwrap(); // full: dropped
-        while rx.try_recv().is_ok() {}
-        tx.send(au(false)).unwrap(); // room again, but not a keyframe: dropped
-        assert!(rx.try_recv().is_err());
-        tx.send(au(true)).unwrap();
-        tx.send(au(false)).unwrap();
-        assert!(rx.try_recv().unwrap().keyframe);
-        assert!(!rx.try_recv().unwrap().keyframe);
-        assert_eq!(counters.encoded_dropped.get(), 2);
+    fn drop_newest_discards_and_counts_when_full() {
+        let c = counters(1);
+        let spec = EdgeSpec { name: "t", capacity: 2, when_full: WhenFull::DropNewest };
+        let (tx, rx) = edge::<u32>(spec, c.clone());
+        assert_eq!(tx.send(1), Ok(Sent::Queued));
+        assert_eq!(tx.send(2), Ok(Sent::Queued));
+        assert_eq!(tx.send(3), Ok(Sent::Dropped));
+        assert_eq!((rx.recv(), rx.recv()), (Some(1), Some(2)));
+        assert_eq!((c[0].sent.get(), c[0].dropped.get()), (2, 1));
+        drop(tx);
+        assert_eq!(rx.recv(), None, "all senders gone and drained");
+        let (tx, rx) = edge::<u32>(spec, counters(1));
         drop(rx);
-        assert_eq!(tx.send(au(true)), Err(Closed));
+        assert_eq!(tx.send(1), Err(Closed));
+    }
+
+    #[test]
+    fn a_blocking_edge_loses_nothing_between_a_thread_and_a_task() {
+        let spec = EdgeSpec { name: "t", capacity: 2, when_full: WhenFull::Block };
+        let c = counters(1);
+        let (tx, rx) = edge::<u32>(spec, c.clone());
+        let producer = std::thread::spawn(move || {
+            for i in 0..1000 {
+                tx.send(i).unwrap();
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let got = rt.block_on(async {
+            let mut got = Vec::new();
+            while let Some(i) = rx.recv_async().await {
+                got.push(i);
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await; // let the producer fill it up
+                }
+            }
+            got
+        });
+        producer.join().unwrap();
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        assert_eq!((c[0].sent.get(), c[0].dropped.get()), (1000, 0));
+    }
+
+    #[test]
+    fn a_task_blocked_on_a_full_edge_wakes_when_a_thread_makes_room_or_closes() {
+        let spec = EdgeSpec { name: "t", capacity: 1, when_full: WhenFull::Block };
+        let (tx, rx) = edge::<u32>(spec, counters(1));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            tx.send_async(1).await.unwrap();
+            let consumer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let first = rx.recv();
+                std::thread::sleep(Duration::from_millis(50));
+                rx.close();
+                first
+            });
+            assert_eq!(tx.send_async(2).await, Ok(Sent::Queued), "room made by the thread");
+            assert_eq!(tx.send_async(3).await, Err(Closed), "closed while waiting");
+            assert_eq!(consumer.join().unwrap(), Some(1));
+        });
     }
 }

@@ -5,7 +5,7 @@
 //! removed key never causes a new error. Values that are present but wrong (ranges, duplicates,
 //! polygons) are checked afterwards by `validate`, except under keys already reported.
 
-use super::Config;
+use super::{Config, Settings};
 use serde_json::Value;
 use std::fmt;
 use std::path::Path;
@@ -31,8 +31,8 @@ pub enum ConfigError {
     Invalid { path: String, problems: Vec<Problem> },
 }
 
-/// Reads, merges and validates the configuration at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads, merges and validates the configuration at `path`, and builds its runtime types.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let shown = path.display().to_string();
     if !path.is_file() {
         return Err(ConfigError::Read { path: shown, message: "no such file".into() });
@@ -46,12 +46,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .and_then(|c| c.try_deserialize::<Value>())
         .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
     let (config, mut problems, removed) = deserialize_all(merged);
+    let mut cameras = Vec::new();
     if let Some(config) = &config {
-        problems.extend(super::validate::validate(config).into_iter().filter(|p| !within(p, &removed)));
+        let (found, built) = super::validate::validate(config);
+        problems.extend(found.into_iter().filter(|p| !within(p, &removed)));
+        cameras = built;
     }
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     match config {
-        Some(config) if problems.is_empty() => Ok(config),
+        Some(config) if problems.is_empty() => Ok(Settings { config, cameras }),
         _ => Err(ConfigError::Invalid { path: shown, problems }),
     }
 }

@@ -12,6 +12,76 @@ pub use load::{ConfigError, Problem, load};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A loaded, validated configuration: the file as written (for `check` and the config version)
+/// and the runtime types built from it once, at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub cameras: Vec<Arc<Camera>>,
+}
+
+impl Settings {
+    pub fn camera(&self, id: &str) -> Option<&Arc<Camera>> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+}
+
+/// One camera as the daemon runs it: durations as `Duration`, the URL parsed and its
+/// credentials split off (retina takes them separately; logs get the redacted form).
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub id: String,
+    /// The id when no name was given.
+    pub name: String,
+    pub location: String,
+    pub url: CameraUrl,
+    pub detect_fps: f64,
+    pub stall_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub rules: Vec<Arc<Rule>>,
+}
+
+/// An RTSP URL without its credentials, the credentials, and a form safe to log.
+#[derive(Debug, Clone)]
+pub struct CameraUrl {
+    pub url: url::Url,
+    pub username: String,
+    pub password: Secret,
+    pub redacted: String,
+}
+
+impl CameraUrl {
+    /// Splits `user:password@` (percent-decoded) out of `raw`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+        if url.scheme() != "rtsp" || url.host().is_none() {
+            return Err("must be an rtsp:// URL with a host".into());
+        }
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let username = decode(url.username());
+        let password = Secret::new(url.password().map(decode).unwrap_or_default());
+        url.set_username("").map_err(|_| "cannot strip the user name".to_string())?;
+        url.set_password(None).map_err(|_| "cannot strip the password".to_string())?;
+        Ok(Self { redacted: redact_url(raw), url, username, password })
+    }
+}
+
+/// One zone rule as the rules stage runs it (see [`RuleConfig`] for what each field means).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub violation: String,
+    pub category: Category,
+    pub classes: Vec<String>,
+    pub min_score: f32,
+    pub zone: Vec<[f64; 2]>,
+    pub dwell: Duration,
+    pub clear_after: Duration,
+}
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -104,7 +174,7 @@ pub struct MqttConfig {
     pub password: Secret,
     /// First topic level: reports go to `{prefix}/{device}/{camera}/reports`. Default `fieldwatch`.
     pub topic_prefix: String,
-    /// MQTT keep-alive in seconds. Default 30.
+    /// MQTT keep-alive in seconds, 0 (off) or 5..=65535 (the protocol's limit). Default 30.
     pub keep_alive_secs: u64,
     /// Largest packet sent or received, in bytes. Default 4 MiB: reports carry JPEG snapshots.
     pub max_packet_bytes: usize,
@@ -138,9 +208,11 @@ pub struct CameraConfig {
     pub url: Secret,
     /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
     pub detect_fps: f64,
-    /// Seconds without a frame before the connection counts as stalled and is rebuilt. Default 10.
+    /// Seconds without a frame before the connection counts as stalled and is rebuilt (at most
+    /// an hour). Default 10.
     pub stall_timeout_secs: f64,
-    /// Reconnect backoff bounds in seconds (doubling from min to max). Defaults 1 and 30.
+    /// Reconnect backoff bounds in seconds (doubling from min to max, at most an hour).
+    /// Defaults 1 and 30.
     pub reconnect_min_secs: f64,
     pub reconnect_max_secs: f64,
     /// Zone rules for this camera.
@@ -178,18 +250,18 @@ pub struct RuleConfig {
     pub id: String,
     /// What is wrong, machine-readable (`sidewalk_encroachment`, `garbage`, `obstacle`). Required.
     pub violation: String,
-    /// The city's report field; one of [`CATEGORIES`]. Default `urban_order`.
-    pub category: String,
+    /// The city's report field. Default `urban_order`.
+    pub category: Category,
     /// Model class names that count. Required, at least one.
     pub classes: Vec<String>,
     /// Minimum detection score that counts. Default 0.5.
     pub min_score: f32,
     /// Polygon in normalised image coordinates (0..1, origin top-left), at least 3 points. Required.
     pub zone: Vec<[f64; 2]>,
-    /// Seconds an object must stay before an incident opens. Default 10.
+    /// Seconds an object must stay before an incident opens (at most a day). Default 10.
     pub dwell_secs: f64,
-    /// Seconds the zone must stay free before the incident resolves. Also the gap that
-    /// presence survives (missed detections, occlusions). Default 5.
+    /// Seconds the zone must stay free before the incident resolves (at most a day). Also the
+    /// gap that presence survives (missed detections, occlusions). Default 5.
     pub clear_after_secs: f64,
 }
 
@@ -198,7 +270,7 @@ impl Default for RuleConfig {
         Self {
             id: String::new(),
             violation: String::new(),
-            category: "urban_order".into(),
+            category: Category::UrbanOrder,
             classes: Vec::new(),
             min_score: 0.5,
             zone: Vec::new(),
@@ -209,16 +281,34 @@ impl Default for RuleConfig {
 }
 
 /// The report fields of the city's citizen-report system (see ARCHITECTURE.md).
-pub const CATEGORIES: &[&str] = &[
-    "urban_order",
-    "environmental_sanitation",
-    "urban_infrastructure",
-    "telecom_infrastructure",
-    "public_utility_services",
-    "tourism",
-    "public_administration",
-    "other",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    UrbanOrder,
+    EnvironmentalSanitation,
+    UrbanInfrastructure,
+    TelecomInfrastructure,
+    PublicUtilityServices,
+    Tourism,
+    PublicAdministration,
+    Other,
+}
+
+impl Category {
+    /// The name in reports and config (`urban_order`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::UrbanOrder => "urban_order",
+            Category::EnvironmentalSanitation => "environmental_sanitation",
+            Category::UrbanInfrastructure => "urban_infrastructure",
+            Category::TelecomInfrastructure => "telecom_infrastructure",
+            Category::PublicUtilityServices => "public_utility_services",
+            Category::Tourism => "tourism",
+            Category::PublicAdministration => "public_administration",
+            Category::Other => "other",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -329,6 +419,8 @@ mod example_tests {
         key_paths(&serde_json::to_value(&full).unwrap(), "", &mut existing);
         assert_eq!(documented, existing);
         let typed: Config = serde_json::from_value(parsed).expect("example deserialises");
-        assert!(super::validate::validate(&typed).iter().all(|p| p.message.starts_with("no such file")));
+        let (problems, cameras) = super::validate::validate(&typed);
+        assert!(problems.iter().all(|p| p.message.starts_with("no such file")), "{problems:?}");
+        assert_eq!(cameras.len(), 1);
     }
 }

@@ -1,9 +1,17 @@
-//! Checks on values serde accepted but that make no sense: ranges, duplicates, polygons, files.
+//! Checks on values serde accepted but that make no sense (ranges, duplicates, polygons, files),
+//! done while building the runtime types, so nothing that passes `check` can fail later.
 
-use super::{CATEGORIES, Config, Problem};
+use super::{Camera, CameraUrl, Config, Problem, Rule};
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub(super) fn validate(config: &Config) -> Vec<Problem> {
+/// The longest any duration setting may be: a day (dwell, clear) or an hour (network timers).
+const DAY: f64 = 86_400.0;
+const HOUR: f64 = 3_600.0;
+
+/// Checks `config` and builds its cameras; the cameras are complete only if there are no problems.
+pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     let mut v = Validator::default();
     check_topic_level(&mut v, "device.id", &config.device.id);
 
@@ -34,8 +42,8 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     if mqtt.topic_prefix.is_empty() || mqtt.topic_prefix.contains(['+', '#']) {
         v.problem("mqtt.topic_prefix", "must be non-empty without MQTT wildcards (+, #)");
     }
-    if mqtt.keep_alive_secs != 0 && mqtt.keep_alive_secs < 5 {
-        v.problem("mqtt.keep_alive_secs", "must be 0 (off) or at least 5");
+    if mqtt.keep_alive_secs != 0 && !(5..=65_535).contains(&mqtt.keep_alive_secs) {
+        v.problem("mqtt.keep_alive_secs", format!("{} must be 0 (off) or 5..=65535", mqtt.keep_alive_secs));
     }
     if mqtt.max_packet_bytes < 64 * 1024 {
         v.problem("mqtt.max_packet_bytes", "must be at least 65536: reports carry JPEG snapshots");
@@ -48,24 +56,26 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
         v.problem("cameras", "at least one camera is required");
     }
     let mut ids = HashSet::new();
+    let mut cameras = Vec::new();
     for (i, cam) in config.cameras.iter().enumerate() {
         let at = format!("cameras[{i}]");
         check_topic_level(&mut v, &format!("{at}.id"), &cam.id);
         if !cam.id.is_empty() && !ids.insert(cam.id.as_str()) {
             v.problem(format!("{at}.id"), format!("duplicate camera id {:?}", cam.id));
         }
-        match url::Url::parse(cam.url.expose()) {
-            _ if cam.url.is_empty() => v.problem(format!("{at}.url"), "required: rtsp://host[:port]/path"),
-            Ok(u) if u.scheme() == "rtsp" && u.host().is_some() => {}
-            Ok(_) => v.problem(format!("{at}.url"), "must be an rtsp:// URL with a host"),
-            Err(e) => v.problem(format!("{at}.url"), format!("not a URL ({e})")),
-        }
+        let url = match CameraUrl::parse(cam.url.expose()) {
+            _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
+            parsed => parsed,
+        };
+        let url = url.map_err(|message| v.problem(format!("{at}.url"), message)).ok();
         v.range_open(&format!("{at}.detect_fps"), cam.detect_fps, 0.0, 60.0);
-        v.range_open(&format!("{at}.stall_timeout_secs"), cam.stall_timeout_secs, 0.0, 3600.0);
-        v.range_open(&format!("{at}.reconnect_min_secs"), cam.reconnect_min_secs, 0.0, 3600.0);
+        let stall_timeout = v.secs_open(&format!("{at}.stall_timeout_secs"), cam.stall_timeout_secs, HOUR);
+        let reconnect_min = v.secs_open(&format!("{at}.reconnect_min_secs"), cam.reconnect_min_secs, HOUR);
+        let reconnect_max = v.secs_open(&format!("{at}.reconnect_max_secs"), cam.reconnect_max_secs, HOUR);
         if cam.reconnect_max_secs < cam.reconnect_min_secs {
             v.problem(format!("{at}.reconnect_max_secs"), "must be at least reconnect_min_secs");
         }
+        let mut rules = Vec::new();
         let mut rule_ids = HashSet::new();
         for (j, rule) in cam.rules.iter().enumerate() {
             let at = format!("{at}.rules[{j}]");
@@ -76,9 +86,6 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             }
             if rule.violation.is_empty() {
                 v.problem(format!("{at}.violation"), "required, e.g. \"sidewalk_encroachment\"");
-            }
-            if !CATEGORIES.contains(&rule.category.as_str()) {
-                v.problem(format!("{at}.category"), format!("must be one of {}", CATEGORIES.join(", ")));
             }
             if rule.classes.is_empty() {
                 v.problem(format!("{at}.classes"), "at least one class is required");
@@ -95,11 +102,34 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
                     );
                 }
             }
-            v.range(&format!("{at}.dwell_secs"), rule.dwell_secs, 0.0, 86_400.0);
-            v.range_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, 0.0, 86_400.0);
+            let dwell = v.secs(&format!("{at}.dwell_secs"), rule.dwell_secs, DAY);
+            let clear_after = v.secs_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, DAY);
+            rules.push(Arc::new(Rule {
+                id: rule.id.clone(),
+                violation: rule.violation.clone(),
+                category: rule.category,
+                classes: rule.classes.clone(),
+                min_score: rule.min_score,
+                zone: rule.zone.clone(),
+                dwell,
+                clear_after,
+            }));
+        }
+        if let Some(url) = url {
+            cameras.push(Arc::new(Camera {
+                id: cam.id.clone(),
+                name: cam.display_name().to_string(),
+                location: cam.location.clone(),
+                url,
+                detect_fps: cam.detect_fps,
+                stall_timeout,
+                reconnect_min,
+                reconnect_max,
+                rules,
+            }));
         }
     }
-    v.problems
+    (v.problems, cameras)
 }
 
 /// Ids become MQTT topic levels: keep them to a safe alphabet.
@@ -127,9 +157,23 @@ impl Validator {
         }
     }
     /// `lo < value <= hi`
-    fn range_open(&mut self, path: &str, value: f64, lo: f64, hi: f64) {
-        if !(value > lo && value <= hi) {
+    fn range_open(&mut self, path: &str, value: f64, lo: f64, hi: f64) -> bool {
+        let ok = value > lo && value <= hi;
+        if !ok {
             self.problem(path, format!("{value} must be above {lo} and at most {hi}"));
         }
+        ok
+    }
+    /// Seconds in `0..=max` as a `Duration` (zero, with a problem recorded, when out of range).
+    fn secs(&mut self, path: &str, value: f64, max: f64) -> Duration {
+        let ok = (0.0..=max).contains(&value);
+        if !ok {
+            self.problem(path, format!("{value} s is outside 0..={max} s"));
+        }
+        if ok { Duration::from_secs_f64(value) } else { Duration::ZERO }
+    }
+    /// Seconds above zero and at most `max`, as a `Duration`.
+    fn secs_open(&mut self, path: &str, value: f64, max: f64) -> Duration {
+        if self.range_open(path, value, 0.0, max) { Duration::from_secs_f64(value) } else { Duration::ZERO }
     }
 }

@@ -1,22 +1,23 @@
 //! Decoding: H.264 access units → YUV 4:2:0 frames with libavcodec, sampled at the camera's
-//! `detect_fps`.
+//! `detect_fps` of stream time.
 //!
 //! Every access unit must be decoded (P-frames need their references), but only sampled frames
 //! are copied out and offered to the detector. Decoding is CPU work, so each camera gets a
-//! plain thread fed by the source's channel (see `pipeline`).
+//! thread of its own, between two edges (see `pipeline`). Each frame carries its stream time:
+//! the connection's anchor plus its timestamp, never a clock reading.
 
 mod sampler;
 
 pub use sampler::Sampler;
 
-use crate::pipeline::FrameQueue;
-use crate::source::{EncodedFrame, VideoCodec};
+use crate::pipeline::{EdgeReceiver, EdgeSender};
+use crate::source::{Connection, EncodedFrame, VideoCodec};
 use crate::telemetry::CameraCounters;
 use chrono::{DateTime, Utc};
 use ffmpeg_next as ff;
 use image::RgbImage;
 use std::sync::{Arc, Once};
-use tokio::sync::mpsc;
+use std::time::Instant;
 use tracing::{debug, warn};
 
 /// RTP's 90 kHz clock: packet timestamps carry seconds in this time base.
@@ -32,9 +33,10 @@ pub struct Frame {
     pub v: Vec<u8>,
     /// JPEG-style full range (0..255) rather than TV range (16..235).
     pub full_range: bool,
-    /// Seconds since the start of the connection.
+    /// Presentation time on the connection's stream clock, in seconds.
     pub pts_secs: f64,
-    pub captured_at: DateTime<Utc>,
+    /// Stream time: the connection's wall-clock anchor plus this frame's timestamp.
+    pub at: DateTime<Utc>,
 }
 
 impl Frame {
@@ -70,31 +72,40 @@ pub enum DecodeError {
     PixelFormat { camera: String, format: ff::format::Pixel },
 }
 
-/// Decodes `camera`'s access units until the channel closes, offering sampled frames to `queue`.
+/// Initialises libavformat/libavcodec once, quietly (errors surface as our own).
+pub fn init_ffmpeg() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let _ = ff::init();
+        ff::util::log::set_level(ff::util::log::Level::Fatal);
+    });
+}
+
+/// Decodes `camera`'s access units until `input` ends, sending sampled frames to `output`.
 pub fn run(
-    camera_index: usize,
-    camera_id: &str,
+    camera: &str,
     detect_fps: f64,
-    mut rx: mpsc::Receiver<EncodedFrame>,
-    queue: &FrameQueue,
+    input: EdgeReceiver<EncodedFrame>,
+    output: EdgeSender<Arc<Frame>>,
     counters: &CameraCounters,
 ) {
-    let mut decoder: Option<(u64, ff::decoder::Video)> = None;
+    crate::testing::maybe_panic("decode", camera);
+    // The decoder of the current connection; `None` inside while it could not be opened.
+    let mut decoder: Option<(u64, Option<ff::decoder::Video>)> = None;
     let mut sampler = Sampler::new(detect_fps);
     let mut decoded = ff::frame::Video::empty();
-    while let Some(au) = rx.blocking_recv() {
-        if decoder.as_ref().map(|(c, _)| *c) != Some(au.connection) {
-            match open(camera_id, au.codec) {
-                Ok(d) => decoder = Some((au.connection, d)),
-                Err(error) => {
-                    warn!(%error, "decoder unavailable");
-                    decoder = None;
-                    continue;
-                }
-            }
+    while let Some(au) = input.recv() {
+        let mut started = Instant::now();
+        if decoder.as_ref().map(|(id, _)| *id) != Some(au.connection.id) {
+            let opened = open(camera, &au.connection)
+                .map_err(
+                    |error| warn!(%error, connection = au.connection.id, "decoder unavailable for this connection"),
+                )
+                .ok();
+            decoder = Some((au.connection.id, opened));
             sampler = Sampler::new(detect_fps);
         }
-        let Some((_, dec)) = decoder.as_mut() else { continue };
+        let Some((_, Some(dec))) = decoder.as_mut() else { continue };
         let mut packet = ff::Packet::copy(&au.data);
         packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
         if let Err(error) = dec.send_packet(&packet) {
@@ -107,12 +118,15 @@ pub fn run(
             if !sampler.accept(pts_secs) {
                 continue;
             }
-            match copy_frame(camera_id, &decoded, pts_secs) {
+            match copy_frame(camera, &decoded, pts_secs, au.connection.anchor.time_of(pts_secs)) {
                 Ok(frame) => {
                     counters.frames_sampled.inc();
-                    if queue.put(camera_index, Arc::new(frame)).is_err() {
+                    // Time waiting on a full edge is not decoding.
+                    counters.decode_busy.add_since(started);
+                    if output.send(Arc::new(frame)).is_err() {
                         return;
                     }
+                    started = Instant::now();
                 }
                 Err(error) => {
                     counters.decode_errors.inc();
@@ -120,24 +134,42 @@ pub fn run(
                 }
             }
         }
+        counters.decode_busy.add_since(started);
     }
 }
 
-fn open(camera_id: &str, codec: VideoCodec) -> Result<ff::decoder::Video, DecodeError> {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let _ = ff::init();
-        ff::util::log::set_level(ff::util::log::Level::Fatal);
-    });
+fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, DecodeError> {
+    init_ffmpeg();
+    let codec = connection.codec;
     let id = match codec {
         VideoCodec::H264 => ff::codec::Id::H264,
     };
-    let open_err = |source| DecodeError::Open { camera: camera_id.to_string(), codec, source };
+    let open_err = |source| DecodeError::Open { camera: camera.to_string(), codec, source };
     let found = ff::decoder::find(id).ok_or(open_err(ff::Error::DecoderNotFound))?;
-    ff::codec::Context::new_with_codec(found).decoder().video().map_err(open_err)
+    let mut context = ff::codec::Context::new_with_codec(found);
+    if !connection.extradata.is_empty() {
+        set_extradata(&mut context, &connection.extradata);
+    }
+    context.decoder().video().map_err(open_err)
 }
 
-fn copy_frame(camera_id: &str, f: &ff::frame::Video, pts_secs: f64) -> Result<Frame, DecodeError> {
+/// Hands out-of-band parameter sets (avcC) to the decoder, which then reads length-prefixed
+/// access units as MP4 and MKV store them.
+fn set_extradata(context: &mut ff::codec::Context, data: &[u8]) {
+    let padding = ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // SAFETY: the buffer is allocated with av_mallocz (zeroed padding, as libavcodec requires)
+    // and owned by the codec context from here on, which frees it with the context.
+    unsafe {
+        let buffer = ff::ffi::av_mallocz(data.len() + padding) as *mut u8;
+        assert!(!buffer.is_null(), "out of memory allocating {} bytes of extradata", data.len());
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buffer, data.len());
+        let ctx = &mut *context.as_mut_ptr();
+        ctx.extradata = buffer;
+        ctx.extradata_size = data.len() as i32;
+    }
+}
+
+fn copy_frame(camera_id: &str, f: &ff::frame::Video, pts_secs: f64, at: DateTime<Utc>) -> Result<Frame, DecodeError> {
     use ff::format::Pixel;
     let full_range = match f.format() {
         Pixel::YUV420P => f.color_range() == ff::color::Range::JPEG,
@@ -162,6 +194,6 @@ fn copy_frame(camera_id: &str, f: &ff::frame::Video, pts_secs: f64) -> Result<Fr
         v: plane(2, cw, ch),
         full_range,
         pts_secs,
-        captured_at: Utc::now(),
+        at,
     })
 }

@@ -13,7 +13,8 @@ pub use preprocess::{Letterbox, letterbox};
 pub use yolo::{decode, nms};
 
 use crate::config::ModelConfig;
-use crate::pipeline::{Detected, DetectedSender, FrameQueue};
+use crate::decode::Frame;
+use crate::pipeline::{EdgeReceiver, EdgeSender};
 use crate::telemetry::CameraCounters;
 use image::RgbImage;
 use ort::environment::Environment;
@@ -22,6 +23,7 @@ use ort::value::Tensor;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tracing::{info, warn};
 
 /// An axis-aligned box in frame pixels.
@@ -208,22 +210,34 @@ fn parse_names(raw: &str) -> Vec<String> {
     names.into_iter().map(|(_, n)| n).collect()
 }
 
-/// Serves every camera's frames until the queue closes. `outputs[i]` receives camera i's results.
+/// What the detector hands to a camera's rules: the frame and what was found in it.
+pub struct Detected {
+    pub frame: Arc<Frame>,
+    pub detections: Vec<Detection>,
+}
+
+/// Serves every camera's frames until `input` ends; `outputs[i]` and `counters[i]` belong to
+/// the camera whose frames come with key `i`.
 pub fn run_worker(
     mut detector: Detector,
-    queue: Arc<FrameQueue>,
-    outputs: Vec<DetectedSender>,
+    input: EdgeReceiver<Arc<Frame>>,
+    outputs: Vec<EdgeSender<Detected>>,
     counters: Vec<Arc<CameraCounters>>,
+    camera_ids: Vec<String>,
 ) {
-    while let Some((camera, frame)) = queue.take() {
-        let rgb = frame.to_rgb();
-        match detector.detect(&rgb) {
+    crate::testing::maybe_panic("detect", camera_ids.first().map(String::as_str).unwrap_or_default());
+    while let Some((camera, frame)) = input.recv_keyed() {
+        let started = Instant::now();
+        let result = detector.detect(&frame.to_rgb());
+        counters[camera].detect_busy.add_since(started);
+        match result {
             Ok(detections) => {
                 counters[camera].frames_detected.inc();
+                counters[camera].detections.add(detections.len() as u64);
                 // A closed output means that camera is shutting down; the others go on.
                 let _ = outputs[camera].send(Detected { frame, detections });
             }
-            Err(error) => warn!(%error, camera, "detection failed; frame skipped"),
+            Err(error) => warn!(%error, camera = %camera_ids[camera], "detection failed; frame skipped"),
         }
     }
 }

@@ -6,13 +6,13 @@
 //! errors — a bare `loop { poll() }` spins at full CPU while the broker is down.
 
 use crate::config::MqttConfig;
+use crate::pipeline::EdgeReceiver;
 use crate::report::{Report, timestamp};
 use backon::BackoffBuilder;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -41,6 +41,19 @@ fn status(device_id: &str, state: &str, reason: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Whether this publisher speaks for the device on its status topic. The daemon does; a replay
+/// publishing to the same broker must not announce the device online or offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Announce,
+    Quiet,
+}
+
+/// The configured client id, or `fieldwatch-{device}`.
+pub fn client_id(config: &MqttConfig, device_id: &str) -> String {
+    if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() }
+}
+
 #[derive(Default)]
 struct Acks {
     sent: AtomicU64,
@@ -52,31 +65,28 @@ struct Acks {
 pub async fn run(
     config: MqttConfig,
     device_id: String,
-    mut reports: mpsc::Receiver<Report>,
+    reports: EdgeReceiver<Report>,
+    presence: Presence,
     shutdown: CancellationToken,
 ) {
     let status_topic = status_topic(&config, &device_id);
-    let client_id =
-        if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() };
-    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    let announce = presence == Presence::Announce;
+    let mut options = MqttOptions::new(client_id(&config, &device_id), config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-        .set_last_will(LastWill::new(
-            &status_topic,
-            status(&device_id, "offline", "connection lost"),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+    if announce {
+        let will = status(&device_id, "offline", "connection lost");
+        options.set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
+    }
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.expose().to_string());
     }
     let (client, eventloop) = AsyncClient::new(options, 64);
     let acks = Arc::new(Acks::default());
     let stop_driver = CancellationToken::new();
-    let online = status(&device_id, "online", "started");
-    let mut driver =
-        tokio::spawn(drive(eventloop, client.clone(), status_topic.clone(), online, acks.clone(), stop_driver.clone()));
+    let online = announce.then(|| (status_topic.clone(), status(&device_id, "online", "started")));
+    let mut driver = tokio::spawn(drive(eventloop, client.clone(), online, acks.clone(), stop_driver.clone()));
     info!(broker = %format!("{}:{}", config.host, config.port), "mqtt publisher started");
 
     let publish = |report: Report| {
@@ -108,9 +118,9 @@ pub async fn run(
                     deadline = Some(tokio::time::Instant::now() + REPORT_GRACE);
                     continue;
                 }
-                r = reports.recv() => r,
+                r = reports.recv_async() => r,
             },
-            Some(d) => tokio::time::timeout_at(d, reports.recv()).await.unwrap_or(None),
+            Some(d) => tokio::time::timeout_at(d, reports.recv_async()).await.unwrap_or(None),
         };
         let Some(report) = next else { break };
         match deadline {
@@ -122,16 +132,15 @@ pub async fn run(
             None => publish(report).await,
         }
     }
+    let lost = reports.depth();
     reports.close();
-    let mut lost = 0;
-    while reports.try_recv().is_ok() {
-        lost += 1;
-    }
     if lost > 0 {
         warn!(lost, "reports not published before shutdown");
     }
-    let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status(&device_id, "offline", "shutdown"));
-    acks.sent.fetch_add(1, Ordering::Relaxed);
+    if announce {
+        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status(&device_id, "offline", "shutdown"));
+        acks.sent.fetch_add(1, Ordering::Relaxed);
+    }
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     while acks.acked.load(Ordering::Relaxed) < acks.sent.load(Ordering::Relaxed)
         && tokio::time::Instant::now() < deadline
@@ -151,12 +160,11 @@ pub async fn run(
     );
 }
 
-/// Polls the event loop until `stop`, announcing `online` after every (re)connect.
+/// Polls the event loop until `stop`, announcing `online` (topic, payload) after every (re)connect.
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    status_topic: String,
-    online: Vec<u8>,
+    online: Option<(String, Vec<u8>)>,
     acks: Arc<Acks>,
     stop: CancellationToken,
 ) {
@@ -178,8 +186,10 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 info!("mqtt connected");
                 delays = backoff();
-                let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone());
-                acks.sent.fetch_add(1, Ordering::Relaxed);
+                if let Some((topic, payload)) = &online {
+                    let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.clone());
+                    acks.sent.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 acks.acked.fetch_add(1, Ordering::Relaxed);

@@ -81,6 +81,13 @@ pub struct Snapshot {
     pub data: String,
 }
 
+impl Report {
+    /// The snapshot as JPEG bytes (empty if the base64 is somehow broken).
+    pub fn snapshot_jpeg(&self) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD.decode(&self.snapshot.data).unwrap_or_default()
+    }
+}
+
 fn round(v: f32, per: f32) -> f32 {
     (v * per).round() / per
 }
@@ -117,7 +124,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         camera_location: origin.camera_location.clone(),
         rule_id: rule.id.clone(),
         violation: rule.violation.clone(),
-        category: rule.category.clone(),
+        category: rule.category.as_str().to_string(),
         started_at: timestamp(event.started_at),
         opened_at: timestamp(event.opened_at),
         observed_at: timestamp(event.at),

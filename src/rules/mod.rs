@@ -1,7 +1,9 @@
 //! Rules: decide from detections over time when something is a violation.
 //!
-//! A [`ZoneRule`] is a pure state machine driven by [`ZoneRule::observe`] with the frame's time
-//! passed in, so its timing is tested without clocks or sleeps:
+//! [`CameraRules`] is one camera's whole logic as a pure unit — detections and stream time in,
+//! incident events out — used by the live daemon and by replay alike. Each [`ZoneRule`] in it is
+//! a state machine driven by [`ZoneRule::observe`] with the frame's time passed in, so its
+//! timing is tested without clocks or sleeps:
 //!
 //! ```text
 //! idle ──object in zone──► candidate ──present for dwell──► open (report "opened")
@@ -15,7 +17,7 @@
 
 pub mod zone;
 
-use crate::config::RuleConfig;
+use crate::config::Rule;
 use crate::detect::Detection;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -32,7 +34,7 @@ pub enum EventKind {
 pub struct IncidentEvent {
     pub kind: EventKind,
     pub incident_id: Uuid,
-    pub rule: Arc<RuleConfig>,
+    pub rule: Arc<Rule>,
     /// First frame in which an object was present.
     pub started_at: DateTime<Utc>,
     /// When the dwell was reached and the incident opened.
@@ -50,18 +52,41 @@ enum State {
     Open { incident_id: Uuid, started_at: DateTime<Utc>, opened_at: DateTime<Utc>, last_seen: DateTime<Utc> },
 }
 
+/// One camera's rules: feed it each detected frame in stream-time order.
+#[derive(Debug)]
+pub struct CameraRules {
+    rules: Vec<ZoneRule>,
+}
+
+impl CameraRules {
+    pub fn new(rules: &[Arc<Rule>]) -> Self {
+        Self { rules: rules.iter().cloned().map(ZoneRule::new).collect() }
+    }
+
+    /// The events one frame's detections at stream time `at` cause, in rule order.
+    pub fn observe(
+        &mut self,
+        at: DateTime<Utc>,
+        detections: &[Detection],
+        width: u32,
+        height: u32,
+    ) -> Vec<IncidentEvent> {
+        self.rules.iter_mut().filter_map(|r| r.observe(at, detections, width, height)).collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct ZoneRule {
-    rule: Arc<RuleConfig>,
+    rule: Arc<Rule>,
     state: State,
 }
 
 impl ZoneRule {
-    pub fn new(rule: RuleConfig) -> Self {
-        Self { rule: Arc::new(rule), state: State::Idle }
+    pub fn new(rule: Arc<Rule>) -> Self {
+        Self { rule, state: State::Idle }
     }
 
-    pub fn config(&self) -> &RuleConfig {
+    pub fn rule(&self) -> &Rule {
         &self.rule
     }
 
@@ -88,7 +113,7 @@ impl ZoneRule {
     ) -> Option<IncidentEvent> {
         let present = self.matching(detections, width, height);
         let secs = |from: DateTime<Utc>| (at - from).as_seconds_f64();
-        let clear_after = self.rule.clear_after_secs;
+        let clear_after = self.rule.clear_after.as_secs_f64();
         match self.state {
             State::Idle if !present.is_empty() => {
                 self.state = State::Candidate { started_at: at, last_seen: at };
@@ -129,7 +154,7 @@ impl ZoneRule {
 
     fn open_if_dwelled(&mut self, at: DateTime<Utc>, objects: Vec<Detection>) -> Option<IncidentEvent> {
         let State::Candidate { started_at, .. } = self.state else { return None };
-        if (at - started_at).as_seconds_f64() < self.rule.dwell_secs {
+        if (at - started_at).as_seconds_f64() < self.rule.dwell.as_secs_f64() {
             return None;
         }
         let incident_id = Uuid::new_v4();
@@ -153,16 +178,16 @@ mod tests {
     use chrono::TimeDelta;
 
     fn rule() -> ZoneRule {
-        ZoneRule::new(RuleConfig {
+        ZoneRule::new(Arc::new(Rule {
             id: "sidewalk".into(),
             violation: "sidewalk_encroachment".into(),
+            category: crate::config::Category::UrbanOrder,
             classes: vec!["red".into()],
             min_score: 0.5,
             zone: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
-            dwell_secs: 3.0,
-            clear_after_secs: 2.0,
-            ..Default::default()
-        })
+            dwell: std::time::Duration::from_secs(3),
+            clear_after: std::time::Duration::from_secs(2),
+        }))
     }
 
     /// A 10x10 object of `label` whose bottom-centre is at (x, y) in a 100x100 frame.

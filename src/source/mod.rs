@@ -1,18 +1,29 @@
-//! Camera sources: pull encoded video and hand access units to the decoder.
+//! Camera sources: pull encoded video and hand access units, with their stream timestamps, to
+//! the decoder. Two implementations of [`Source`] feed the same decoder: [`RtspSource`]
+//! (a live camera, with retina) and [`FileSource`] (a recorded clip, with libavformat).
 //!
-//! [`supervise`] owns one camera's connection for the daemon's lifetime: it calls
-//! [`rtsp::run_once`] until shutdown, waiting with exponential backoff (and jitter, so a fleet of
-//! cameras behind one failed switch does not reconnect in lockstep) after every failure. One
-//! camera failing never affects another.
+//! [`supervise`] owns one live camera for the daemon's lifetime: it calls
+//! [`Source::run_once`] until shutdown, waiting with exponential backoff (and jitter, so a fleet
+//! of cameras behind one failed switch does not reconnect in lockstep) after every failure.
+//!
+//! **Stream time.** Every frame's time is its stream timestamp mapped to the wall clock by one
+//! [`StreamAnchor`] taken when a connection's first frame arrives ([`Timeline`]); the clock is
+//! not read again until the next connection, so a clock step mid-stream changes nothing.
 
+mod file;
 mod rtsp;
 
-use crate::config::CameraConfig;
-use crate::pipeline::EncodedSender;
+pub use file::FileSource;
+pub use rtsp::RtspSource;
+
+use crate::clock::Clock;
+use crate::config::Camera;
+use crate::pipeline::{Closed, EdgeSender, Sent};
 use crate::telemetry::CameraCounters;
 use backon::BackoffBuilder;
+use chrono::{DateTime, TimeDelta, Utc};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -22,73 +33,226 @@ pub enum VideoCodec {
     H264,
 }
 
-/// One access unit, Annex B framed, parameter sets in front of every keyframe.
+/// Maps one connection's stream timestamps to wall time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamAnchor {
+    /// Wall time of the frame with timestamp `pts_secs`.
+    pub wall: DateTime<Utc>,
+    pub pts_secs: f64,
+}
+
+impl StreamAnchor {
+    pub fn time_of(&self, pts_secs: f64) -> DateTime<Utc> {
+        self.wall + TimeDelta::microseconds(((pts_secs - self.pts_secs) * 1e6).round() as i64)
+    }
+}
+
+/// What is common to every access unit of one connection (or one pass over a file).
+#[derive(Debug)]
+pub struct Connection {
+    /// Increments on every new connection of a camera: the decoder starts afresh when it changes.
+    pub id: u64,
+    pub codec: VideoCodec,
+    /// Out-of-band parameter sets for the decoder (an MP4's avcC); empty when they travel in
+    /// band (Annex B, as retina hands them).
+    pub extradata: Vec<u8>,
+    pub anchor: StreamAnchor,
+}
+
+/// One access unit with its stream timestamp.
 #[derive(Debug)]
 pub struct EncodedFrame {
-    pub codec: VideoCodec,
     pub data: Vec<u8>,
-    /// Presentation time in seconds since the start of this connection.
+    /// Presentation time in seconds on the connection's stream clock.
     pub pts_secs: f64,
     pub keyframe: bool,
-    /// Increments on every new connection: the decoder starts afresh when it changes.
-    pub connection: u64,
+    pub connection: Arc<Connection>,
+}
+
+/// Anchors a camera's connections to the wall clock, one reading per connection, and keeps its
+/// time from going backwards across a reconnect (a clock stepped back meanwhile).
+pub struct Timeline {
+    clock: Arc<dyn Clock>,
+    last: Option<DateTime<Utc>>,
+}
+
+impl Timeline {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, last: None }
+    }
+
+    /// The anchor for a new connection whose first frame has `pts_secs`.
+    pub fn anchor(&mut self, pts_secs: f64) -> StreamAnchor {
+        let now = self.clock.now();
+        let wall = match self.last {
+            Some(last) if last >= now => last + TimeDelta::milliseconds(1),
+            _ => now,
+        };
+        StreamAnchor { wall, pts_secs }
+    }
+
+    /// Notes a frame's time, so the next anchor comes after it.
+    pub fn saw(&mut self, at: DateTime<Utc>) {
+        self.last = Some(self.last.map_or(at, |l| l.max(at)));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("camera {camera}: bad url {url}: {message}")]
-    Url { camera: String, url: String, message: String },
     #[error("camera {camera}: rtsp {url}: {source}")]
     Rtsp { camera: String, url: String, source: retina::Error },
-    #[error("camera {camera}: rtsp {url}: no H.264 video stream offered")]
+    #[error("camera {camera}: {url}: no H.264 video stream offered")]
     NoVideo { camera: String, url: String },
     #[error("camera {camera}: rtsp {url}: no frame for {secs:.1} s (stalled)")]
     Stalled { camera: String, url: String, secs: f64 },
+    #[error("clip {path}: {message}")]
+    File { path: String, message: String },
 }
 
 /// Why a connection ended without an error.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
-    /// The server closed the stream (end of a clip, camera reboot).
+    /// The server closed the stream (camera reboot), or the clip ended.
     ByServer,
     /// Shutdown was requested, or the decoder went away.
     Stopped,
 }
 
-/// Runs `camera`'s source until `shutdown`: connect, stream, and reconnect with backoff.
-pub async fn supervise(
-    camera: Arc<CameraConfig>,
-    mut tx: EncodedSender,
-    counters: Arc<CameraCounters>,
-    shutdown: CancellationToken,
-) {
+/// What a source needs to hand frames on: where to, with which times, and when to stop.
+pub struct SourceContext {
+    pub camera_id: String,
+    pub tx: EdgeSender<EncodedFrame>,
+    pub timeline: Timeline,
+    pub counters: Arc<CameraCounters>,
+    pub shutdown: CancellationToken,
+    connection: u64,
+    /// Set after a loss (network or a full edge): frames are skipped until a keyframe.
+    waiting_for_keyframe: bool,
+}
+
+impl SourceContext {
+    pub fn new(
+        camera_id: &str,
+        tx: EdgeSender<EncodedFrame>,
+        clock: Arc<dyn Clock>,
+        counters: Arc<CameraCounters>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            camera_id: camera_id.to_string(),
+            tx,
+            timeline: Timeline::new(clock),
+            counters,
+            shutdown,
+            connection: 0,
+            waiting_for_keyframe: true,
+        }
+    }
+
+    /// Starts the next connection: returns its id; frames wait for a keyframe.
+    pub fn next_connection(&mut self) -> u64 {
+        self.connection += 1;
+        self.waiting_for_keyframe = true;
+        self.connection
+    }
+
+    /// The stream lost data (packet loss): skip to the next keyframe.
+    pub fn lost(&mut self) {
+        self.waiting_for_keyframe = true;
+    }
+
+    /// Offers one access unit: skipped until a keyframe after a loss, counted, and sent (from an
+    /// async task). `Err` once the decoder is gone.
+    pub async fn offer(&mut self, frame: EncodedFrame) -> Result<(), Closed> {
+        if !self.accept(&frame) {
+            return Ok(());
+        }
+        let sent = self.tx.send_async(frame).await?;
+        self.after_send(sent);
+        Ok(())
+    }
+
+    /// [`offer`](Self::offer) from a thread (the file source reads on one).
+    pub fn offer_blocking(&mut self, frame: EncodedFrame) -> Result<(), Closed> {
+        if !self.accept(&frame) {
+            return Ok(());
+        }
+        let sent = self.tx.send(frame)?;
+        self.after_send(sent);
+        Ok(())
+    }
+
+    fn accept(&mut self, frame: &EncodedFrame) -> bool {
+        if self.waiting_for_keyframe && !frame.keyframe {
+            return false;
+        }
+        self.waiting_for_keyframe = false;
+        self.counters.encoded_frames.inc();
+        self.timeline.saw(frame.connection.anchor.time_of(frame.pts_secs));
+        true
+    }
+
+    fn after_send(&mut self, sent: Sent) {
+        // A dropped access unit corrupts every frame up to the next keyframe.
+        if sent == Sent::Dropped {
+            self.waiting_for_keyframe = true;
+        }
+    }
+}
+
+/// One way of getting encoded video: a connection to a camera, or a pass over a clip.
+pub trait Source: Send {
+    /// Streams one connection into `ctx` until it ends, fails, or `ctx.shutdown`.
+    fn run_once(&mut self, ctx: &mut SourceContext) -> impl Future<Output = Result<Ended, SourceError>> + Send;
+}
+
+/// Runs `camera`'s source until shutdown: connect, stream, and reconnect with backoff.
+pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: SourceContext) {
     let backoff = || {
         backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs_f64(camera.reconnect_min_secs))
-            .with_max_delay(Duration::from_secs_f64(camera.reconnect_max_secs))
+            .with_min_delay(camera.reconnect_min)
+            .with_max_delay(camera.reconnect_max)
             .with_jitter()
             .without_max_times()
             .build()
     };
     let mut delays = backoff();
-    let mut connection = 0u64;
-    while !shutdown.is_cancelled() {
-        connection += 1;
-        let frames_before = counters.encoded_frames.get();
-        let outcome = rtsp::run_once(&camera, connection, &mut tx, &counters, &shutdown).await;
-        let got_frames = counters.encoded_frames.get() > frames_before;
-        if got_frames {
+    while !ctx.shutdown.is_cancelled() {
+        let frames_before = ctx.counters.encoded_frames.get();
+        let outcome = source.run_once(&mut ctx).await;
+        if ctx.counters.encoded_frames.get() > frames_before {
             delays = backoff(); // a connection that worked resets the backoff
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs_f64(camera.reconnect_max_secs));
+        let delay = delays.next().unwrap_or(camera.reconnect_max);
         match outcome {
             Ok(Ended::Stopped) => break,
             Ok(Ended::ByServer) => info!(delay_ms = delay.as_millis() as u64, "stream ended by server; reconnecting"),
             Err(error) => warn!(%error, delay_ms = delay.as_millis() as u64, "camera unavailable; retrying"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SteppedClock;
+
+    #[test]
+    fn stream_time_follows_timestamps_and_never_goes_back_across_connections() {
+        let clock = Arc::new(SteppedClock::default());
+        let mut timeline = Timeline::new(clock.clone());
+        let first = timeline.anchor(10.0);
+        let later = first.time_of(12.5);
+        assert_eq!((later - first.wall).num_milliseconds(), 2500);
+        timeline.saw(later);
+        clock.step(TimeDelta::hours(-1)); // NTP pulls the clock back during a reconnect
+        let second = timeline.anchor(0.0);
+        assert!(second.wall > later, "the next connection starts after the last frame");
+        clock.step(TimeDelta::hours(2));
+        assert!(timeline.anchor(0.0).wall > later + TimeDelta::minutes(59), "a clock ahead is taken as is");
     }
 }

@@ -1,8 +1,11 @@
 //! Logging setup and the counters every stage keeps (drops are always counted and say whether
 //! they were intended). Metrics exposition and health come in a later change.
 
+use crate::pipeline::EdgeCounters;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber on stderr (stdout stays for command output): `RUST_LOG` if
@@ -24,24 +27,41 @@ pub struct Counter(AtomicU64);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Adds the nanoseconds elapsed since `start` (for busy-time counters).
+    pub fn add_since(&self, start: Instant) {
+        self.add(start.elapsed().as_nanos() as u64);
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
-/// Per-camera counters. `*_dropped` and `frames_replaced` are intended drops by a pipeline
-/// policy (see `pipeline`); `decode_errors` are not.
+/// Per-camera counters. The edges' own counters (`encoded`, `frames`, `detections`) count
+/// intended drops by a pipeline policy (see `pipeline`); `decode_errors` are not intended.
 #[derive(Debug, Default)]
 pub struct CameraCounters {
     pub connects: Counter,
+    /// Access units taken from the source (after keyframe resync).
     pub encoded_frames: Counter,
-    pub encoded_dropped: Counter,
     pub decode_errors: Counter,
+    /// Decoded frames picked at `detect_fps`.
     pub frames_sampled: Counter,
-    pub frames_replaced: Counter,
     pub frames_detected: Counter,
-    pub detections_dropped: Counter,
+    /// Objects found in those frames, after NMS.
+    pub detections: Counter,
+    pub incidents_opened: Counter,
     pub reports: Counter,
+    /// Reports whose building failed even after a retry (logged at error with the incident).
+    pub reports_failed: Counter,
+    pub encoded: Arc<EdgeCounters>,
+    pub frames: Arc<EdgeCounters>,
+    pub detected: Arc<EdgeCounters>,
+    /// Nanoseconds spent decoding (not waiting on edges), and in this camera's inferences.
+    pub decode_busy: Counter,
+    pub detect_busy: Counter,
 }
