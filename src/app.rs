@@ -140,10 +140,11 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let started =
         start_cameras(&mut supervisor, &settings, sources, detector, Policies::LIVE, clock, reports_tx, &shutdown);
 
-    let result = supervisor.watch(&shutdown, Until::Shutdown).await;
+    supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
     started.frames.close(); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
+    let result = supervisor.result();
     for (camera, c) in settings.cameras.iter().zip(&started.counters) {
         info!(camera = %camera.id, connects = c.connects.get(), frames = c.encoded_frames.get(),
               sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
@@ -249,7 +250,8 @@ pub async fn replay(
         reports_tx,
         &shutdown,
     );
-    supervisor.watch(&shutdown, Until::Done).await?;
+    supervisor.watch(&shutdown, Until::Done).await;
+    supervisor.result()?;
 
     let c = &started.counters[0];
     Ok(ReplaySummary {
@@ -471,6 +473,9 @@ enum Until {
 struct Supervisor {
     stages: JoinSet<StageResult>,
     names: HashMap<tokio::task::Id, Stage>,
+    /// The failure to exit with, and whether it is a cause (a panic or an error) rather than
+    /// a consequence (a stage that ended because the one before it died).
+    failure: Option<(Stage, String, bool)>,
 }
 
 impl Supervisor {
@@ -485,37 +490,33 @@ impl Supervisor {
         self.names.insert(handle.id(), stage);
     }
 
-    /// Waits until shutdown (live) or until every stage is done (replay). The first stage that
-    /// panics, fails, or ends too soon is logged by name, cancels `shutdown`, and is returned.
-    async fn watch(&mut self, shutdown: &CancellationToken, until: Until) -> Result<(), AppError> {
+    /// Waits until shutdown (live) or until every stage is done (replay). A stage that panics,
+    /// fails, or (live) ends before shutdown is logged by name and cancels `shutdown`.
+    async fn watch(&mut self, shutdown: &CancellationToken, until: Until) {
         loop {
             let joined = tokio::select! {
-                _ = shutdown.cancelled(), if until == Until::Shutdown => return Ok(()),
+                _ = shutdown.cancelled(), if until == Until::Shutdown => return,
                 joined = self.stages.join_next_with_id() => joined,
             };
-            let Some(joined) = joined else { return Ok(()) };
-            let (stage, failure) = self.outcome(joined);
-            let failure = failure.or_else(|| {
-                (until == Until::Shutdown && !shutdown.is_cancelled()).then(|| "ended before shutdown".to_string())
-            });
-            if let Some(message) = failure {
-                error!(stage = stage.name, camera = stage.camera.as_deref().unwrap_or("-"), error = %message, "{stage} failed; stopping");
+            let Some(joined) = joined else { return };
+            let early = until == Until::Shutdown && !shutdown.is_cancelled();
+            if self.judge(joined, early) {
                 shutdown.cancel();
-                return Err(AppError::Stage { stage, message });
+                if until == Until::Shutdown {
+                    return;
+                }
             }
         }
     }
 
-    /// After shutdown: waits up to `grace` for every stage, logging failures on the way.
+    /// After shutdown: waits up to `grace` for every stage, judging each as it ends.
     async fn drain(&mut self, grace: Duration) {
         let deadline = tokio::time::Instant::now() + grace;
         loop {
             match tokio::time::timeout_at(deadline, self.stages.join_next_with_id()).await {
                 Ok(None) => return,
                 Ok(Some(joined)) => {
-                    if let (stage, Some(message)) = self.outcome(joined) {
-                        error!(stage = stage.name, camera = stage.camera.as_deref().unwrap_or("-"), error = %message, "{stage} failed while stopping");
-                    }
+                    self.judge(joined, false);
                 }
                 Err(_) => {
                     let left: Vec<String> = self.names.values().map(|s| s.to_string()).collect();
@@ -526,11 +527,9 @@ impl Supervisor {
         }
     }
 
-    /// Which stage ended, and its failure if it failed.
-    fn outcome(
-        &mut self,
-        joined: Result<(tokio::task::Id, StageResult), tokio::task::JoinError>,
-    ) -> (Stage, Option<String>) {
+    /// Logs and records a stage's end if it is a failure (`early`: it should still be running).
+    /// A panic found while stopping replaces an earlier "ended too soon", which it caused.
+    fn judge(&mut self, joined: Result<(tokio::task::Id, StageResult), tokio::task::JoinError>, early: bool) -> bool {
         let (id, failure) = match joined {
             Ok((id, result)) => (id, result.err()),
             Err(e) if e.is_panic() => {
@@ -545,6 +544,25 @@ impl Supervisor {
             }
             Err(e) => (e.id(), Some("cancelled".into())),
         };
-        (self.names.remove(&id).unwrap_or(Stage::shared("unknown")), failure)
+        let stage = self.names.remove(&id).unwrap_or(Stage::shared("unknown"));
+        let camera = stage.camera.clone().unwrap_or_else(|| "-".into());
+        let (message, cause) = match failure {
+            Some(message) => (message, true),
+            None if early => ("ended before shutdown".to_string(), false),
+            None => return false,
+        };
+        error!(stage = stage.name, camera, error = %message, "{stage} failed; stopping");
+        if self.failure.as_ref().is_none_or(|(_, _, was_cause)| cause && !was_cause) {
+            self.failure = Some((stage, message, cause));
+        }
+        true
+    }
+
+    /// The failure to exit with, if any.
+    fn result(&mut self) -> Result<(), AppError> {
+        match self.failure.take() {
+            Some((stage, message, _)) => Err(AppError::Stage { stage, message }),
+            None => Ok(()),
+        }
     }
 }

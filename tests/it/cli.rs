@@ -1,6 +1,6 @@
 //! The command line as IT staff meet it: `check` lists every mistake with its key path and
-//! exits 78; `run` refuses the same config, and a missing or broken runtime or model is a
-//! clear error, never a panic.
+//! exits 78; `run` refuses the same config with the same code (systemd does not restart on 78),
+//! and a missing or broken runtime or model is a clear error naming its key, never a panic.
 
 use crate::support::*;
 
@@ -85,22 +85,55 @@ fn missing_or_broken_runtime_and_model_are_clear_errors() {
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("model.path: no such file: /nonexistent/model.onnx"), "{out}");
 
-    // Files that exist but are not what they claim: caught when loading, with the key named.
+    // Files that exist but are not what they claim: caught when loading, with the key named,
+    // by `check` as by `run`.
     let junk = dir.join("junk.bin");
     std::fs::write(&junk, b"not a library").unwrap();
-    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&junk.display().to_string(), &model))]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("model.runtime: cannot load ONNX Runtime"), "{out}");
-    let (code, out) = fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &junk.display().to_string()))]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("model.path: cannot load model"), "{out}");
+    for command in ["check", "run"] {
+        let (code, out) = fieldwatch(&[command, "--config", &write(&dir, &good(&junk.display().to_string(), &model))]);
+        assert_eq!(code, 78, "{command}: {out}");
+        assert!(out.contains("model.runtime: cannot load ONNX Runtime"), "{command}: {out}");
+        let (code, out) = fieldwatch(&[command, "--config", &write(&dir, &good(&runtime, &junk.display().to_string()))]);
+        assert_eq!(code, 78, "{command}: {out}");
+        assert!(out.contains("model.path: cannot load model"), "{command}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
 
-    // A rule naming a class the model does not have.
-    let (code, out) =
-        fieldwatch(&["run", "--config", &write(&dir, &good(&runtime, &model).replace("[\"red\"]", "[\"motorbike\"]"))]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("cameras[0].rules[0].classes[0]: \"motorbike\" is not a class of the model"), "{out}");
-    assert!(!out.contains("panicked"), "{out}");
+#[test]
+fn check_and_run_refuse_a_rule_class_the_model_lacks() {
+    let dir = temp_dir("cli-classes");
+    let (runtime, model) = paths();
+    let config = write(&dir, &good(&runtime, &model).replace("[\"red\"]", "[\"red\", \"motorbike\"]"));
+    for command in ["check", "run"] {
+        let (code, out) = fieldwatch(&[command, "--config", &config]);
+        assert_eq!(code, 78, "{command}: {out}");
+        assert!(out.contains("cameras[0].rules[0].classes[1]: \"motorbike\" is not a class of the model"), "{out}");
+        assert!(!out.contains("panicked"), "{out}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn out_of_range_durations_are_config_errors_with_their_keys() {
+    let dir = temp_dir("cli-durations");
+    let (runtime, model) = paths();
+    let bad = good(&runtime, &model)
+        .replace("[device]", "[mqtt]\nkeep_alive_secs = 70000\n[device]")
+        .replace("url = ", "reconnect_max_secs = 1e20\nurl = ")
+        .replace("classes = [\"red\"]", "classes = [\"red\"]\ndwell_secs = 1e300\nclear_after_secs = -1");
+    let (code, out) = fieldwatch(&["check", "--config", &write(&dir, &bad)]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("4 problem(s)"), "{out}");
+    for key in [
+        "mqtt.keep_alive_secs: 70000 must be 0 (off) or 5..=65535",
+        "cameras[0].reconnect_max_secs: 100000000000000000000 must be above 0 and at most 3600",
+        "cameras[0].rules[0].dwell_secs:",
+        "cameras[0].rules[0].clear_after_secs: -1 must be above 0",
+    ] {
+        assert!(out.contains(key), "{key} missing from\n{out}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

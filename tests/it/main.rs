@@ -1,8 +1,12 @@
 //! Integration tests: one binary, real servers (see `support`).
 
 mod cli;
+mod clock;
+mod demo;
 mod e2e;
 mod person_model;
 mod reconnect;
+mod replay;
 mod squares_model;
+mod supervision;
 mod support;

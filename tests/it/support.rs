@@ -44,6 +44,39 @@ pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
     path
 }
 
+/// The camera block for scene.mp4 (see scripts/make_clips): id `cam-ok`, detecting at 5 fps,
+/// one rule on the lower middle of the frame for red squares, dwell 3 s, clear after 2 s.
+pub fn scene_camera(url: &str) -> String {
+    format!(
+        r#"
+[[cameras]]
+id = "cam-ok"
+name = "Test Street"
+location = "Le Loi / Nguyen Hue, north side"
+url = "{url}"
+detect_fps = 5
+reconnect_min_secs = 60
+reconnect_max_secs = 60
+
+[[cameras.rules]]
+id = "sidewalk"
+violation = "sidewalk_encroachment"
+category = "urban_order"
+classes = ["red"]
+min_score = 0.5
+zone = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+dwell_secs = 3
+clear_after_secs = 2
+"#
+    )
+}
+
+/// Seconds from `from` to `to`, two RFC 3339 fields of a report.
+pub fn secs_between(report: &serde_json::Value, from: &str, to: &str) -> f64 {
+    let t = |k: &str| chrono::DateTime::parse_from_rfc3339(report[k].as_str().unwrap()).unwrap();
+    (t(to) - t(from)).as_seconds_f64()
+}
+
 /// Paints a solid `size` x `size` square with its top-left corner at (x, y).
 pub fn paint_square(img: &mut image::RgbImage, x: u32, y: u32, size: u32, colour: image::Rgb<u8>) {
     for yy in y..y + size {
@@ -230,10 +263,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Self {
+        Self::start_with_env(config, log, &[])
+    }
+
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
         let out = std::fs::File::create(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("ORT_DYLIB_PATH")
             .stdout(out.try_clone().unwrap())
@@ -254,6 +292,18 @@ impl Daemon {
             assert!(Instant::now() < until, "no {n}x {needle:?} in the log after {within:?}:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Waits for the daemon to exit by itself; `None` if it is still running after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Sends SIGTERM and returns the exit status and how long the daemon took to stop.
