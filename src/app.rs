@@ -199,7 +199,7 @@ impl fmt::Display for ReplaySummary {
 }
 
 /// Runs camera `camera_id`'s pipeline over `clip` as fast as the machine allows, with edges
-/// that never drop; each report goes to `on_report` (the caller prints and saves it), and to
+/// that never drop: each report is printed as one line, saved under `options.out`, and sent to
 /// the broker with `options.publish`.
 pub async fn replay(
     settings: &Settings,
@@ -346,7 +346,7 @@ fn start_cameras(
         outputs.push(detected_tx);
         ids.push(camera.id.clone());
 
-        let ctx = SourceContext::new(&camera.id, encoded_tx, clock.clone(), c.clone(), shutdown.clone());
+        let ctx = SourceContext::new(encoded_tx, clock.clone(), c.clone(), shutdown.clone());
         let id = camera.id.clone();
         let source = async move {
             crate::testing::maybe_panic("source", &id);

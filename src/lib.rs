@@ -10,13 +10,19 @@
 //!            ─IncidentEvent─► report ─Report─► publish (MQTT) ─► IOC
 //! ```
 //!
-//! - [`config`]: typed config, loading with every error and its key path, validation.
-//! - [`app`]: builds the stages per camera and owns shutdown.
-//! - [`pipeline`]: every channel between stages, its capacity and its policy when full.
-//! - [`source`]: RTSP (retina) with reconnect, backoff and stall timeout.
+//! Live and `replay` run the same stages; only the source (RTSP or a clip) and the edges'
+//! policies (drop when behind, or never drop) differ. Frames are timed by their stream
+//! timestamps, anchored to the wall clock once per connection.
+//!
+//! - [`config`]: typed config, loading with every error and its key path, runtime types.
+//! - [`app`]: wires the stages per camera, live and replay, and supervises every one.
+//! - [`pipeline`]: the generic edges between stages, each with its capacity and policy when full.
+//! - [`clock`]: the injectable wall clock.
+//! - [`source`]: the source trait; RTSP (retina) with reconnect, backoff and stall timeout, and
+//!   clips (libavformat); stream-time anchors.
 //! - [`decode`]: libavcodec decoding and frame sampling.
 //! - [`detect`]: letterbox, ONNX Runtime, YOLOv8 output decoding, NMS.
-//! - [`rules`]: zones, dwell and the incident state machine (pure, time injected).
+//! - [`rules`]: one camera's logic as a pure unit: zones, dwell, incidents (time injected).
 //! - [`report`]: the versioned report JSON, descriptions and snapshots.
 //! - [`publish`]: MQTT client, status and last will.
 //! - [`telemetry`]: logging and counters.

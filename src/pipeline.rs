@@ -192,10 +192,6 @@ impl<T> EdgeSender<T> {
         Self { shared: self.shared.clone(), key }
     }
 
-    pub fn spec(&self) -> EdgeSpec {
-        self.shared.spec
-    }
-
     /// Sends from a thread, waiting for room if the edge blocks.
     pub fn send(&self, mut item: T) -> Result<Sent, Closed> {
         loop {

@@ -1,15 +1,28 @@
 //! A fault hook for the supervision tests: `FIELDWATCH_TEST_PANIC=STAGE:CAMERA` makes that
 //! stage of that camera panic when it starts (STAGE: source, decode, detect, rules; `detect`
-//! is shared, so any camera name triggers it). Unset, it costs one environment lookup per stage
-//! start. It exists so the tests can prove that a dying stage stops the daemon with a non-zero
-//! exit instead of leaving it half alive.
+//! is shared, so any camera name triggers it), and `report:CAMERA` makes the first report of
+//! that camera panic while it is built. Unset, it costs one environment lookup per stage start
+//! and per report. It exists so the tests can prove that a dying stage stops the daemon with a
+//! non-zero exit instead of leaving it half alive, and that a report is not lost to a panic.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn asked(stage: &str, camera: &str) -> bool {
+    std::env::var("FIELDWATCH_TEST_PANIC").is_ok_and(|spec| {
+        spec.split_once(':').is_some_and(|(s, c)| s == stage && (c == camera || stage == "detect"))
+    })
+}
 
 pub fn maybe_panic(stage: &str, camera: &str) {
-    if let Ok(spec) = std::env::var("FIELDWATCH_TEST_PANIC")
-        && let Some((s, c)) = spec.split_once(':')
-        && s == stage
-        && (c == camera || stage == "detect")
-    {
+    if asked(stage, camera) {
         panic!("FIELDWATCH_TEST_PANIC: {stage} of camera {camera} panics as asked");
+    }
+}
+
+/// Like [`maybe_panic`], but only the first time in the process.
+pub fn maybe_panic_once(stage: &str, camera: &str) {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if asked(stage, camera) && !DONE.swap(true, Ordering::Relaxed) {
+        panic!("FIELDWATCH_TEST_PANIC: {stage} of camera {camera} panics once as asked");
     }
 }

@@ -379,6 +379,17 @@ mod tests {
         assert!(!r.contains("hunter2") && !r.contains("admin"), "{r}");
         assert!(r.contains("10.0.0.5:554/stream1"));
     }
+
+    #[test]
+    fn camera_urls_are_parsed_once_with_credentials_split_off_and_decoded() {
+        let u = CameraUrl::parse("rtsp://ad%40min:p%3Ass@cam.local:554/s1").unwrap();
+        assert_eq!(u.url.as_str(), "rtsp://cam.local:554/s1");
+        assert_eq!((u.username.as_str(), u.password.expose()), ("ad@min", "p:ss"));
+        assert!(!u.redacted.contains("p%3Ass") && !u.redacted.contains("ad%40min"), "{}", u.redacted);
+        let plain = CameraUrl::parse("rtsp://cam.local/s1").unwrap();
+        assert!(plain.username.is_empty() && plain.password.is_empty());
+        assert!(CameraUrl::parse("http://cam.local/s1").unwrap_err().contains("rtsp://"));
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 /// Builds the report for `event` from the frame it was decided on. CPU-heavy (colour
 /// conversion, JPEG): call it from a blocking thread.
 pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
+    crate::testing::maybe_panic_once("report", &origin.camera_id);
     let mut rgb = frame.to_rgb();
     let boxes: Vec<BBox> = event.objects.iter().map(|o| o.bbox).collect();
     annotate(&mut rgb, &event.rule.zone, &boxes);

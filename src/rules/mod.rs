@@ -86,10 +86,6 @@ impl ZoneRule {
         Self { rule, state: State::Idle }
     }
 
-    pub fn rule(&self) -> &Rule {
-        &self.rule
-    }
-
     /// The detections that count for this rule in a `width` x `height` frame.
     pub fn matching(&self, detections: &[Detection], width: u32, height: u32) -> Vec<Detection> {
         detections

@@ -38,11 +38,6 @@ impl FileSource {
         Ok(Self { path: path.to_path_buf(), start, duration_secs })
     }
 
-    /// Wall time of the clip's first frame.
-    pub fn start(&self) -> DateTime<Utc> {
-        self.start
-    }
-
     /// The clip's length as its container states it (a raw stream's is an estimate or none).
     pub fn duration_secs(&self) -> Option<f64> {
         self.duration_secs

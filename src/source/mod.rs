@@ -120,7 +120,6 @@ pub enum Ended {
 
 /// What a source needs to hand frames on: where to, with which times, and when to stop.
 pub struct SourceContext {
-    pub camera_id: String,
     pub tx: EdgeSender<EncodedFrame>,
     pub timeline: Timeline,
     pub counters: Arc<CameraCounters>,
@@ -132,14 +131,12 @@ pub struct SourceContext {
 
 impl SourceContext {
     pub fn new(
-        camera_id: &str,
         tx: EdgeSender<EncodedFrame>,
         clock: Arc<dyn Clock>,
         counters: Arc<CameraCounters>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            camera_id: camera_id.to_string(),
             tx,
             timeline: Timeline::new(clock),
             counters,

@@ -79,6 +79,23 @@ fn replay_is_deterministic_and_agrees_across_containers() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn a_report_whose_building_panics_is_built_again_not_lost() {
+    let dir = temp_dir("replay-report-panic");
+    let config = scene_config(&dir, 1883);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+        .args(["replay", &cache("clips/scene.mp4").display().to_string(), "--camera", "cam-ok", "--config"])
+        .arg(&config)
+        .env("FIELDWATCH_TEST_PANIC", "report:cam-ok")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("building a report failed") && stderr.contains("attempt=1"), "{stderr}");
+    assert!(stdout.contains("reports 2;") && !stdout.contains("failed"), "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_can_publish_its_reports_without_speaking_for_the_device() {
     let dir = temp_dir("replay-publish");
