@@ -38,5 +38,6 @@ pub mod report;
 pub mod rules;
 pub mod source;
 pub mod telemetry;
+pub mod track;
 #[doc(hidden)]
 pub mod testing;

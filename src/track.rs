@@ -1,0 +1,432 @@
+//! Multi-object tracking at the rates the daemon detects at (1–2 per second), where a passer
+//! moves more than its own width between frames and a parked object barely moves.
+//!
+//! Pure: detections and stream time in, tracks out. Each update matches per class, in two
+//! stages, each a Hungarian assignment (`pathfinding`'s `kuhn_munkres`):
+//!
+//! 1. **Stationary tracks** against their own anchor box (the median of their recent boxes) by
+//!    IoU, so a passer cannot steal a parked object's track.
+//! 2. **The rest** (moving and tentative tracks) by the distance between bottom centres,
+//!    normalised by the track's size, plus the change in size (as Frigate does), gated.
+//!
+//! A new track is tentative until `confirm_hits` hits and dies on its first miss; a moving
+//! track dies after `moving_max_unseen`; a stationary one coasts on its last box for
+//! `stationary_max_unseen` (a bus or a crowd in front of it), with no velocity prediction.
+//!
+//! A track is stationary once its boxes have stayed close to their median (IoU ≥ `still_iou`)
+//! for `stationary_after`; it is stationary *since* the first of those boxes, when it stopped.
+//! It leaves only after two matched boxes in a row fall below `moving_iou` against its anchor,
+//! so box jitter or one passer over it does not flip it back.
+
+use crate::detect::{BBox, Detection};
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Recent boxes kept per track: enough for the median and the stillness test at 2 fps.
+const HISTORY: usize = 32;
+/// Weights are integers for `kuhn_munkres`: this many per unit of IoU or of distance.
+const SCALE: f64 = 10_000.0;
+
+/// Tracking settings (see `TrackingConfig` for what each means and its default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    pub confirm_hits: u32,
+    pub moving_max_unseen: Duration,
+    pub stationary_max_unseen: Duration,
+    pub stationary_after: Duration,
+    pub still_iou: f32,
+    pub moving_iou: f32,
+    pub match_iou: f32,
+    pub match_distance: f32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            confirm_hits: 3,
+            moving_max_unseen: Duration::from_secs(3),
+            stationary_max_unseen: Duration::from_secs(60),
+            stationary_after: Duration::from_secs(5),
+            still_iou: 0.7,
+            moving_iou: 0.5,
+            match_iou: 0.3,
+            match_distance: 2.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub id: u64,
+    pub class_id: usize,
+    pub label: String,
+    /// The last matched box (a coasting track stays where it was last seen).
+    pub bbox: BBox,
+    /// The last matched detection's score.
+    pub score: f32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub hits: u32,
+    pub confirmed: bool,
+    /// When it stopped moving; set once it has been still for `stationary_after`.
+    pub stationary_since: Option<DateTime<Utc>>,
+    history: VecDeque<Seen>,
+    /// Matched boxes in a row that disagree with a stationary track's anchor.
+    disagreeing: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: DateTime<Utc>,
+    bbox: BBox,
+    score: f32,
+}
+
+impl Track {
+    pub fn is_stationary(&self) -> bool {
+        self.stationary_since.is_some()
+    }
+
+    /// Whether this update's detections included it.
+    pub fn seen_at(&self, at: DateTime<Utc>) -> bool {
+        self.last_seen == at
+    }
+
+    /// The median of its recent boxes, edge by edge: robust to jitter and to a stray box.
+    pub fn anchor_box(&self) -> BBox {
+        median_box(self.history.iter().map(|s| s.bbox))
+    }
+
+    /// The median of its recent detection scores.
+    pub fn median_score(&self) -> f32 {
+        let mut scores: Vec<f32> = self.history.iter().map(|s| s.score).collect();
+        median(&mut scores)
+    }
+
+    fn new(id: u64, at: DateTime<Utc>, d: &Detection) -> Self {
+        Self {
+            id,
+            class_id: d.class_id,
+            label: d.label.clone(),
+            bbox: d.bbox,
+            score: d.score,
+            first_seen: at,
+            last_seen: at,
+            hits: 1,
+            confirmed: false,
+            stationary_since: None,
+            history: VecDeque::from([Seen { at, bbox: d.bbox, score: d.score }]),
+            disagreeing: 0,
+        }
+    }
+
+    fn hit(&mut self, at: DateTime<Utc>, d: &Detection, config: &TrackerConfig) {
+        self.hits += 1;
+        self.confirmed |= self.hits >= config.confirm_hits;
+        if self.is_stationary() {
+            if self.anchor_box().iou(&d.bbox) < config.moving_iou {
+                self.disagreeing += 1;
+                if self.disagreeing >= 2 {
+                    // It moved off: start over from here as a moving object.
+                    self.stationary_since = None;
+                    self.disagreeing = 0;
+                    self.history.clear();
+                }
+            } else {
+                self.disagreeing = 0;
+            }
+        }
+        self.history.push_back(Seen { at, bbox: d.bbox, score: d.score });
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        (self.bbox, self.score, self.last_seen) = (d.bbox, d.score, at);
+        if !self.is_stationary() && self.confirmed {
+            let since = still_since(&self.history, config.still_iou);
+            if since.is_some_and(|s| (at - s).to_std().unwrap_or_default() >= config.stationary_after) {
+                self.stationary_since = since;
+            }
+        }
+    }
+}
+
+/// The start of the longest run of recent boxes (at least two) that all stay close to their
+/// own median: when the object stopped.
+fn still_since(history: &VecDeque<Seen>, still_iou: f32) -> Option<DateTime<Utc>> {
+    let n = history.len();
+    (0..n.saturating_sub(1)).find_map(|start| {
+        let run = history.range(start..);
+        let median = median_box(run.clone().map(|s| s.bbox));
+        run.clone().all(|s| s.bbox.iou(&median) >= still_iou).then(|| history[start].at)
+    })
+}
+
+fn median(values: &mut [f32]) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f32::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+}
+
+fn median_box(boxes: impl Iterator<Item = BBox>) -> BBox {
+    let (mut x1, mut y1, mut x2, mut y2) = (vec![], vec![], vec![], vec![]);
+    for b in boxes {
+        x1.push(b.x1);
+        y1.push(b.y1);
+        x2.push(b.x2);
+        y2.push(b.y2);
+    }
+    BBox { x1: median(&mut x1), y1: median(&mut y1), x2: median(&mut x2), y2: median(&mut y2) }
+}
+
+/// Size-normalised distance from a track's box to a detection's: bottom centres apart, in
+/// units of the track's size, plus how much the size changed (log of the area ratio).
+pub fn distance(track: &BBox, detection: &BBox) -> f32 {
+    let ((tx, ty), (dx, dy)) = (track.anchor(), detection.anchor());
+    let size = track.area().max(1.0).sqrt();
+    let moved = (tx - dx).hypot(ty - dy) / size;
+    let grew = (detection.area().max(1.0) / track.area().max(1.0)).ln().abs();
+    moved + grew
+}
+
+/// Maximum-weight assignment of rows to columns; pairs of weight 0 or less are not allowed
+/// and come back unassigned. `weights[r][c]`, any shape.
+pub fn assign(weights: &[Vec<i64>]) -> Vec<Option<usize>> {
+    let rows = weights.len();
+    let columns = weights.first().map_or(0, Vec::len);
+    if rows == 0 || columns == 0 {
+        return vec![None; rows];
+    }
+    // kuhn_munkres wants no more rows than columns: transpose when needed.
+    let transposed = rows > columns;
+    let (r, c) = if transposed { (columns, rows) } else { (rows, columns) };
+    let cell = |i: usize, j: usize| if transposed { weights[j][i] } else { weights[i][j] };
+    let values = (0..r).flat_map(|i| (0..c).map(move |j| cell(i, j).max(0))).collect();
+    let matrix = pathfinding::matrix::Matrix::from_vec(r, c, values).expect("r*c values, no empty row");
+    let (_, chosen) = pathfinding::kuhn_munkres::kuhn_munkres(&matrix);
+    let mut out = vec![None; rows];
+    for (i, j) in chosen.into_iter().enumerate() {
+        let (row, column) = if transposed { (j, i) } else { (i, j) };
+        if weights[row][column] > 0 {
+            out[row] = Some(column);
+        }
+    }
+    out
+}
+
+/// The tracks of one camera (or one rule), updated with each frame's detections.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    config: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Self {
+        Self { config, tracks: Vec::new(), next_id: 1 }
+    }
+
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    /// Takes one frame's detections at stream time `at` (later than the previous update's).
+    pub fn update(&mut self, at: DateTime<Utc>, detections: &[Detection]) {
+        let mut matched_detection = vec![false; detections.len()];
+        let mut labels: Vec<&str> = detections.iter().map(|d| d.label.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        for label in labels {
+            let dets: Vec<usize> = (0..detections.len()).filter(|&i| detections[i].label == label).collect();
+            // Stage 1: stationary tracks by IoU with their anchor box.
+            let stationary: Vec<usize> = (0..self.tracks.len())
+                .filter(|&t| self.tracks[t].label == label && self.tracks[t].is_stationary())
+                .collect();
+            let anchors: Vec<BBox> = stationary.iter().map(|&t| self.tracks[t].anchor_box()).collect();
+            let weights: Vec<Vec<i64>> = anchors
+                .iter()
+                .map(|a| {
+                    dets.iter()
+                        .map(|&d| {
+                            let iou = a.iou(&detections[d].bbox);
+                            if iou >= self.config.match_iou { (iou as f64 * SCALE) as i64 + 1 } else { 0 }
+                        })
+                        .collect()
+                })
+                .collect();
+            for (row, column) in assign(&weights).into_iter().enumerate() {
+                if let Some(column) = column {
+                    let d = dets[column];
+                    self.tracks[stationary[row]].hit(at, &detections[d], &self.config);
+                    matched_detection[d] = true;
+                }
+            }
+            // Stage 2: moving and tentative tracks by size-normalised distance, gated.
+            let rest: Vec<usize> = (0..self.tracks.len())
+                .filter(|&t| self.tracks[t].label == label && !self.tracks[t].is_stationary())
+                .filter(|&t| !self.tracks[t].seen_at(at))
+                .collect();
+            let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched_detection[d]).collect();
+            let gate = self.config.match_distance;
+            let weights: Vec<Vec<i64>> = rest
+                .iter()
+                .map(|&t| {
+                    free.iter()
+                        .map(|&d| {
+                            let distance = distance(&self.tracks[t].bbox, &detections[d].bbox);
+                            if distance <= gate { ((gate - distance) as f64 * SCALE) as i64 + 1 } else { 0 }
+                        })
+                        .collect()
+                })
+                .collect();
+            for (row, column) in assign(&weights).into_iter().enumerate() {
+                if let Some(column) = column {
+                    let d = free[column];
+                    self.tracks[rest[row]].hit(at, &detections[d], &self.config);
+                    matched_detection[d] = true;
+                }
+            }
+        }
+        // Tracks not seen now: tentative ones die, confirmed ones after their time unseen.
+        let config = &self.config;
+        self.tracks.retain(|t| {
+            if t.seen_at(at) {
+                return true;
+            }
+            if !t.confirmed {
+                return false;
+            }
+            let unseen = (at - t.last_seen).to_std().unwrap_or_default();
+            unseen <= if t.is_stationary() { config.stationary_max_unseen } else { config.moving_max_unseen }
+        });
+        for (d, detection) in detections.iter().enumerate() {
+            if !matched_detection[d] {
+                self.tracks.push(Track::new(self.next_id, at, detection));
+                self.next_id += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+    use proptest::prelude::*;
+
+    fn t(secs: f64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap() + TimeDelta::milliseconds((secs * 1000.0) as i64)
+    }
+
+    fn det(x: f32, y: f32, size: f32) -> Detection {
+        Detection {
+            class_id: 0,
+            label: "motorbike".into(),
+            score: 0.9,
+            bbox: BBox { x1: x, y1: y, x2: x + size, y2: y + size },
+        }
+    }
+
+    fn brute_force(weights: &[Vec<i64>]) -> i64 {
+        fn go(weights: &[Vec<i64>], row: usize, used: &mut Vec<bool>) -> i64 {
+            if row == weights.len() {
+                return 0;
+            }
+            let mut best = go(weights, row + 1, used); // leave this row unassigned
+            for c in 0..used.len() {
+                if !used[c] && weights[row][c] > 0 {
+                    used[c] = true;
+                    best = best.max(weights[row][c] + go(weights, row + 1, used));
+                    used[c] = false;
+                }
+            }
+            best
+        }
+        let columns = weights.first().map_or(0, Vec::len);
+        go(weights, 0, &mut vec![false; columns])
+    }
+
+    proptest! {
+        #[test]
+        fn hungarian_assignment_equals_brute_force(
+            rows in 1usize..5, columns in 1usize..5, seed in proptest::collection::vec(-50i64..100, 25)
+        ) {
+            let weights: Vec<Vec<i64>> = (0..rows).map(|r| (0..columns).map(|c| seed[r * 5 + c]).collect()).collect();
+            let assigned = assign(&weights);
+            let total: i64 = assigned.iter().enumerate().filter_map(|(r, c)| c.map(|c| weights[r][c])).sum();
+            let mut columns_used: Vec<usize> = assigned.iter().flatten().copied().collect();
+            columns_used.sort_unstable();
+            columns_used.dedup();
+            prop_assert_eq!(columns_used.len(), assigned.iter().flatten().count(), "a column assigned twice");
+            prop_assert_eq!(total, brute_force(&weights));
+        }
+    }
+
+    #[test]
+    fn a_new_track_is_confirmed_after_hits_and_a_tentative_one_dies_on_a_miss() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        tracker.update(t(0.0), &[det(10.0, 10.0, 20.0)]);
+        tracker.update(t(0.5), &[]);
+        assert!(tracker.tracks().is_empty(), "tentative track survived a miss");
+        for i in 0..3 {
+            tracker.update(t(1.0 + i as f64 * 0.5), &[det(10.0 + i as f32 * 15.0, 10.0, 20.0)]);
+        }
+        assert_eq!(tracker.tracks().len(), 1);
+        assert!(tracker.tracks()[0].confirmed && !tracker.tracks()[0].is_stationary());
+        let id = tracker.tracks()[0].id;
+        tracker.update(t(3.0), &[]);
+        assert_eq!(tracker.tracks()[0].id, id, "a confirmed track survives a miss");
+        tracker.update(t(5.1), &[]);
+        assert!(tracker.tracks().is_empty(), "a moving track dies after 3 s unseen");
+    }
+
+    #[test]
+    fn a_parked_object_becomes_stationary_since_it_stopped_and_coasts() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        // Moves for 2 s, then stops at x=100 with a pixel of jitter.
+        for i in 0..=4 {
+            tracker.update(t(i as f64 * 0.5), &[det(i as f32 * 25.0, 50.0, 40.0)]);
+        }
+        for i in 5..=20 {
+            let jitter = if i % 2 == 0 { 1.0 } else { -1.0 };
+            tracker.update(t(i as f64 * 0.5), &[det(100.0 + jitter, 50.0, 40.0)]);
+        }
+        let track = &tracker.tracks()[0];
+        assert_eq!(tracker.tracks().len(), 1);
+        let since = track.stationary_since.expect("stationary after 5 s still");
+        assert!((since - t(2.0)).num_milliseconds().abs() <= 500, "stationary since {since}, stopped at 2 s");
+        tracker.update(t(40.0), &[]);
+        assert_eq!(tracker.tracks().len(), 1, "coasts 30 s unseen");
+        tracker.update(t(71.0), &[]);
+        assert!(tracker.tracks().is_empty(), "gone after 60 s unseen");
+    }
+
+    #[test]
+    fn a_passer_over_a_parked_object_does_not_steal_its_track() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        for i in 0..=12 {
+            tracker.update(t(i as f64 * 0.5), &[det(100.0, 50.0, 40.0)]);
+        }
+        let parked = tracker.tracks()[0].id;
+        assert!(tracker.tracks()[0].is_stationary());
+        // A passer walks across it; the parked one is hidden while they overlap.
+        for i in 0..10 {
+            let x = 20.0 + i as f32 * 20.0;
+            let at = t(6.5 + i as f64 * 0.5);
+            let hidden = (x - 100.0).abs() < 30.0;
+            let mut dets = vec![det(x, 55.0, 40.0)];
+            if !hidden {
+                dets.push(det(100.0, 50.0, 40.0));
+            }
+            tracker.update(at, &dets);
+        }
+        let still = tracker.tracks().iter().find(|t| t.id == parked).expect("parked track kept");
+        assert!(still.is_stationary());
+        assert_eq!(still.stationary_since, Some(t(0.0)));
+        assert_eq!(still.bbox, det(100.0, 50.0, 40.0).bbox);
+    }
+}
