@@ -19,6 +19,7 @@ use crate::publish::{self, Presence};
 use crate::report::{self, Origin, Report};
 use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
+use crate::state::{StateError, StateFile};
 use crate::telemetry::CameraCounters;
 use crate::{decode, detect};
 use futures::FutureExt;
@@ -44,6 +45,8 @@ pub enum AppError {
     Mismatch(Vec<Problem>),
     #[error("no camera {id:?} in the config (it has {known:?})")]
     NoCamera { id: String, known: Vec<String> },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("{stage} failed: {message}")]
     Stage { stage: Stage, message: String },
 }
@@ -51,7 +54,7 @@ pub enum AppError {
 impl AppError {
     /// True for errors in what the operator configured: restarting will not help.
     pub fn is_config(&self) -> bool {
-        matches!(self, AppError::Detector(_) | AppError::Mismatch(_) | AppError::NoCamera { .. })
+        matches!(self, AppError::Detector(_) | AppError::Mismatch(_) | AppError::NoCamera { .. } | AppError::State(_))
     }
 }
 
@@ -121,24 +124,23 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let detector = load_detector(config)?;
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
+    // Incident state first: a state directory that cannot be written stops us before anything runs.
+    let mut cameras = Vec::new();
+    for camera in &settings.cameras {
+        let cam = camera.clone();
+        let run: SourceRun =
+            Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
+        let state = StateFile::open(settings.state_dir(), &camera.id)?;
+        cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state) });
+    }
     let mut supervisor = Supervisor::default();
     let (reports_tx, reports_rx) = edge(Policies::LIVE.reports, vec![Arc::default()]);
     let publisher =
         publish::run(config.mqtt.clone(), config.device.id.clone(), reports_rx, Presence::Announce, shutdown.clone());
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
 
-    let sources = settings
-        .cameras
-        .iter()
-        .map(|camera| {
-            let cam = camera.clone();
-            let run: SourceRun =
-                Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
-            (camera.clone(), run)
-        })
-        .collect();
     let started =
-        start_cameras(&mut supervisor, &settings, sources, detector, Policies::LIVE, clock, reports_tx, &shutdown);
+        start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, reports_tx, &shutdown);
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
@@ -240,10 +242,11 @@ pub async fn replay(
     });
     // File sources take their times from the clip; the clock is never read.
     let clock = Arc::new(crate::clock::SystemClock);
+    // Replay keeps no state: it must not touch what the live daemon remembers.
     let started = start_cameras(
         &mut supervisor,
         settings,
-        vec![(camera, run)],
+        vec![CameraStart { camera, run, state: None }],
         detector,
         Policies::LOSSLESS,
         clock,
@@ -311,6 +314,13 @@ async fn write_reports(
 /// How a camera's source runs, given its context: supervised reconnects live, one pass in replay.
 type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
 
+/// A camera to start: its settings, its source, and where its incident state is kept (live only).
+struct CameraStart {
+    camera: Arc<Camera>,
+    run: SourceRun,
+    state: Option<StateFile>,
+}
+
 /// Handles on the stages [`start_cameras`] started.
 struct Started {
     counters: Vec<Arc<CameraCounters>>,
@@ -324,7 +334,7 @@ struct Started {
 fn start_cameras(
     supervisor: &mut Supervisor,
     settings: &Settings,
-    cameras: Vec<(Arc<Camera>, SourceRun)>,
+    cameras: Vec<CameraStart>,
     detector: Detector,
     policies: Policies,
     clock: Arc<dyn Clock>,
@@ -338,7 +348,7 @@ fn start_cameras(
         edge::<Arc<Frame>>(policies.frames, counters.iter().map(|c| c.frames.clone()).collect());
     let mut outputs = Vec::new();
     let mut ids = Vec::new();
-    for (index, (camera, run_source)) in cameras.into_iter().enumerate() {
+    for (index, CameraStart { camera, run: run_source, state }) in cameras.into_iter().enumerate() {
         let c = &counters[index];
         let span = info_span!("camera", camera = %camera.id);
         let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
@@ -367,8 +377,9 @@ fn start_cameras(
             camera_location: camera.location.clone(),
             model_name: detector.name().to_string(),
             config_version: version.clone(),
+            class_names: camera.class_names.clone(),
         };
-        let rules = run_rules(camera.clone(), origin, detected_rx, reports.clone(), c.clone(), shutdown.clone());
+        let rules = run_rules(camera.clone(), origin, state, detected_rx, reports.clone(), c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
     }
     drop(frames_tx); // the decoders hold their own; the detector ends when they have all gone
@@ -381,10 +392,13 @@ fn start_cameras(
     Started { counters, frames }
 }
 
-/// Applies `camera`'s rules to each detection result; events become reports.
+/// Applies `camera`'s rules to each detection result; events become reports. With a `state`
+/// file, it takes up the incidents a previous run left open and records every change.
+#[allow(clippy::too_many_arguments)]
 async fn run_rules(
     camera: Arc<Camera>,
     origin: Origin,
+    state: Option<StateFile>,
     detected: EdgeReceiver<Detected>,
     reports: EdgeSender<Report>,
     counters: Arc<CameraCounters>,
@@ -392,13 +406,33 @@ async fn run_rules(
 ) -> StageResult {
     crate::testing::maybe_panic("rules", &camera.id);
     let origin = Arc::new(origin);
-    let mut logic = CameraRules::new(&camera.rules);
+    let mut logic = CameraRules::new(&camera);
+    if let Some(file) = &state {
+        match file.load() {
+            Ok(saved) => {
+                if !saved.is_empty() {
+                    info!(rules = saved.len(), "incidents and cooldowns restored");
+                }
+                logic.restore(&saved);
+            }
+            Err(error) => warn!(%error, "incident state unreadable; starting afresh"),
+        }
+    }
     loop {
         let Detected { frame, detections } = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
-        for event in logic.observe(frame.at, &detections, frame.width, frame.height) {
+        let events = logic.observe(frame.at, &detections, frame.width, frame.height);
+        if let (Some(file), false) = (&state, events.is_empty()) {
+            let (file, saved) = (file.clone(), logic.saved());
+            match tokio::task::spawn_blocking(move || file.save(&saved)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
+                Err(error) => error!(%error, "saving the incident state failed"),
+            }
+        }
+        for event in events {
             info!(rule = %event.rule.id, incident = %event.incident_id, event = ?event.kind, objects = event.objects.len(), "incident");
             if event.kind == EventKind::Opened {
                 counters.incidents_opened.inc();

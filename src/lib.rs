@@ -37,6 +37,7 @@ pub mod publish;
 pub mod report;
 pub mod rules;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod track;
 #[doc(hidden)]

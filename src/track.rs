@@ -5,18 +5,26 @@
 //! stages, each a Hungarian assignment (`pathfinding`'s `kuhn_munkres`):
 //!
 //! 1. **Stationary tracks** against their own anchor box (the median of their recent boxes) by
-//!    IoU, so a passer cannot steal a parked object's track.
+//!    IoU of at least `moving_iou`, so a passer cannot steal a parked object's track.
 //! 2. **The rest** (moving and tentative tracks) by the distance between bottom centres,
-//!    normalised by the track's size, plus the change in size (as Frigate does), gated.
+//!    normalised by the track's size, plus the change in size (as Frigate does), gated. A
+//!    moving track is looked for where its last two boxes say it is heading, so a walker
+//!    passing a parked object is not swapped with it.
+//! 3. **Stationary tracks left over** by the same distance, but only to detections that
+//!    overlap their last box and that no other track took: an object pulling away from where
+//!    it stood. After two such boxes in a row it is moving again (and its incident can resolve
+//!    without waiting out the coast).
 //!
 //! A new track is tentative until `confirm_hits` hits and dies on its first miss; a moving
 //! track dies after `moving_max_unseen`; a stationary one coasts on its last box for
 //! `stationary_max_unseen` (a bus or a crowd in front of it), with no velocity prediction.
 //!
 //! A track is stationary once its boxes have stayed close to their median (IoU ≥ `still_iou`)
-//! for `stationary_after`; it is stationary *since* the first of those boxes, when it stopped.
-//! It leaves only after two matched boxes in a row fall below `moving_iou` against its anchor,
-//! so box jitter or one passer over it does not flip it back.
+//! for `stationary_after`, missing at most one detection on the way (a stream of passers
+//! landing on the same spot now and then is not a parked object); it is stationary *since* the
+//! first of those boxes, when it stopped.
+//! It leaves only after two matched boxes in a row fall below `moving_iou` against its anchor
+//! (lower than `still_iou`), so box jitter or one passer over it does not flip it back.
 
 use crate::detect::{BBox, Detection};
 use chrono::{DateTime, Utc};
@@ -37,7 +45,6 @@ pub struct TrackerConfig {
     pub stationary_after: Duration,
     pub still_iou: f32,
     pub moving_iou: f32,
-    pub match_iou: f32,
     pub match_distance: f32,
 }
 
@@ -50,7 +57,6 @@ impl Default for TrackerConfig {
             stationary_after: Duration::from_secs(5),
             still_iou: 0.7,
             moving_iou: 0.5,
-            match_iou: 0.3,
             match_distance: 2.5,
         }
     }
@@ -74,6 +80,8 @@ pub struct Track {
     history: VecDeque<Seen>,
     /// Matched boxes in a row that disagree with a stationary track's anchor.
     disagreeing: u32,
+    /// Updates in a row that did not see it.
+    missed: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +89,8 @@ struct Seen {
     at: DateTime<Utc>,
     bbox: BBox,
     score: f32,
+    /// Updates that missed the track just before this one saw it.
+    missed_before: u32,
 }
 
 impl Track {
@@ -96,6 +106,24 @@ impl Track {
     /// The median of its recent boxes, edge by edge: robust to jitter and to a stray box.
     pub fn anchor_box(&self) -> BBox {
         median_box(self.history.iter().map(|s| s.bbox))
+    }
+
+    /// Where a moving track should be at `at`: its last box moved on at the speed of its last
+    /// two boxes (for at most two seconds ahead); its last box if it has only one.
+    pub fn predicted(&self, at: DateTime<Utc>) -> BBox {
+        let n = self.history.len();
+        if n < 2 {
+            return self.bbox;
+        }
+        let (a, b) = (self.history[n - 2], self.history[n - 1]);
+        let span = (b.at - a.at).as_seconds_f64();
+        if span <= 0.0 {
+            return b.bbox;
+        }
+        let ahead = (at - b.at).as_seconds_f64().clamp(0.0, 2.0) / span;
+        let ((ax, ay), (bx, by)) = (a.bbox.anchor(), b.bbox.anchor());
+        let (dx, dy) = ((bx - ax) * ahead as f32, (by - ay) * ahead as f32);
+        BBox { x1: b.bbox.x1 + dx, y1: b.bbox.y1 + dy, x2: b.bbox.x2 + dx, y2: b.bbox.y2 + dy }
     }
 
     /// The median of its recent detection scores.
@@ -116,8 +144,9 @@ impl Track {
             hits: 1,
             confirmed: false,
             stationary_since: None,
-            history: VecDeque::from([Seen { at, bbox: d.bbox, score: d.score }]),
+            history: VecDeque::from([Seen { at, bbox: d.bbox, score: d.score, missed_before: 0 }]),
             disagreeing: 0,
+            missed: 0,
         }
     }
 
@@ -137,7 +166,8 @@ impl Track {
                 self.disagreeing = 0;
             }
         }
-        self.history.push_back(Seen { at, bbox: d.bbox, score: d.score });
+        self.history.push_back(Seen { at, bbox: d.bbox, score: d.score, missed_before: self.missed });
+        self.missed = 0;
         if self.history.len() > HISTORY {
             self.history.pop_front();
         }
@@ -151,12 +181,15 @@ impl Track {
     }
 }
 
-/// The start of the longest run of recent boxes (at least two) that all stay close to their
-/// own median: when the object stopped.
+/// The start of the longest run of recent boxes (at least two, missing at most one detection
+/// between them) that all stay close to their own median: when the object stopped.
 fn still_since(history: &VecDeque<Seen>, still_iou: f32) -> Option<DateTime<Utc>> {
     let n = history.len();
     (0..n.saturating_sub(1)).find_map(|start| {
         let run = history.range(start..);
+        if run.clone().skip(1).map(|s| s.missed_before).sum::<u32>() > 1 {
+            return None;
+        }
         let median = median_box(run.clone().map(|s| s.bbox));
         run.clone().all(|s| s.bbox.iou(&median) >= still_iou).then(|| history[start].at)
     })
@@ -234,6 +267,10 @@ impl Tracker {
         &self.tracks
     }
 
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
     /// Takes one frame's detections at stream time `at` (later than the previous update's).
     pub fn update(&mut self, at: DateTime<Utc>, detections: &[Detection]) {
         let mut matched_detection = vec![false; detections.len()];
@@ -253,7 +290,7 @@ impl Tracker {
                     dets.iter()
                         .map(|&d| {
                             let iou = a.iou(&detections[d].bbox);
-                            if iou >= self.config.match_iou { (iou as f64 * SCALE) as i64 + 1 } else { 0 }
+                            if iou >= self.config.moving_iou { (iou as f64 * SCALE) as i64 + 1 } else { 0 }
                         })
                         .collect()
                 })
@@ -275,9 +312,10 @@ impl Tracker {
             let weights: Vec<Vec<i64>> = rest
                 .iter()
                 .map(|&t| {
+                    let expected = self.tracks[t].predicted(at);
                     free.iter()
                         .map(|&d| {
-                            let distance = distance(&self.tracks[t].bbox, &detections[d].bbox);
+                            let distance = distance(&expected, &detections[d].bbox);
                             if distance <= gate { ((gate - distance) as f64 * SCALE) as i64 + 1 } else { 0 }
                         })
                         .collect()
@@ -290,13 +328,37 @@ impl Tracker {
                     matched_detection[d] = true;
                 }
             }
+            // Stage 3: stationary tracks not seen, to free detections overlapping their last box.
+            let left: Vec<usize> = stationary.iter().copied().filter(|&t| !self.tracks[t].seen_at(at)).collect();
+            let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched_detection[d]).collect();
+            let weights: Vec<Vec<i64>> = left
+                .iter()
+                .map(|&t| {
+                    let last = self.tracks[t].bbox;
+                    free.iter()
+                        .map(|&d| {
+                            let distance = distance(&last, &detections[d].bbox);
+                            let overlaps = last.iou(&detections[d].bbox) > 0.0;
+                            if overlaps && distance <= gate { ((gate - distance) as f64 * SCALE) as i64 + 1 } else { 0 }
+                        })
+                        .collect()
+                })
+                .collect();
+            for (row, column) in assign(&weights).into_iter().enumerate() {
+                if let Some(column) = column {
+                    let d = free[column];
+                    self.tracks[left[row]].hit(at, &detections[d], &self.config);
+                    matched_detection[d] = true;
+                }
+            }
         }
         // Tracks not seen now: tentative ones die, confirmed ones after their time unseen.
         let config = &self.config;
-        self.tracks.retain(|t| {
+        self.tracks.retain_mut(|t| {
             if t.seen_at(at) {
                 return true;
             }
+            t.missed += 1;
             if !t.confirmed {
                 return false;
             }

@@ -191,11 +191,14 @@ mod tests {
         [[cameras]]
         id = "cam-1"
         url = "rtsp://127.0.0.1:8554/x"
+        [[cameras.zones]]
+        name = "sidewalk"
+        polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
         [[cameras.rules]]
         id = "sidewalk"
         violation = "sidewalk_encroachment"
+        zone = "sidewalk"
         classes = ["red"]
-        zone = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
     "#;
 
     #[test]
@@ -212,7 +215,7 @@ mod tests {
         let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
         assert_eq!(found.len(), 3, "{found:#?}");
         assert!(found[0].starts_with("cameras[0].detect_fps: invalid type"), "{found:#?}");
-        assert!(found[1].starts_with("cameras[0].rules[0].zone[1]:"), "{found:#?}");
+        assert!(found[1].starts_with("cameras[0].zones[0].polygon[1]:"), "{found:#?}");
         assert!(found[2].starts_with("device.colour: unknown key"), "{found:#?}");
     }
 
@@ -224,6 +227,28 @@ mod tests {
         let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].starts_with("cameras[0].id: \"cam 1\" may contain only"), "{found:#?}");
-        assert!(found[1].starts_with("cameras[0].rules[0].zone[1][1]: invalid type: string"), "{found:#?}");
+        assert!(found[1].starts_with("cameras[0].zones[0].polygon[1][1]: invalid type: string"), "{found:#?}");
+    }
+
+    #[test]
+    fn rules_zones_filters_and_tracking_are_checked_with_their_paths() {
+        let bad = GOOD
+            .replace("zone = \"sidewalk\"", "zone = \"road\"\nthreshold = 2")
+            .replace("[[cameras.zones]]", "[cameras.tracking]\nmoving_iou = 0.9\n[[cameras.zones]]\ninertia = 0")
+            .replace("url = \"rtsp", "masks = [[[0, 0], [1, 0]]]\nurl = \"rtsp")
+            + "[cameras.rules.filters.car]\nmin_area = 0.5\n";
+        let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
+        let expected = [
+            "cameras[0].masks[0]: a polygon needs at least 3 points",
+            "cameras[0].rules[0].filters.car: \"car\" is not one of the rule's classes",
+            "cameras[0].rules[0].threshold: 2 is outside 0..=1",
+            "cameras[0].rules[0].zone: no zone \"road\" on this camera (it has [\"sidewalk\"])",
+            "cameras[0].tracking.moving_iou: must be below still_iou",
+            "cameras[0].zones[0].inertia: 0 is outside 1..=100",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (f, e) in found.iter().zip(expected) {
+            assert!(f.starts_with(e), "{f} should start with {e}");
+        }
     }
 }

@@ -4,84 +4,19 @@
 //! loaded; [`load`] then reports *every* problem at once, each with its key path, and `run`
 //! refuses to start on the same list that `fieldwatch check` prints.
 
+mod camera;
 mod load;
+mod runtime;
 mod validate;
 
+pub use camera::*;
 pub use load::{ConfigError, Problem, load};
+pub use runtime::*;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-/// A loaded, validated configuration: the file as written (for `check` and the config version)
-/// and the runtime types built from it once, at start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub config: Config,
-    pub cameras: Vec<Arc<Camera>>,
-}
-
-impl Settings {
-    pub fn camera(&self, id: &str) -> Option<&Arc<Camera>> {
-        self.cameras.iter().find(|c| c.id == id)
-    }
-}
-
-/// One camera as the daemon runs it: durations as `Duration`, the URL parsed and its
-/// credentials split off (retina takes them separately; logs get the redacted form).
-#[derive(Debug, Clone)]
-pub struct Camera {
-    pub id: String,
-    /// The id when no name was given.
-    pub name: String,
-    pub location: String,
-    pub url: CameraUrl,
-    pub detect_fps: f64,
-    pub stall_timeout: Duration,
-    pub reconnect_min: Duration,
-    pub reconnect_max: Duration,
-    pub rules: Vec<Arc<Rule>>,
-}
-
-/// An RTSP URL without its credentials, the credentials, and a form safe to log.
-#[derive(Debug, Clone)]
-pub struct CameraUrl {
-    pub url: url::Url,
-    pub username: String,
-    pub password: Secret,
-    pub redacted: String,
-}
-
-impl CameraUrl {
-    /// Splits `user:password@` (percent-decoded) out of `raw`.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let mut url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-        if url.scheme() != "rtsp" || url.host().is_none() {
-            return Err("must be an rtsp:// URL with a host".into());
-        }
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-        let username = decode(url.username());
-        let password = Secret::new(url.password().map(decode).unwrap_or_default());
-        url.set_username("").map_err(|_| "cannot strip the user name".to_string())?;
-        url.set_password(None).map_err(|_| "cannot strip the password".to_string())?;
-        Ok(Self { redacted: redact_url(raw), url, username, password })
-    }
-}
-
-/// One zone rule as the rules stage runs it (see [`RuleConfig`] for what each field means).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    pub id: String,
-    pub violation: String,
-    pub category: Category,
-    pub classes: Vec<String>,
-    pub min_score: f32,
-    pub zone: Vec<[f64; 2]>,
-    pub dwell: Duration,
-    pub clear_after: Duration,
-}
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -91,6 +26,10 @@ pub struct Config {
     pub model: ModelConfig,
     pub mqtt: MqttConfig,
     pub cameras: Vec<CameraConfig>,
+    /// Class names as reports write them, per language: `[class_names.motorbike]` with
+    /// `en = "motorbike"`, `vi = "xe máy"`. Classes left out keep built-in names for common
+    /// street classes, else the model's own name.
+    pub class_names: BTreeMap<String, Text>,
     pub log: LogConfig,
 }
 
@@ -99,12 +38,20 @@ pub struct Config {
 pub struct DeviceConfig {
     /// Identifies this edge box in topics and reports. Default: the host name.
     pub id: String,
+    /// Where open incidents and cooldowns are kept across restarts. Default: systemd's
+    /// `$STATE_DIRECTORY`, else `/var/lib/fieldwatch`.
+    pub state_dir: PathBuf,
 }
 
 impl Default for DeviceConfig {
     fn default() -> Self {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        Self { id: host.trim().to_string() }
+        // systemd may list several directories, separated by colons: the first is ours.
+        let state = std::env::var("STATE_DIRECTORY").ok().and_then(|v| v.split(':').next().map(PathBuf::from));
+        Self {
+            id: host.trim().to_string(),
+            state_dir: state.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| "/var/lib/fieldwatch".into()),
+        }
     }
 }
 
@@ -191,121 +138,6 @@ impl Default for MqttConfig {
             topic_prefix: "fieldwatch".into(),
             keep_alive_secs: 30,
             max_packet_bytes: 4 << 20,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CameraConfig {
-    /// Identifies the camera in topics and reports. Required; letters, digits, `-`, `_`.
-    pub id: String,
-    /// Human name shown in reports. Default: the id.
-    pub name: String,
-    /// Where it looks, in words ("Lê Lợi / Nguyễn Huệ, north side"). Default empty.
-    pub location: String,
-    /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials never reach logs or reports.
-    pub url: Secret,
-    /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
-    pub detect_fps: f64,
-    /// Seconds without a frame before the connection counts as stalled and is rebuilt (at most
-    /// an hour). Default 10.
-    pub stall_timeout_secs: f64,
-    /// Reconnect backoff bounds in seconds (doubling from min to max, at most an hour).
-    /// Defaults 1 and 30.
-    pub reconnect_min_secs: f64,
-    pub reconnect_max_secs: f64,
-    /// Zone rules for this camera.
-    pub rules: Vec<RuleConfig>,
-}
-
-impl Default for CameraConfig {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            name: String::new(),
-            location: String::new(),
-            url: Secret::default(),
-            detect_fps: 2.0,
-            stall_timeout_secs: 10.0,
-            reconnect_min_secs: 1.0,
-            reconnect_max_secs: 30.0,
-            rules: Vec::new(),
-        }
-    }
-}
-
-impl CameraConfig {
-    pub fn display_name(&self) -> &str {
-        if self.name.is_empty() { &self.id } else { &self.name }
-    }
-}
-
-/// One zone rule: objects of `classes`, scoring at least `min_score`, whose bottom-centre lies
-/// inside `zone` for `dwell_secs` open an incident; `clear_after_secs` without any resolves it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuleConfig {
-    /// Identifies the rule within its camera. Required.
-    pub id: String,
-    /// What is wrong, machine-readable (`sidewalk_encroachment`, `garbage`, `obstacle`). Required.
-    pub violation: String,
-    /// The city's report field. Default `urban_order`.
-    pub category: Category,
-    /// Model class names that count. Required, at least one.
-    pub classes: Vec<String>,
-    /// Minimum detection score that counts. Default 0.5.
-    pub min_score: f32,
-    /// Polygon in normalised image coordinates (0..1, origin top-left), at least 3 points. Required.
-    pub zone: Vec<[f64; 2]>,
-    /// Seconds an object must stay before an incident opens (at most a day). Default 10.
-    pub dwell_secs: f64,
-    /// Seconds the zone must stay free before the incident resolves (at most a day). Also the
-    /// gap that presence survives (missed detections, occlusions). Default 5.
-    pub clear_after_secs: f64,
-}
-
-impl Default for RuleConfig {
-    fn default() -> Self {
-        Self {
-            id: String::new(),
-            violation: String::new(),
-            category: Category::UrbanOrder,
-            classes: Vec::new(),
-            min_score: 0.5,
-            zone: Vec::new(),
-            dwell_secs: 10.0,
-            clear_after_secs: 5.0,
-        }
-    }
-}
-
-/// The report fields of the city's citizen-report system (see ARCHITECTURE.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    UrbanOrder,
-    EnvironmentalSanitation,
-    UrbanInfrastructure,
-    TelecomInfrastructure,
-    PublicUtilityServices,
-    Tourism,
-    PublicAdministration,
-    Other,
-}
-
-impl Category {
-    /// The name in reports and config (`urban_order`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::UrbanOrder => "urban_order",
-            Category::EnvironmentalSanitation => "environmental_sanitation",
-            Category::UrbanInfrastructure => "urban_infrastructure",
-            Category::TelecomInfrastructure => "telecom_infrastructure",
-            Category::PublicUtilityServices => "public_utility_services",
-            Category::Tourism => "tourism",
-            Category::PublicAdministration => "public_administration",
-            Category::Other => "other",
         }
     }
 }
@@ -421,8 +253,23 @@ mod example_tests {
             .build()
             .and_then(|c| c.try_deserialize())
             .unwrap();
+        let full_filter = FilterConfig {
+            min_score: Some(0.5),
+            threshold: Some(0.6),
+            min_area: Some(0.0),
+            max_area: Some(1.0),
+            min_ratio: Some(0.0),
+            max_ratio: Some(100.0),
+        };
+        let rule = RuleConfig { filters: [("motorbike".to_string(), full_filter)].into(), ..Default::default() };
         let full = Config {
-            cameras: vec![CameraConfig { rules: vec![RuleConfig::default()], ..Default::default() }],
+            cameras: vec![CameraConfig {
+                rules: vec![rule],
+                zones: vec![ZoneConfig::default()],
+                masks: vec![vec![[0.0, 0.0]]],
+                ..Default::default()
+            }],
+            class_names: [("motorbike".to_string(), Text::default())].into(),
             ..Default::default()
         };
         let (mut documented, mut existing) = (BTreeSet::new(), BTreeSet::new());

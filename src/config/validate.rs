@@ -1,12 +1,18 @@
-//! Checks on values serde accepted but that make no sense (ranges, duplicates, polygons, files),
-//! done while building the runtime types, so nothing that passes `check` can fail later.
+//! Checks on values serde accepted but that make no sense (ranges, duplicates, polygons, files,
+//! names that refer to nothing), done while building the runtime types, so nothing that passes
+//! `check` can fail later.
 
-use super::{Camera, CameraUrl, Config, Problem, Rule};
-use std::collections::HashSet;
+use super::{
+    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, Problem, Rule, RuleConfig,
+    Templates, Zone,
+};
+use crate::track::TrackerConfig;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The longest any duration setting may be: a day (dwell, clear) or an hour (network timers).
+/// The longest any duration setting may be: a day (dwell, clear, cooldown) or an hour
+/// (network and tracking timers).
 const DAY: f64 = 86_400.0;
 const HOUR: f64 = 3_600.0;
 
@@ -14,6 +20,9 @@ const HOUR: f64 = 3_600.0;
 pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     let mut v = Validator::default();
     check_topic_level(&mut v, "device.id", &config.device.id);
+    if config.device.state_dir.as_os_str().is_empty() {
+        v.problem("device.state_dir", "required: a directory for open incidents and cooldowns");
+    }
 
     let model = &config.model;
     if model.path.as_os_str().is_empty() {
@@ -55,6 +64,7 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     if config.cameras.is_empty() {
         v.problem("cameras", "at least one camera is required");
     }
+    let class_names = Arc::new(config.class_names.clone());
     let mut ids = HashSet::new();
     let mut cameras = Vec::new();
     for (i, cam) in config.cameras.iter().enumerate() {
@@ -63,73 +73,186 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         if !cam.id.is_empty() && !ids.insert(cam.id.as_str()) {
             v.problem(format!("{at}.id"), format!("duplicate camera id {:?}", cam.id));
         }
-        let url = match CameraUrl::parse(cam.url.expose()) {
-            _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
-            parsed => parsed,
-        };
-        let url = url.map_err(|message| v.problem(format!("{at}.url"), message)).ok();
-        v.range_open(&format!("{at}.detect_fps"), cam.detect_fps, 0.0, 60.0);
-        let stall_timeout = v.secs_open(&format!("{at}.stall_timeout_secs"), cam.stall_timeout_secs, HOUR);
-        let reconnect_min = v.secs_open(&format!("{at}.reconnect_min_secs"), cam.reconnect_min_secs, HOUR);
-        let reconnect_max = v.secs_open(&format!("{at}.reconnect_max_secs"), cam.reconnect_max_secs, HOUR);
-        if cam.reconnect_max_secs < cam.reconnect_min_secs {
-            v.problem(format!("{at}.reconnect_max_secs"), "must be at least reconnect_min_secs");
-        }
-        let mut rules = Vec::new();
-        let mut rule_ids = HashSet::new();
-        for (j, rule) in cam.rules.iter().enumerate() {
-            let at = format!("{at}.rules[{j}]");
-            if rule.id.is_empty() {
-                v.problem(format!("{at}.id"), "required");
-            } else if !rule_ids.insert(rule.id.as_str()) {
-                v.problem(format!("{at}.id"), format!("duplicate rule id {:?}", rule.id));
-            }
-            if rule.violation.is_empty() {
-                v.problem(format!("{at}.violation"), "required, e.g. \"sidewalk_encroachment\"");
-            }
-            if rule.classes.is_empty() {
-                v.problem(format!("{at}.classes"), "at least one class is required");
-            }
-            v.range(&format!("{at}.min_score"), rule.min_score as f64, 0.0, 1.0);
-            if rule.zone.len() < 3 {
-                v.problem(format!("{at}.zone"), "a polygon needs at least 3 points");
-            }
-            for (k, [x, y]) in rule.zone.iter().enumerate() {
-                if !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y) {
-                    v.problem(
-                        format!("{at}.zone[{k}]"),
-                        format!("[{x}, {y}] is outside 0..1 (coordinates are fractions of the frame)"),
-                    );
-                }
-            }
-            let dwell = v.secs(&format!("{at}.dwell_secs"), rule.dwell_secs, DAY);
-            let clear_after = v.secs_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, DAY);
-            rules.push(Arc::new(Rule {
-                id: rule.id.clone(),
-                violation: rule.violation.clone(),
-                category: rule.category,
-                classes: rule.classes.clone(),
-                min_score: rule.min_score,
-                zone: rule.zone.clone(),
-                dwell,
-                clear_after,
-            }));
-        }
-        if let Some(url) = url {
-            cameras.push(Arc::new(Camera {
-                id: cam.id.clone(),
-                name: cam.display_name().to_string(),
-                location: cam.location.clone(),
-                url,
-                detect_fps: cam.detect_fps,
-                stall_timeout,
-                reconnect_min,
-                reconnect_max,
-                rules,
-            }));
+        if let Some(camera) = camera(&mut v, &at, cam, &class_names) {
+            cameras.push(Arc::new(camera));
         }
     }
     (v.problems, cameras)
+}
+
+fn camera(
+    v: &mut Validator,
+    at: &str,
+    cam: &CameraConfig,
+    class_names: &Arc<BTreeMap<String, super::Text>>,
+) -> Option<Camera> {
+    let url = match CameraUrl::parse(cam.url.expose()) {
+        _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
+        parsed => parsed,
+    };
+    let url = url.map_err(|message| v.problem(format!("{at}.url"), message)).ok();
+    v.range_open(&format!("{at}.detect_fps"), cam.detect_fps, 0.0, 60.0);
+    let stall_timeout = v.secs_open(&format!("{at}.stall_timeout_secs"), cam.stall_timeout_secs, HOUR);
+    let reconnect_min = v.secs_open(&format!("{at}.reconnect_min_secs"), cam.reconnect_min_secs, HOUR);
+    let reconnect_max = v.secs_open(&format!("{at}.reconnect_max_secs"), cam.reconnect_max_secs, HOUR);
+    if cam.reconnect_max_secs < cam.reconnect_min_secs {
+        v.problem(format!("{at}.reconnect_max_secs"), "must be at least reconnect_min_secs");
+    }
+    for (k, mask) in cam.masks.iter().enumerate() {
+        v.polygon(&format!("{at}.masks[{k}]"), mask);
+    }
+    let tracking = tracking(v, &format!("{at}.tracking"), &cam.tracking);
+
+    let mut zones = BTreeMap::new();
+    for (k, zone) in cam.zones.iter().enumerate() {
+        let at = format!("{at}.zones[{k}]");
+        if zone.name.is_empty() {
+            v.problem(format!("{at}.name"), "required");
+        } else if zones.contains_key(&zone.name) {
+            v.problem(format!("{at}.name"), format!("duplicate zone name {:?}", zone.name));
+        }
+        v.polygon(&format!("{at}.polygon"), &zone.polygon);
+        let membership = match zone.membership {
+            MembershipConfig::BottomCenter => Membership::BottomCenter,
+            MembershipConfig::Center => Membership::Center,
+            MembershipConfig::Overlap => Membership::Overlap(zone.overlap),
+        };
+        v.range_open(&format!("{at}.overlap"), zone.overlap, 0.0, 1.0);
+        if !(1..=100).contains(&zone.inertia) {
+            v.problem(format!("{at}.inertia"), format!("{} is outside 1..=100", zone.inertia));
+        }
+        let built = Zone { name: zone.name.clone(), polygon: zone.polygon.clone(), membership, inertia: zone.inertia };
+        zones.entry(zone.name.clone()).or_insert(built);
+    }
+
+    let mut rules = Vec::new();
+    let mut rule_ids = HashSet::new();
+    for (j, rule) in cam.rules.iter().enumerate() {
+        let at = format!("{at}.rules[{j}]");
+        if rule.id.is_empty() {
+            v.problem(format!("{at}.id"), "required");
+        } else if !rule_ids.insert(rule.id.as_str()) {
+            v.problem(format!("{at}.id"), format!("duplicate rule id {:?}", rule.id));
+        }
+        let zone = zones.get(&rule.zone).cloned();
+        if zone.is_none() {
+            let known: Vec<&String> = zones.keys().collect();
+            let message = if rule.zone.is_empty() { "required: the name of one of this camera's zones".into() } else {
+                format!("no zone {:?} on this camera (it has {known:?})", rule.zone)
+            };
+            v.problem(format!("{at}.zone"), message);
+        }
+        if let Some(built) = self::rule(v, &at, rule, zone) {
+            rules.push(Arc::new(built));
+        }
+    }
+    Some(Camera {
+        id: cam.id.clone(),
+        name: cam.display_name().to_string(),
+        location: cam.location.clone(),
+        url: url?,
+        detect_fps: cam.detect_fps,
+        stall_timeout,
+        reconnect_min,
+        reconnect_max,
+        masks: cam.masks.clone(),
+        tracking,
+        rules,
+        class_names: class_names.clone(),
+    })
+}
+
+fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerConfig {
+    if !(1..=100).contains(&t.confirm_hits) {
+        v.problem(format!("{at}.confirm_hits"), format!("{} is outside 1..=100", t.confirm_hits));
+    }
+    for (key, value) in [("still_iou", t.still_iou), ("moving_iou", t.moving_iou)] {
+        v.range_open(&format!("{at}.{key}"), value, 0.0, 1.0);
+    }
+    if t.moving_iou >= t.still_iou {
+        v.problem(format!("{at}.moving_iou"), "must be below still_iou, or box jitter flips objects between moving and still");
+    }
+    v.range_open(&format!("{at}.match_distance"), t.match_distance, 0.0, 100.0);
+    TrackerConfig {
+        confirm_hits: t.confirm_hits,
+        moving_max_unseen: v.secs(&format!("{at}.moving_max_unseen_secs"), t.moving_max_unseen_secs, HOUR),
+        stationary_max_unseen: v.secs(&format!("{at}.stationary_max_unseen_secs"), t.stationary_max_unseen_secs, HOUR),
+        stationary_after: v.secs(&format!("{at}.stationary_after_secs"), t.stationary_after_secs, HOUR),
+        still_iou: t.still_iou as f32,
+        moving_iou: t.moving_iou as f32,
+        match_distance: t.match_distance as f32,
+    }
+}
+
+fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>) -> Option<Rule> {
+    if rule.violation.is_empty() {
+        v.problem(format!("{at}.violation"), "required, e.g. \"sidewalk_encroachment\"");
+    }
+    if rule.classes.is_empty() {
+        v.problem(format!("{at}.classes"), "at least one class is required");
+    }
+    let base = Filter {
+        min_score: rule.min_score,
+        threshold: rule.threshold,
+        min_area: rule.min_area,
+        max_area: rule.max_area,
+        min_ratio: rule.min_ratio,
+        max_ratio: rule.max_ratio,
+    };
+    v.filter(at, &base);
+    for class in rule.filters.keys() {
+        if !rule.classes.contains(class) {
+            v.problem(format!("{at}.filters.{class}"), format!("{class:?} is not one of the rule's classes {:?}", rule.classes));
+        }
+    }
+    let mut filters = BTreeMap::new();
+    for class in &rule.classes {
+        let filter = match rule.filters.get(class) {
+            None => base,
+            Some(o) => {
+                let filter = Filter {
+                    min_score: o.min_score.unwrap_or(base.min_score),
+                    threshold: o.threshold.unwrap_or(base.threshold),
+                    min_area: o.min_area.unwrap_or(base.min_area),
+                    max_area: o.max_area.unwrap_or(base.max_area),
+                    min_ratio: o.min_ratio.unwrap_or(base.min_ratio),
+                    max_ratio: o.max_ratio.unwrap_or(base.max_ratio),
+                };
+                v.filter(&format!("{at}.filters.{class}"), &filter);
+                filter
+            }
+        };
+        filters.insert(class.clone(), filter);
+    }
+    if !(1..=1000).contains(&rule.min_count) {
+        v.problem(format!("{at}.min_count"), format!("{} is outside 1..=1000", rule.min_count));
+    }
+    let dwell = v.secs(&format!("{at}.dwell_secs"), rule.dwell_secs, DAY);
+    let clear_after = v.secs_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, DAY);
+    let cooldown = v.secs(&format!("{at}.cooldown_secs"), rule.cooldown_secs, DAY);
+    let update_every = v.secs(&format!("{at}.update_every_secs"), rule.update_every_secs, DAY);
+    let text = &rule.text;
+    for (event, t) in [("opened", &text.opened), ("updated", &text.updated), ("resolved", &text.resolved)] {
+        for (lang, template) in [("en", &t.en), ("vi", &t.vi)] {
+            if let Err(message) = crate::report::check_template(template) {
+                v.problem(format!("{at}.text.{event}.{lang}"), message);
+            }
+        }
+    }
+    Some(Rule {
+        id: rule.id.clone(),
+        violation: rule.violation.clone(),
+        category: rule.category,
+        zone: zone?,
+        classes: rule.classes.clone(),
+        filters,
+        min_count: rule.min_count,
+        dwell,
+        clear_after,
+        cooldown,
+        update_every: (!update_every.is_zero()).then_some(update_every),
+        text: Templates { opened: text.opened.clone(), updated: text.updated.clone(), resolved: text.resolved.clone() },
+    })
 }
 
 /// Ids become MQTT topic levels: keep them to a safe alphabet.
@@ -175,5 +298,33 @@ impl Validator {
     /// Seconds above zero and at most `max`, as a `Duration`.
     fn secs_open(&mut self, path: &str, value: f64, max: f64) -> Duration {
         if self.range_open(path, value, 0.0, max) { Duration::from_secs_f64(value) } else { Duration::ZERO }
+    }
+    /// A polygon in normalised coordinates with at least 3 points.
+    fn polygon(&mut self, path: &str, points: &[[f64; 2]]) {
+        if points.len() < 3 {
+            self.problem(path, "a polygon needs at least 3 points");
+        }
+        for (k, [x, y]) in points.iter().enumerate() {
+            if !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y) {
+                self.problem(
+                    format!("{path}[{k}]"),
+                    format!("[{x}, {y}] is outside 0..1 (coordinates are fractions of the frame)"),
+                );
+            }
+        }
+    }
+    fn filter(&mut self, at: &str, f: &Filter) {
+        self.range(&format!("{at}.min_score"), f.min_score as f64, 0.0, 1.0);
+        self.range(&format!("{at}.threshold"), f.threshold as f64, 0.0, 1.0);
+        self.range(&format!("{at}.min_area"), f.min_area, 0.0, 1.0);
+        self.range(&format!("{at}.max_area"), f.max_area, 0.0, 1.0);
+        if f.max_area < f.min_area {
+            self.problem(format!("{at}.max_area"), "must be at least min_area");
+        }
+        self.range(&format!("{at}.min_ratio"), f.min_ratio, 0.0, 1000.0);
+        self.range_open(&format!("{at}.max_ratio"), f.max_ratio, 0.0, 1000.0);
+        if f.max_ratio < f.min_ratio {
+            self.problem(format!("{at}.max_ratio"), "must be at least min_ratio");
+        }
     }
 }

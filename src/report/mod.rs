@@ -7,7 +7,7 @@ mod snapshot;
 mod text;
 
 pub use snapshot::{BOX_COLOUR, LINE, ZONE_COLOUR, annotate, encode_jpeg};
-pub use text::Description;
+pub use text::{Description, check_template};
 
 use crate::decode::Frame;
 use crate::detect::BBox;
@@ -27,6 +27,8 @@ pub struct Origin {
     pub camera_location: String,
     pub model_name: String,
     pub config_version: String,
+    /// Class names as reports write them (config `class_names`).
+    pub class_names: std::sync::Arc<std::collections::BTreeMap<String, crate::config::Text>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +44,7 @@ pub struct Report {
     pub rule_id: String,
     pub violation: String,
     pub category: String,
-    /// First frame with an object present.
+    /// When the first object of the case stopped in the zone.
     pub started_at: String,
     /// When the dwell was reached.
     pub opened_at: String,
@@ -65,6 +67,8 @@ pub struct ReportObject {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+    pub track_id: u64,
+    pub stayed_secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +112,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
     crate::testing::maybe_panic_once("report", &origin.camera_id);
     let mut rgb = frame.to_rgb();
     let boxes: Vec<BBox> = event.objects.iter().map(|o| o.bbox).collect();
-    annotate(&mut rgb, &event.rule.zone, &boxes);
+    annotate(&mut rgb, &event.rule.zone.polygon, &boxes);
     let jpeg = encode_jpeg(&rgb);
     let rule = &event.rule;
     Report {
@@ -117,6 +121,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         incident_id: event.incident_id.to_string(),
         event: match event.kind {
             EventKind::Opened => "opened",
+            EventKind::Updated => "updated",
             EventKind::Resolved => "resolved",
         },
         device_id: origin.device_id.clone(),
@@ -131,13 +136,19 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         observed_at: timestamp(event.at),
         resolved_at: (event.kind == EventKind::Resolved).then(|| timestamp(event.at)),
         duration_secs: ((event.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
-        zone: rule.zone.clone(),
+        zone: rule.zone.polygon.clone(),
         objects: event
             .objects
             .iter()
-            .map(|o| ReportObject { class: o.label.clone(), score: round(o.score, 1000.0), bbox: rounded(o.bbox) })
+            .map(|o| ReportObject {
+                class: o.label.clone(),
+                score: round(o.score, 1000.0),
+                bbox: rounded(o.bbox),
+                track_id: o.track_id,
+                stayed_secs: ((event.at - o.since).as_seconds_f64() * 10.0).round() / 10.0,
+            })
             .collect(),
-        description: text::describe(event, &origin.camera_name, &origin.camera_location),
+        description: text::describe(event, origin),
         model: ModelInfo { name: origin.model_name.clone() },
         config_version: origin.config_version.clone(),
         snapshot: Snapshot {

@@ -1,32 +1,59 @@
-//! Rules: decide from detections over time when something is a violation.
+//! Rules: decide from detections over time when something is a violation an inspector would
+//! sign — a motorbike parked on the sidewalk, not a stream of people walking along it.
 //!
 //! [`CameraRules`] is one camera's whole logic as a pure unit — detections and stream time in,
-//! incident events out — used by the live daemon and by replay alike. Each [`ZoneRule`] in it is
-//! a state machine driven by [`ZoneRule::observe`] with the frame's time passed in, so its
-//! timing is tested without clocks or sleeps:
+//! incident events out — used by the live daemon and by replay alike. Per rule:
+//!
+//! 1. **Filters**: detections of the rule's classes that pass its per-class filters (score,
+//!    area, aspect ratio), outside the camera's masks.
+//! 2. **Tracking** ([`crate::track`]): which detections are the same object, and which objects
+//!    are stationary, since when.
+//! 3. **Zone**: whether each track is in the rule's zone, with `inertia` detections before
+//!    entering or leaving counts.
+//! 4. **Presence**: stationary tracks in the zone whose median score passes `threshold`. Each
+//!    one's dwell counts from when it stopped inside the zone (coasting through an occlusion
+//!    does not reset it); passers never count, however many.
+//! 5. **Lifecycle**, one incident per rule:
 //!
 //! ```text
-//! idle ──object in zone──► candidate ──present for dwell──► open (report "opened")
-//!   ▲                          │                                 │
-//!   └──── gone for clear_after ┘◄──────── gone for clear_after ──┘ (report "resolved")
+//! idle ──≥ min_count present for dwell──► open ──count changes / update_every──► updated
+//!   ▲                                       │
+//!   └── cooldown ◄── resolved ◄── nothing present for clear_after
 //! ```
 //!
-//! "Present" means at least one object of the rule's classes, scoring at least `min_score`,
-//! with its bottom-centre inside the zone. Presence survives gaps shorter than `clear_after`
-//! (a missed detection, a passing bus), so flicker neither restarts the dwell nor closes a case.
+//! What must survive a restart — an open incident, a cooldown — is [`CameraRules::saved`] and
+//! [`CameraRules::restore`]d by the caller.
 
 pub mod zone;
 
-use crate::config::Rule;
-use crate::detect::Detection;
+use crate::config::{Camera, Rule};
+use crate::detect::{BBox, Detection};
+use crate::track::Tracker;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     Opened,
+    /// The count of objects changed, or `update_every` passed while open.
+    Updated,
     Resolved,
+}
+
+/// A tracked, stationary object in an incident's zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentObject {
+    pub track_id: u64,
+    pub label: String,
+    /// The median score of its recent detections.
+    pub score: f32,
+    /// Its last box in frame pixels.
+    pub bbox: BBox,
+    /// When it stopped inside the zone: its dwell counts from here.
+    pub since: DateTime<Utc>,
 }
 
 /// A change in an incident's life, with what is needed to report it.
@@ -35,32 +62,45 @@ pub struct IncidentEvent {
     pub kind: EventKind,
     pub incident_id: Uuid,
     pub rule: Arc<Rule>,
-    /// First frame in which an object was present.
+    /// When the first of the objects that opened it stopped in the zone.
     pub started_at: DateTime<Utc>,
     /// When the dwell was reached and the incident opened.
     pub opened_at: DateTime<Utc>,
     /// The frame this event was decided on (its snapshot goes into the report).
     pub at: DateTime<Utc>,
-    /// Objects present in that frame (none when resolved).
-    pub objects: Vec<Detection>,
+    /// The objects that count now (none when resolved).
+    pub objects: Vec<IncidentObject>,
 }
 
-#[derive(Debug, Clone)]
-enum State {
-    Idle,
-    Candidate { started_at: DateTime<Utc>, last_seen: DateTime<Utc> },
-    Open { incident_id: Uuid, started_at: DateTime<Utc>, opened_at: DateTime<Utc>, last_seen: DateTime<Utc> },
+/// One rule's incident state that must outlive the process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Saved {
+    Open { incident_id: Uuid, started_at: DateTime<Utc>, opened_at: DateTime<Utc>, count: usize },
+    Cooldown { until: DateTime<Utc> },
 }
 
 /// One camera's rules: feed it each detected frame in stream-time order.
 #[derive(Debug)]
 pub struct CameraRules {
-    rules: Vec<ZoneRule>,
+    masks: Vec<Vec<[f64; 2]>>,
+    rules: Vec<RuleEngine>,
 }
 
 impl CameraRules {
-    pub fn new(rules: &[Arc<Rule>]) -> Self {
-        Self { rules: rules.iter().cloned().map(ZoneRule::new).collect() }
+    pub fn new(camera: &Camera) -> Self {
+        let rules = camera
+            .rules
+            .iter()
+            .map(|rule| RuleEngine {
+                rule: rule.clone(),
+                tracker: Tracker::new(camera.tracking.clone()),
+                zone: HashMap::new(),
+                present: HashMap::new(),
+                state: State::Idle,
+            })
+            .collect();
+        Self { masks: camera.masks.clone(), rules }
     }
 
     /// The events one frame's detections at stream time `at` cause, in rule order.
@@ -71,170 +111,256 @@ impl CameraRules {
         width: u32,
         height: u32,
     ) -> Vec<IncidentEvent> {
-        self.rules.iter_mut().filter_map(|r| r.observe(at, detections, width, height)).collect()
+        let (w, h) = (width as f64, height as f64);
+        let unmasked: Vec<Detection> = detections
+            .iter()
+            .filter(|d| {
+                let (x, y) = d.bbox.anchor();
+                !self.masks.iter().any(|m| zone::contains(m, (x as f64 / w, y as f64 / h)))
+            })
+            .cloned()
+            .collect();
+        self.rules.iter_mut().filter_map(|r| r.observe(at, &unmasked, width, height)).collect()
+    }
+
+    /// Open incidents and cooldowns by rule id, to keep across a restart.
+    pub fn saved(&self) -> Vec<(String, Saved)> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let saved = match &r.state {
+                    State::Idle => return None,
+                    State::Open(o) => Saved::Open {
+                        incident_id: o.incident_id,
+                        started_at: o.started_at,
+                        opened_at: o.opened_at,
+                        count: o.count,
+                    },
+                    State::Cooldown { until } => Saved::Cooldown { until: *until },
+                };
+                Some((r.rule.id.clone(), saved))
+            })
+            .collect()
+    }
+
+    /// Takes up where a previous run left off. An incident still open goes on (resolving
+    /// `clear_after` after the first frame if nothing is there any more); state of rules that
+    /// no longer exist is ignored.
+    pub fn restore(&mut self, saved: &[(String, Saved)]) {
+        for (rule_id, saved) in saved {
+            let Some(engine) = self.rules.iter_mut().find(|r| &r.rule.id == rule_id) else { continue };
+            engine.state = match *saved {
+                Saved::Open { incident_id, started_at, opened_at, count } => State::Open(Open {
+                    incident_id,
+                    started_at,
+                    opened_at,
+                    count,
+                    last_present: None,
+                    last_update: None,
+                }),
+                Saved::Cooldown { until } => State::Cooldown { until },
+            };
+        }
     }
 }
 
 #[derive(Debug)]
-pub struct ZoneRule {
+struct RuleEngine {
     rule: Arc<Rule>,
+    tracker: Tracker,
+    /// Zone membership of each live track, by track id.
+    zone: HashMap<u64, Membership>,
+    /// The tracks present in the last frame and when each was last seen: when one is dropped,
+    /// presence ends when its coast ran out, not at the frame that noticed.
+    present: HashMap<u64, DateTime<Utc>>,
     state: State,
 }
 
-impl ZoneRule {
-    pub fn new(rule: Arc<Rule>) -> Self {
-        Self { rule, state: State::Idle }
-    }
+/// Whether a track counts as in the zone, with the inertia that keeps it from flapping.
+#[derive(Debug, Clone, Copy)]
+struct Membership {
+    inside: bool,
+    /// Detections in a row that disagree with `inside`, and when the first of them was.
+    streak: u32,
+    streak_started: DateTime<Utc>,
+    entered_at: Option<DateTime<Utc>>,
+}
 
-    /// The detections that count for this rule in a `width` x `height` frame.
-    pub fn matching(&self, detections: &[Detection], width: u32, height: u32) -> Vec<Detection> {
-        detections
+#[derive(Debug, Clone)]
+enum State {
+    Idle,
+    Open(Open),
+    Cooldown { until: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    incident_id: Uuid,
+    started_at: DateTime<Utc>,
+    opened_at: DateTime<Utc>,
+    count: usize,
+    /// Unset right after a restore: taken from the first frame.
+    last_present: Option<DateTime<Utc>>,
+    last_update: Option<DateTime<Utc>>,
+}
+
+impl RuleEngine {
+    fn observe(&mut self, at: DateTime<Utc>, detections: &[Detection], width: u32, height: u32) -> Option<IncidentEvent> {
+        let frame_area = width as f64 * height as f64;
+        let rule = &self.rule;
+        let mine: Vec<Detection> = detections
             .iter()
-            .filter(|d| d.score >= self.rule.min_score && self.rule.classes.contains(&d.label))
             .filter(|d| {
-                let (ax, ay) = d.bbox.anchor();
-                zone::contains(&self.rule.zone, (ax as f64 / width as f64, ay as f64 / height as f64))
+                let Some(f) = rule.filters.get(&d.label) else { return false };
+                let (bw, bh) = ((d.bbox.x2 - d.bbox.x1) as f64, (d.bbox.y2 - d.bbox.y1) as f64);
+                let (area, ratio) = (bw * bh / frame_area, if bh > 0.0 { bw / bh } else { 0.0 });
+                d.score >= f.min_score
+                    && (f.min_area..=f.max_area).contains(&area)
+                    && (f.min_ratio..=f.max_ratio).contains(&ratio)
             })
             .cloned()
-            .collect()
+            .collect();
+        self.tracker.update(at, &mine);
+
+        let zone = &rule.zone;
+        let mut alive = Vec::with_capacity(self.tracker.tracks().len());
+        for track in self.tracker.tracks() {
+            alive.push(track.id);
+            let m = self.zone.entry(track.id).or_insert(Membership {
+                inside: false,
+                streak: 0,
+                streak_started: at,
+                entered_at: None,
+            });
+            if !track.seen_at(at) {
+                continue; // coasting: no new evidence either way
+            }
+            if zone::is_in(zone, &track.bbox, width, height) == m.inside {
+                m.streak = 0;
+                continue;
+            }
+            if m.streak == 0 {
+                m.streak_started = at;
+            }
+            m.streak += 1;
+            if m.streak >= zone.inertia {
+                m.inside = !m.inside;
+                m.entered_at = m.inside.then_some(m.streak_started);
+                m.streak = 0;
+            }
+        }
+        self.zone.retain(|id, _| alive.contains(id));
+
+        let mut present: Vec<IncidentObject> = self
+            .tracker
+            .tracks()
+            .iter()
+            .filter_map(|t| {
+                let stationary_since = t.stationary_since.filter(|_| t.confirmed)?;
+                let entered_at = self.zone.get(&t.id)?.entered_at?;
+                let threshold = rule.filters.get(&t.label).map_or(1.0, |f| f.threshold);
+                (t.median_score() >= threshold).then(|| IncidentObject {
+                    track_id: t.id,
+                    label: t.label.clone(),
+                    score: t.median_score(),
+                    bbox: t.bbox,
+                    since: stationary_since.max(entered_at),
+                })
+            })
+            .collect();
+        present.sort_by_key(|o| o.track_id);
+        let dwell = chrono::TimeDelta::from_std(rule.dwell).unwrap_or(chrono::TimeDelta::MAX);
+        let dwelled: Vec<IncidentObject> = present.iter().filter(|o| at - o.since >= dwell).cloned().collect();
+
+        // When the last present object went: now if one is here; else when a dropped one's
+        // coast ran out (between two frames), or the frame before it stopped counting.
+        let coast = self.tracker.config().stationary_max_unseen;
+        let mut gone_at = None;
+        for (id, last_seen) in &self.present {
+            if present.iter().any(|o| o.track_id == *id) {
+                continue;
+            }
+            let dropped = !alive.contains(id);
+            let until = if dropped { (*last_seen + secs(coast)).min(at) } else { *last_seen };
+            gone_at = gone_at.max(Some(until));
+        }
+        let seen: HashMap<u64, DateTime<Utc>> = self
+            .tracker
+            .tracks()
+            .iter()
+            .filter(|t| present.iter().any(|o| o.track_id == t.id))
+            .map(|t| (t.id, if t.seen_at(at) { at } else { t.last_seen }))
+            .collect();
+        // A coasting object counts as present up to now; remember the frame for the next one.
+        self.present = present.iter().map(|o| (o.track_id, seen.get(&o.track_id).copied().unwrap_or(at))).collect();
+        let present_at = if present.is_empty() { gone_at } else { Some(at) };
+        self.step(at, present_at, dwelled)
     }
 
-    /// Feeds one frame's detections taken at `at`; returns an event when the incident opens or resolves.
-    pub fn observe(
+    /// The lifecycle, given when something was last present (now, or just before) and which
+    /// objects have dwelled.
+    fn step(
         &mut self,
         at: DateTime<Utc>,
-        detections: &[Detection],
-        width: u32,
-        height: u32,
+        present_at: Option<DateTime<Utc>>,
+        dwelled: Vec<IncidentObject>,
     ) -> Option<IncidentEvent> {
-        let present = self.matching(detections, width, height);
-        let secs = |from: DateTime<Utc>| (at - from).as_seconds_f64();
-        let clear_after = self.rule.clear_after.as_secs_f64();
-        match self.state {
-            State::Idle if !present.is_empty() => {
-                self.state = State::Candidate { started_at: at, last_seen: at };
-                self.open_if_dwelled(at, present)
-            }
-            State::Idle => None,
-            State::Candidate { started_at, .. } if !present.is_empty() => {
-                self.state = State::Candidate { started_at, last_seen: at };
-                self.open_if_dwelled(at, present)
-            }
-            State::Candidate { last_seen, .. } => {
-                if secs(last_seen) >= clear_after {
-                    self.state = State::Idle;
-                }
-                None
-            }
-            State::Open { incident_id, started_at, opened_at, .. } if !present.is_empty() => {
-                self.state = State::Open { incident_id, started_at, opened_at, last_seen: at };
-                None
-            }
-            State::Open { incident_id, started_at, opened_at, last_seen } => {
-                if secs(last_seen) < clear_after {
-                    return None;
-                }
-                self.state = State::Idle;
-                Some(IncidentEvent {
-                    kind: EventKind::Resolved,
-                    incident_id,
-                    rule: self.rule.clone(),
-                    started_at,
-                    opened_at,
-                    at,
-                    objects: vec![],
-                })
-            }
+        let rule = self.rule.clone();
+        if let State::Cooldown { until } = self.state
+            && at >= until
+        {
+            self.state = State::Idle;
         }
-    }
-
-    fn open_if_dwelled(&mut self, at: DateTime<Utc>, objects: Vec<Detection>) -> Option<IncidentEvent> {
-        let State::Candidate { started_at, .. } = self.state else { return None };
-        if (at - started_at).as_seconds_f64() < self.rule.dwell.as_secs_f64() {
-            return None;
-        }
-        let incident_id = Uuid::new_v4();
-        self.state = State::Open { incident_id, started_at, opened_at: at, last_seen: at };
-        Some(IncidentEvent {
-            kind: EventKind::Opened,
-            incident_id,
-            rule: self.rule.clone(),
-            started_at,
-            opened_at: at,
+        let event = |kind, open: &Open, objects| IncidentEvent {
+            kind,
+            incident_id: open.incident_id,
+            rule: rule.clone(),
+            started_at: open.started_at,
+            opened_at: open.opened_at,
             at,
             objects,
-        })
+        };
+        match &mut self.state {
+            State::Cooldown { .. } => None,
+            State::Idle if dwelled.len() >= rule.min_count as usize => {
+                let open = Open {
+                    incident_id: Uuid::new_v4(),
+                    started_at: dwelled.iter().map(|o| o.since).min().unwrap_or(at),
+                    opened_at: at,
+                    count: dwelled.len(),
+                    last_present: Some(at),
+                    last_update: Some(at),
+                };
+                let e = event(EventKind::Opened, &open, dwelled);
+                self.state = State::Open(open);
+                Some(e)
+            }
+            State::Idle => None,
+            State::Open(open) => {
+                let last_update = *open.last_update.get_or_insert(at);
+                let last_present = open.last_present.max(present_at).unwrap_or(at);
+                open.last_present = Some(last_present);
+                if last_present < at && at - last_present >= secs(rule.clear_after) {
+                    let e = event(EventKind::Resolved, open, Vec::new());
+                    self.state = State::Cooldown { until: at + secs(rule.cooldown) };
+                    return Some(e);
+                }
+                let changed = !dwelled.is_empty() && dwelled.len() != open.count;
+                let due = rule.update_every.is_some_and(|every| at - last_update >= secs(every)) && !dwelled.is_empty();
+                if !(changed || due) {
+                    return None;
+                }
+                open.count = dwelled.len();
+                open.last_update = Some(at);
+                Some(event(EventKind::Updated, open, dwelled))
+            }
+        }
     }
+}
+
+fn secs(d: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::detect::BBox;
-    use chrono::TimeDelta;
-
-    fn rule() -> ZoneRule {
-        ZoneRule::new(Arc::new(Rule {
-            id: "sidewalk".into(),
-            violation: "sidewalk_encroachment".into(),
-            category: crate::config::Category::UrbanOrder,
-            classes: vec!["red".into()],
-            min_score: 0.5,
-            zone: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
-            dwell: std::time::Duration::from_secs(3),
-            clear_after: std::time::Duration::from_secs(2),
-        }))
-    }
-
-    /// A 10x10 object of `label` whose bottom-centre is at (x, y) in a 100x100 frame.
-    fn obj(label: &str, score: f32, x: f32, y: f32) -> Detection {
-        Detection {
-            class_id: 0,
-            label: label.into(),
-            score,
-            bbox: BBox { x1: x - 5.0, y1: y - 10.0, x2: x + 5.0, y2: y },
-        }
-    }
-
-    /// Runs `frames` (one per half second) and returns (time, kind) of each event.
-    fn run(frames: &[Vec<Detection>]) -> Vec<(f64, EventKind)> {
-        let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
-        let mut r = rule();
-        let mut events = vec![];
-        for (i, dets) in frames.iter().enumerate() {
-            let at = t0 + TimeDelta::milliseconds(500 * i as i64);
-            if let Some(e) = r.observe(at, dets, 100, 100) {
-                events.push(((e.at - t0).as_seconds_f64(), e.kind));
-            }
-        }
-        events
-    }
-
-    #[test]
-    fn dwelling_opens_once_and_leaving_resolves_after_clear_after() {
-        let mut frames = vec![vec![obj("red", 0.9, 50.0, 80.0)]; 10]; // 0.0 .. 4.5 s
-        frames.extend(vec![vec![]; 6]); // 5.0 .. 7.5 s
-        assert_eq!(run(&frames), vec![(3.0, EventKind::Opened), (6.5, EventKind::Resolved)]);
-    }
-
-    #[test]
-    fn passing_through_outside_wrong_class_or_low_score_never_open() {
-        let mut frames = vec![vec![obj("red", 0.9, 50.0, 80.0)]; 4]; // 1.5 s in the zone
-        frames.extend(vec![vec![]; 6]);
-        frames.extend(vec![vec![obj("red", 0.9, 50.0, 30.0)]; 10]); // outside (anchor above the zone)
-        frames.extend(vec![vec![obj("green", 0.9, 50.0, 80.0)]; 10]);
-        frames.extend(vec![vec![obj("red", 0.3, 50.0, 80.0)]; 10]);
-        assert_eq!(run(&frames), vec![]);
-    }
-
-    #[test]
-    fn short_gaps_neither_restart_the_dwell_nor_resolve() {
-        let r = obj("red", 0.9, 50.0, 80.0);
-        #[rustfmt::skip]
-        let frames = vec![
-            vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], vec![r.clone()], vec![], vec![r.clone()], // 0..3 s
-            vec![], vec![], vec![r.clone()], vec![], vec![], vec![], vec![], // gaps of 1 s keep it open
-        ];
-        assert_eq!(run(&frames), vec![(3.0, EventKind::Opened), (6.5, EventKind::Resolved)]);
-    }
-}
+mod tests;

@@ -1,0 +1,270 @@
+//! The `[[cameras]]` part of the file: each camera, its zones, masks, tracking and rules.
+
+use super::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Identifies the camera in topics and reports. Required; letters, digits, `-`, `_`.
+    pub id: String,
+    /// Human name shown in reports. Default: the id.
+    pub name: String,
+    /// Where it looks, in words ("Lê Lợi / Nguyễn Huệ, north side"). Default empty.
+    pub location: String,
+    /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials never reach logs or reports.
+    pub url: Secret,
+    /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
+    pub detect_fps: f64,
+    /// Seconds without a frame before the connection counts as stalled and is rebuilt (at most
+    /// an hour). Default 10.
+    pub stall_timeout_secs: f64,
+    /// Reconnect backoff bounds in seconds (doubling from min to max, at most an hour).
+    /// Defaults 1 and 30.
+    pub reconnect_min_secs: f64,
+    pub reconnect_max_secs: f64,
+    /// Named areas of the frame that rules watch.
+    pub zones: Vec<ZoneConfig>,
+    /// Polygons (normalised) where detections are ignored: a billboard, a parking bay, the
+    /// road beyond the sidewalk. A detection is ignored when its bottom centre is inside one.
+    pub masks: Vec<Vec<[f64; 2]>>,
+    pub tracking: TrackingConfig,
+    /// Zone rules for this camera.
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            name: String::new(),
+            location: String::new(),
+            url: Secret::default(),
+            detect_fps: 2.0,
+            stall_timeout_secs: 10.0,
+            reconnect_min_secs: 1.0,
+            reconnect_max_secs: 30.0,
+            zones: Vec::new(),
+            masks: Vec::new(),
+            tracking: TrackingConfig::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl CameraConfig {
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() { &self.id } else { &self.name }
+    }
+}
+
+/// A named polygon in normalised frame coordinates (0..1, origin top-left).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Rules name their zone by this. Required, unique per camera.
+    pub name: String,
+    /// At least 3 points. Required.
+    pub polygon: Vec<[f64; 2]>,
+    /// What of an object must be inside: `bottom_center` (where it touches the ground; the
+    /// default), `center`, or `overlap` (at least `overlap` of its box's area).
+    pub membership: MembershipConfig,
+    /// With `membership = "overlap"`: the fraction of the box inside. Default 0.5.
+    pub overlap: f64,
+    /// Consecutive detections in (or out) before an object counts as entered (or left): a box
+    /// wobbling on the edge does not flap. Default 2.
+    pub inertia: u32,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            polygon: Vec::new(),
+            membership: MembershipConfig::BottomCenter,
+            overlap: 0.5,
+            inertia: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipConfig {
+    BottomCenter,
+    Center,
+    Overlap,
+}
+
+/// How objects are followed from frame to frame (see `track`). Times are seconds of stream time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Detections in a row before a new track counts. Default 3: one stray box is not an object.
+    pub confirm_hits: u32,
+    /// A moving track is dropped after this long unseen. Default 3.
+    pub moving_max_unseen_secs: f64,
+    /// A stationary track coasts on its last box this long unseen (a bus or a crowd in front
+    /// of it) before it is dropped. Default 60.
+    pub stationary_max_unseen_secs: f64,
+    /// How long an object's box must stay put before it is stationary (parked, dumped).
+    /// Default 5.
+    pub stationary_after_secs: f64,
+    /// IoU with its own recent median box above which an object counts as not moving. Default 0.7.
+    pub still_iou: f64,
+    /// A detection is a stationary object if its box has at least this IoU with the object's
+    /// anchor (its median box); it moves again after two boxes in a row below it. Lower than
+    /// `still_iou`, so jitter does not flip it. Default 0.5.
+    pub moving_iou: f64,
+    /// Largest distance (bottom centres apart in units of the object's size, plus the change
+    /// of size) for a moving object to be matched. Default 2.5: at 1 detection per second a
+    /// walker moves more than a body width.
+    pub match_distance: f64,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            confirm_hits: 3,
+            moving_max_unseen_secs: 3.0,
+            stationary_max_unseen_secs: 60.0,
+            stationary_after_secs: 5.0,
+            still_iou: 0.7,
+            moving_iou: 0.5,
+            match_distance: 2.5,
+        }
+    }
+}
+
+/// One rule: at least `min_count` stationary objects of `classes` inside `zone` for
+/// `dwell_secs` open an incident; `clear_after_secs` without any resolves it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Identifies the rule within its camera. Required.
+    pub id: String,
+    /// What is wrong, machine-readable (`sidewalk_encroachment`, `garbage`, `obstacle`). Required.
+    pub violation: String,
+    /// The city's report field. Default `urban_order`.
+    pub category: Category,
+    /// The zone (by name) this rule watches. Required.
+    pub zone: String,
+    /// Model class names that count. Required, at least one.
+    pub classes: Vec<String>,
+    /// Least score of a detection to be considered at all. Default 0.5.
+    pub min_score: f32,
+    /// Least median score over a track's recent detections for it to count. Default 0.6:
+    /// one lucky frame does not make an object.
+    pub threshold: f32,
+    /// Box area as a fraction of the frame, inclusive. Defaults 0 and 1.
+    pub min_area: f64,
+    pub max_area: f64,
+    /// Box width / height, inclusive. Defaults 0 and 100 (no limit).
+    pub min_ratio: f64,
+    pub max_ratio: f64,
+    /// Per-class overrides of the five filters above: `[cameras.rules.filters.motorbike]`.
+    pub filters: BTreeMap<String, FilterConfig>,
+    /// Stationary objects needed at once. Default 1.
+    pub min_count: u32,
+    /// Seconds each object must stay, counted from when it stopped inside the zone, before it
+    /// counts (at most a day). Default 10.
+    pub dwell_secs: f64,
+    /// Seconds with no stationary object in the zone before the incident resolves (at most a
+    /// day). Default 5.
+    pub clear_after_secs: f64,
+    /// Seconds after an incident resolves before this rule can open another (at most a day).
+    /// Default 60: an object that leaves and comes straight back is one case, not two.
+    pub cooldown_secs: f64,
+    /// Seconds between `updated` reports while an incident stays open and unchanged; 0 turns
+    /// them off (a change of count is always reported). Default 900.
+    pub update_every_secs: f64,
+    /// Report text templates overriding the built-in ones for this rule's violation.
+    pub text: TemplatesConfig,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            violation: String::new(),
+            category: Category::UrbanOrder,
+            zone: String::new(),
+            classes: Vec::new(),
+            min_score: 0.5,
+            threshold: 0.6,
+            min_area: 0.0,
+            max_area: 1.0,
+            min_ratio: 0.0,
+            max_ratio: 100.0,
+            filters: BTreeMap::new(),
+            min_count: 1,
+            dwell_secs: 10.0,
+            clear_after_secs: 5.0,
+            cooldown_secs: 60.0,
+            update_every_secs: 900.0,
+            text: TemplatesConfig::default(),
+        }
+    }
+}
+
+/// A class's own filters; a key left out takes the rule's value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterConfig {
+    pub min_score: Option<f32>,
+    pub threshold: Option<f32>,
+    pub min_area: Option<f64>,
+    pub max_area: Option<f64>,
+    pub min_ratio: Option<f64>,
+    pub max_ratio: Option<f64>,
+}
+
+/// Templates for each event; an empty text keeps the built-in one. Placeholders: {violation},
+/// {objects} ("3 xe máy"), {count}, {camera}, {location}, {place} (camera and location),
+/// {zone}, {since} (local HH:MM), {duration} ("12 phút").
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplatesConfig {
+    pub opened: Text,
+    pub updated: Text,
+    pub resolved: Text,
+}
+
+/// A text in each report language.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Text {
+    pub en: String,
+    pub vi: String,
+}
+
+/// The report fields of the city's citizen-report system (see ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    UrbanOrder,
+    EnvironmentalSanitation,
+    UrbanInfrastructure,
+    TelecomInfrastructure,
+    PublicUtilityServices,
+    Tourism,
+    PublicAdministration,
+    Other,
+}
+
+impl Category {
+    /// The name in reports and config (`urban_order`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::UrbanOrder => "urban_order",
+            Category::EnvironmentalSanitation => "environmental_sanitation",
+            Category::UrbanInfrastructure => "urban_infrastructure",
+            Category::TelecomInfrastructure => "telecom_infrastructure",
+            Category::PublicUtilityServices => "public_utility_services",
+            Category::Tourism => "tourism",
+            Category::PublicAdministration => "public_administration",
+            Category::Other => "other",
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What the daemon runs on: the config turned, once at start, into types that cannot be wrong
+//! later — durations as `Duration`, URLs parsed with credentials split off, zones resolved by
+//! name, per-class filters filled in.
+
+use super::{Category, Config, Secret, Text, redact_url};
+use crate::track::TrackerConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A loaded, validated configuration: the file as written (for `check` and the config version)
+/// and the runtime types built from it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub cameras: Vec<Arc<Camera>>,
+}
+
+impl Settings {
+    pub fn camera(&self, id: &str) -> Option<&Arc<Camera>> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// Where the daemon keeps what must survive a restart (open incidents, cooldowns).
+    pub fn state_dir(&self) -> &PathBuf {
+        &self.config.device.state_dir
+    }
+}
+
+/// One camera as the daemon runs it.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub id: String,
+    /// The id when no name was given.
+    pub name: String,
+    pub location: String,
+    pub url: CameraUrl,
+    pub detect_fps: f64,
+    pub stall_timeout: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub masks: Vec<Vec<[f64; 2]>>,
+    pub tracking: TrackerConfig,
+    pub rules: Vec<Arc<Rule>>,
+    /// Class names as reports write them (`motorbike` → "xe máy").
+    pub class_names: Arc<BTreeMap<String, Text>>,
+}
+
+/// An RTSP URL without its credentials, the credentials, and a form safe to log.
+#[derive(Debug, Clone)]
+pub struct CameraUrl {
+    pub url: url::Url,
+    pub username: String,
+    pub password: Secret,
+    pub redacted: String,
+}
+
+impl CameraUrl {
+    /// Splits `user:password@` (percent-decoded) out of `raw`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+        if url.scheme() != "rtsp" || url.host().is_none() {
+            return Err("must be an rtsp:// URL with a host".into());
+        }
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let username = decode(url.username());
+        let password = Secret::new(url.password().map(decode).unwrap_or_default());
+        url.set_username("").map_err(|_| "cannot strip the user name".to_string())?;
+        url.set_password(None).map_err(|_| "cannot strip the password".to_string())?;
+        Ok(Self { redacted: redact_url(raw), url, username, password })
+    }
+}
+
+/// A zone as rules use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    pub name: String,
+    pub polygon: Vec<[f64; 2]>,
+    pub membership: Membership,
+    pub inertia: u32,
+}
+
+/// What of a box must be inside a zone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Membership {
+    BottomCenter,
+    Center,
+    /// At least this fraction of the box's area.
+    Overlap(f64),
+}
+
+/// One rule as the rules stage runs it (see `RuleConfig` for what each field means).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub violation: String,
+    pub category: Category,
+    pub zone: Zone,
+    pub classes: Vec<String>,
+    /// Filters for each of `classes`.
+    pub filters: BTreeMap<String, Filter>,
+    pub min_count: u32,
+    pub dwell: Duration,
+    pub clear_after: Duration,
+    pub cooldown: Duration,
+    /// `None`: only changes of count are reported while open.
+    pub update_every: Option<Duration>,
+    /// Overrides of the built-in report texts (empty: built-in).
+    pub text: Templates,
+}
+
+/// Report text overrides per event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Templates {
+    pub opened: Text,
+    pub updated: Text,
+    pub resolved: Text,
+}
+
+/// Which detections and tracks of one class a rule considers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Filter {
+    pub min_score: f32,
+    pub threshold: f32,
+    pub min_area: f64,
+    pub max_area: f64,
+    pub min_ratio: f64,
+    pub max_ratio: f64,
+}
