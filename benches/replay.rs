@@ -19,6 +19,7 @@ fn config(dir: &Path, model: &Path, runtime: &Path, class: &str) -> PathBuf {
         r#"
 [device]
 id = "bench"
+state_dir = "{}"
 [model]
 path = "{}"
 runtime = "{}"
@@ -26,14 +27,23 @@ runtime = "{}"
 id = "cam"
 url = "rtsp://127.0.0.1:1/cam"
 detect_fps = 2
+[cameras.tracking]
+stationary_after_secs = 1
+stationary_max_unseen_secs = 1
+
+[[cameras.zones]]
+name = "sidewalk"
+polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+
 [[cameras.rules]]
 id = "sidewalk"
 violation = "sidewalk_encroachment"
 classes = ["{class}"]
-zone = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+zone = "sidewalk"
 dwell_secs = 3
 clear_after_secs = 2
 "#,
+        dir.join("state").display(),
         model.display(),
         runtime.display()
     );
@@ -70,7 +80,8 @@ fn main() {
 
         // The same number of inferences, alone, on a frame of the clip's size.
         let mut detector =
-            Detector::load(&ModelConfig { path: model.clone(), runtime: runtime.clone(), ..Default::default() }).unwrap();
+            Detector::load(&ModelConfig { path: model.clone(), runtime: runtime.clone(), ..Default::default() })
+                .unwrap();
         let frame = image::RgbImage::from_pixel(640, 360, image::Rgb([48, 48, 48]));
         detector.detect(&frame).unwrap(); // warm-up
         let started = Instant::now();

@@ -74,11 +74,20 @@ fn main() {
             id: "sidewalk".into(),
             violation: "sidewalk_encroachment".into(),
             category: fieldwatch::config::Category::UrbanOrder,
+            zone: fieldwatch::config::Zone {
+                name: "sidewalk".into(),
+                polygon: vec![[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
+                membership: fieldwatch::config::Membership::BottomCenter,
+                inertia: 2,
+            },
             classes: vec!["red".into()],
-            min_score: 0.5,
-            zone: vec![[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
+            filters: Default::default(),
+            min_count: 1,
             dwell: std::time::Duration::from_secs(10),
             clear_after: std::time::Duration::from_secs(5),
+            cooldown: std::time::Duration::from_secs(60),
+            update_every: None,
+            text: Default::default(),
         }),
         started_at: chrono::Utc::now(),
         opened_at: chrono::Utc::now(),
@@ -92,6 +101,7 @@ fn main() {
         camera_location: String::new(),
         model_name: "m".into(),
         config_version: "v".into(),
+        class_names: Default::default(),
     };
     println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &frame)), 10));
 }

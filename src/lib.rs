@@ -39,6 +39,6 @@ pub mod rules;
 pub mod source;
 pub mod state;
 pub mod telemetry;
-pub mod track;
 #[doc(hidden)]
 pub mod testing;
+pub mod track;

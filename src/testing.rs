@@ -8,9 +8,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn asked(stage: &str, camera: &str) -> bool {
-    std::env::var("FIELDWATCH_TEST_PANIC").is_ok_and(|spec| {
-        spec.split_once(':').is_some_and(|(s, c)| s == stage && (c == camera || stage == "detect"))
-    })
+    std::env::var("FIELDWATCH_TEST_PANIC")
+        .is_ok_and(|spec| spec.split_once(':').is_some_and(|(s, c)| s == stage && (c == camera || stage == "detect")))
 }
 
 pub fn maybe_panic(stage: &str, camera: &str) {

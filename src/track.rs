@@ -359,6 +359,7 @@ impl Tracker {
                 return true;
             }
             t.missed += 1;
+            t.disagreeing = 0; // "two in a row": a miss breaks the row
             if !t.confirmed {
                 return false;
             }

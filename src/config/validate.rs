@@ -137,7 +137,9 @@ fn camera(
         let zone = zones.get(&rule.zone).cloned();
         if zone.is_none() {
             let known: Vec<&String> = zones.keys().collect();
-            let message = if rule.zone.is_empty() { "required: the name of one of this camera's zones".into() } else {
+            let message = if rule.zone.is_empty() {
+                "required: the name of one of this camera's zones".into()
+            } else {
                 format!("no zone {:?} on this camera (it has {known:?})", rule.zone)
             };
             v.problem(format!("{at}.zone"), message);
@@ -170,7 +172,10 @@ fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerCo
         v.range_open(&format!("{at}.{key}"), value, 0.0, 1.0);
     }
     if t.moving_iou >= t.still_iou {
-        v.problem(format!("{at}.moving_iou"), "must be below still_iou, or box jitter flips objects between moving and still");
+        v.problem(
+            format!("{at}.moving_iou"),
+            "must be below still_iou, or box jitter flips objects between moving and still",
+        );
     }
     v.range_open(&format!("{at}.match_distance"), t.match_distance, 0.0, 100.0);
     TrackerConfig {
@@ -202,7 +207,10 @@ fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>) -> O
     v.filter(at, &base);
     for class in rule.filters.keys() {
         if !rule.classes.contains(class) {
-            v.problem(format!("{at}.filters.{class}"), format!("{class:?} is not one of the rule's classes {:?}", rule.classes));
+            v.problem(
+                format!("{at}.filters.{class}"),
+                format!("{class:?} is not one of the rule's classes {:?}", rule.classes),
+            );
         }
     }
     let mut filters = BTreeMap::new();

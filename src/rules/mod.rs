@@ -205,7 +205,13 @@ struct Open {
 }
 
 impl RuleEngine {
-    fn observe(&mut self, at: DateTime<Utc>, detections: &[Detection], width: u32, height: u32) -> Option<IncidentEvent> {
+    fn observe(
+        &mut self,
+        at: DateTime<Utc>,
+        detections: &[Detection],
+        width: u32,
+        height: u32,
+    ) -> Option<IncidentEvent> {
         let frame_area = width as f64 * height as f64;
         let rule = &self.rule;
         let mine: Vec<Detection> = detections

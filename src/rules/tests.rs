@@ -195,11 +195,7 @@ fn min_count_updated_on_a_change_and_every_update_every() {
     ];
     let events = run(r, &actors, 70.0, 2.0, 0, 0.0);
     let summary: Vec<(EventKind, usize)> = events.iter().map(|e| (e.1, e.2)).collect();
-    assert_eq!(
-        summary,
-        [(EventKind::Opened, 3), (EventKind::Updated, 4), (EventKind::Updated, 4)],
-        "{events:?}"
-    );
+    assert_eq!(summary, [(EventKind::Opened, 3), (EventKind::Updated, 4), (EventKind::Updated, 4)], "{events:?}");
     assert!((12.0..=12.5).contains(&events[0].0), "{events:?}");
     assert!((30.0..=30.5).contains(&events[1].0), "{events:?}");
     assert!((60.0..=60.5).contains(&events[2].0), "{events:?}");
@@ -358,5 +354,3 @@ proptest! {
         prop_assert_eq!(run(rule(|_| {}), &scene(), 120.0, 2.0, 0, 0.0), run(rule(|_| {}), &scene(), 120.0, 2.0, 0, 0.0));
     }
 }
-
-

@@ -136,14 +136,7 @@ impl SourceContext {
         counters: Arc<CameraCounters>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self {
-            tx,
-            timeline: Timeline::new(clock),
-            counters,
-            shutdown,
-            connection: 0,
-            waiting_for_keyframe: true,
-        }
+        Self { tx, timeline: Timeline::new(clock), counters, shutdown, connection: 0, waiting_for_keyframe: true }
     }
 
     /// Starts the next connection: returns its id; frames wait for a keyframe.

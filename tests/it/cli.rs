@@ -15,17 +15,21 @@ fn good(runtime: &str, model: &str) -> String {
         r#"
 [device]
 id = "edge-1"
+state_dir = "/tmp/fieldwatch-cli-state"
 [model]
 path = "{model}"
 runtime = "{runtime}"
 [[cameras]]
 id = "cam-1"
 url = "rtsp://127.0.0.1:1/cam"
+[[cameras.zones]]
+name = "sidewalk"
+polygon = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
 [[cameras.rules]]
 id = "sidewalk"
 violation = "sidewalk_encroachment"
+zone = "sidewalk"
 classes = ["red"]
-zone = [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]
 "#
     )
 }
@@ -93,7 +97,8 @@ fn missing_or_broken_runtime_and_model_are_clear_errors() {
         let (code, out) = fieldwatch(&[command, "--config", &write(&dir, &good(&junk.display().to_string(), &model))]);
         assert_eq!(code, 78, "{command}: {out}");
         assert!(out.contains("model.runtime: cannot load ONNX Runtime"), "{command}: {out}");
-        let (code, out) = fieldwatch(&[command, "--config", &write(&dir, &good(&runtime, &junk.display().to_string()))]);
+        let (code, out) =
+            fieldwatch(&[command, "--config", &write(&dir, &good(&runtime, &junk.display().to_string()))]);
         assert_eq!(code, 78, "{command}: {out}");
         assert!(out.contains("model.path: cannot load model"), "{command}: {out}");
         assert!(!out.contains("panicked"), "{out}");

@@ -22,11 +22,15 @@ url = "rtsp://127.0.0.1:{dead_port}/cam"
 reconnect_min_secs = 0.5
 reconnect_max_secs = 1
 
+[[cameras.zones]]
+name = "road"
+polygon = [[0, 0], [1, 0], [1, 1]]
+
 [[cameras.rules]]
 id = "road"
 violation = "obstacle"
+zone = "road"
 classes = ["green"]
-zone = [[0, 0], [1, 0], [1, 1]]
 "#
     );
     daemon_config(dir, mqtt_port, &format!("{ok}{down}"))
@@ -103,8 +107,9 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let dwell = secs_between(opened, "started_at", "opened_at");
     assert!((3.0..4.0).contains(&dwell), "dwell {dwell}");
     assert!(resolved["resolved_at"].is_string() && opened.get("resolved_at").is_none());
-    assert!(opened["description"]["en"].as_str().unwrap().contains("Sidewalk encroachment at Test Street"));
-    assert!(opened["description"]["vi"].as_str().unwrap().contains("Lấn chiếm vỉa hè"));
+    let (en, vi) = (opened["description"]["en"].as_str().unwrap(), opened["description"]["vi"].as_str().unwrap());
+    assert!(en.starts_with("Sidewalk encroachment: 1 red square stopped on the sidewalk at Test Street"), "{en}");
+    assert!(vi.starts_with("Phát hiện lấn chiếm vỉa hè: 1 ô vuông đỏ dừng đỗ trên vỉa hè tại Test Street"), "{vi}");
 
     // The one object is the dweller at (300,240)-(348,288) in the 640x360 frame.
     let objects = opened["objects"].as_array().unwrap();

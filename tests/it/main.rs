@@ -4,6 +4,7 @@ mod cli;
 mod clock;
 mod demo;
 mod e2e;
+mod incidents;
 mod person_model;
 mod reconnect;
 mod replay;

@@ -20,11 +20,14 @@ url = "rtsp://127.0.0.1:{port}/cam"
 stall_timeout_secs = 2
 reconnect_min_secs = 0.3
 reconnect_max_secs = 1
+[[cameras.zones]]
+name = "all"
+polygon = [[0, 0], [1, 0], [1, 1]]
 [[cameras.rules]]
 id = "sidewalk"
 violation = "sidewalk_encroachment"
+zone = "all"
 classes = ["red"]
-zone = [[0, 0], [1, 0], [1, 1]]
 "#
     );
     let config = daemon_config(&dir, broker.port, &cameras);

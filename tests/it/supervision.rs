@@ -13,11 +13,14 @@ fn a_panicking_stage_stops_the_daemon_non_zero_and_names_it() {
 [[cameras]]
 id = "cam-1"
 url = "rtsp://127.0.0.1:{}/cam"
+[[cameras.zones]]
+name = "all"
+polygon = [[0, 0], [1, 0], [1, 1]]
 [[cameras.rules]]
 id = "sidewalk"
 violation = "sidewalk_encroachment"
+zone = "all"
 classes = ["red"]
-zone = [[0, 0], [1, 0], [1, 1]]
 "#,
         free_port()
     );
@@ -31,9 +34,9 @@ zone = [[0, 0], [1, 0], [1, 1]]
         let log = dir.join(format!("{stage}.log"));
         let spec = format!("{stage}:cam-1");
         let mut daemon = Daemon::start_with_env(&config, &log, &[("FIELDWATCH_TEST_PANIC", &spec)]);
-        let (status, took) = daemon.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| {
-            panic!("{stage}: still running 10 s after the stage died:\n{}", daemon.log_text())
-        });
+        let (status, took) = daemon
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{stage}: still running 10 s after the stage died:\n{}", daemon.log_text()));
         let text = daemon.log_text();
         assert_eq!(status.code(), Some(1), "{stage}: {status:?}\n{text}");
         assert!(took < Duration::from_secs(8), "{stage}: took {took:?}");

@@ -35,7 +35,8 @@ pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
 /// on `mqtt_port`, then `cameras` (the `[[cameras]]` blocks of the test).
 pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
     let text = format!(
-        "[device]\nid = \"edge-test\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n\n{cameras}",
+        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
+        dir.join("state").display(),
         root().join("models/squares.onnx").display(),
         ort_library().display(),
     );
@@ -45,7 +46,9 @@ pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
 }
 
 /// The camera block for scene.mp4 (see scripts/make_clips): id `cam-ok`, detecting at 5 fps,
-/// one rule on the lower middle of the frame for red squares, dwell 3 s, clear after 2 s.
+/// one rule on the lower middle of the frame for red squares, dwell 3 s, clear after 2 s. The
+/// squares stop dead and vanish at once, so tracking is quick: stationary after 1 s, and a
+/// vanished square is let go after 1 s (a street camera would coast much longer).
 pub fn scene_camera(url: &str) -> String {
     format!(
         r#"
@@ -58,13 +61,21 @@ detect_fps = 5
 reconnect_min_secs = 60
 reconnect_max_secs = 60
 
+[cameras.tracking]
+stationary_after_secs = 1
+stationary_max_unseen_secs = 1
+
+[[cameras.zones]]
+name = "sidewalk"
+polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+
 [[cameras.rules]]
 id = "sidewalk"
 violation = "sidewalk_encroachment"
 category = "urban_order"
+zone = "sidewalk"
 classes = ["red"]
 min_score = 0.5
-zone = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
 dwell_secs = 3
 clear_after_secs = 2
 "#
