@@ -198,6 +198,12 @@ fn the_schema_rejects_broken_reports() {
         "snapshot": {"content_type": "image/jpeg", "width": 640, "height": 360, "data": "/9j/4AAQ"}
     });
     assert!(v.is_valid(&good));
+    // v1 grew by an event value and optional object fields; reports without them stay valid.
+    let mut updated = good.clone();
+    updated["event"] = "updated".into();
+    updated["objects"][0]["track_id"] = 7.into();
+    updated["objects"][0]["stayed_secs"] = 12.5.into();
+    assert!(v.is_valid(&updated));
     let broken = |path: &str, value: Value| {
         let mut r = good.clone();
         *r.pointer_mut(path).unwrap() = value;
