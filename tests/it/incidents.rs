@@ -1,7 +1,7 @@
 //! Incidents an inspector would sign, end to end with the squares model on generated clips
 //! (scripts/make_clips), live (RTSP camera → daemon → broker) and through `fieldwatch replay`:
 //! a stream of passers opens nothing, parked objects open one incident that is updated when
-//! another parks, a parked object hidden by a passing bus keeps its incident, and a restart
+//! another parks, a parked object hidden by squares passing in front keeps its incident, and a restart
 //! neither forgets an open incident nor opens it again during its cooldown.
 
 use crate::support::*;
@@ -92,7 +92,7 @@ async fn three_parked_squares_are_one_incident_updated_when_a_fourth_parks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_square_hidden_by_a_passing_bus_is_one_incident() {
+async fn a_parked_square_with_squares_passing_in_front_is_one_incident() {
     let _serial = heavy().await;
     for (how, reports) in
         [("replay", replayed("occluded.mp4")), ("live", live("occluded.mp4", Duration::from_secs(25), resolved).await)]
