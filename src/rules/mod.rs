@@ -275,30 +275,22 @@ impl RuleEngine {
             })
             .collect();
         present.sort_by_key(|o| o.track_id);
-        let dwell = chrono::TimeDelta::from_std(rule.dwell).unwrap_or(chrono::TimeDelta::MAX);
+        let dwell = secs(rule.dwell);
         let dwelled: Vec<IncidentObject> = present.iter().filter(|o| at - o.since >= dwell).cloned().collect();
 
         // When the last present object went: now if one is here; else when a dropped one's
-        // coast ran out (between two frames), or the frame before it stopped counting.
-        let coast = self.tracker.config().stationary_max_unseen;
-        let mut gone_at = None;
-        for (id, last_seen) in &self.present {
-            if present.iter().any(|o| o.track_id == *id) {
-                continue;
-            }
-            let dropped = !alive.contains(id);
-            let until = if dropped { (*last_seen + secs(coast)).min(at) } else { *last_seen };
-            gone_at = gone_at.max(Some(until));
-        }
-        let seen: HashMap<u64, DateTime<Utc>> = self
-            .tracker
-            .tracks()
+        // coast ran out (between two frames), or when one that moved off was last seen.
+        let coast = secs(self.tracker.config().stationary_max_unseen);
+        let gone_at = self
+            .present
             .iter()
+            .filter(|(id, _)| !present.iter().any(|o| o.track_id == **id))
+            .map(|(id, last_seen)| if alive.contains(id) { *last_seen } else { (*last_seen + coast).min(at) })
+            .max();
+        self.present = (self.tracker.tracks().iter())
             .filter(|t| present.iter().any(|o| o.track_id == t.id))
-            .map(|t| (t.id, if t.seen_at(at) { at } else { t.last_seen }))
+            .map(|t| (t.id, t.last_seen))
             .collect();
-        // A coasting object counts as present up to now; remember the frame for the next one.
-        self.present = present.iter().map(|o| (o.track_id, seen.get(&o.track_id).copied().unwrap_or(at))).collect();
         let present_at = if present.is_empty() { gone_at } else { Some(at) };
         self.step(at, present_at, dwelled)
     }
