@@ -143,9 +143,10 @@ impl CameraRules {
             .collect()
     }
 
-    /// Takes up where a previous run left off. An incident still open goes on (resolving
-    /// `clear_after` after the first frame if nothing is there any more); state of rules that
-    /// no longer exist is ignored.
+    /// Takes up where a previous run left off. An incident still open goes on; if nothing is
+    /// there any more it resolves `clear_after` after an object could have been found
+    /// stationary again (`stationary_after` from the first frame). State of rules that no
+    /// longer exist is ignored.
     pub fn restore(&mut self, saved: &[(String, Saved)]) {
         for (rule_id, saved) in saved {
             let Some(engine) = self.rules.iter_mut().find(|r| &r.rule.id == rule_id) else { continue };
@@ -199,7 +200,7 @@ struct Open {
     started_at: DateTime<Utc>,
     opened_at: DateTime<Utc>,
     count: usize,
-    /// Unset right after a restore: taken from the first frame.
+    /// Unset right after a restore: set from the first frame (see `restore`).
     last_present: Option<DateTime<Utc>>,
     last_update: Option<DateTime<Utc>>,
 }
@@ -291,6 +292,13 @@ impl RuleEngine {
             .filter(|t| present.iter().any(|o| o.track_id == t.id))
             .map(|t| (t.id, t.last_seen))
             .collect();
+        if let State::Open(open) = &mut self.state
+            && open.last_present.is_none()
+        {
+            // Just restored: an object still there is known again only once it is stationary
+            // again, so the clear time counts from then.
+            open.last_present = Some(at + secs(self.tracker.config().stationary_after));
+        }
         let present_at = if present.is_empty() { gone_at } else { Some(at) };
         self.step(at, present_at, dwelled)
     }

@@ -231,14 +231,19 @@ fn an_incident_open_at_a_restart_goes_on_and_a_cooldown_holds() {
     let saved: Vec<(String, Saved)> = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
     let mut second = CameraRules::new(&camera(r.clone()));
     second.restore(&saved);
-    // The object is gone after the restart: the same incident resolves, clear_after later.
+    // The object is gone after the restart: the same incident resolves, once it could have been
+    // seen stationary again (5 s after the first frame) plus clear_after (5 s).
     let mut events = Vec::new();
     for i in 40..60 {
         events.extend(second.observe(t(i as f64), &[], W, W));
     }
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].kind, Some(events[0].incident_id)), (EventKind::Resolved, opened));
-    assert_eq!(events[0].at, t(45.0));
+    assert_eq!(events[0].at, t(50.0));
+    // Still there after a restart: no resolve, no second opened.
+    let mut still = CameraRules::new(&camera(r.clone()));
+    still.restore(&saved);
+    assert_eq!((40..100).flat_map(|i| still.observe(t(i as f64), &[obj(400.0, 800.0)], W, W)).count(), 0);
     // Restarted again during the cooldown: an object parking there does not open anything.
     let mut third = CameraRules::new(&camera(r));
     third.restore(&second.saved());
