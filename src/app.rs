@@ -7,8 +7,7 @@
 //! [`start_cameras`]; only the source and the edges' policies differ.
 //!
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
-//! before shutdown is logged with its stage and camera, shutdown is triggered, and the daemon
-//! exits non-zero so systemd restarts it.
+//! before shutdown stops the daemon with a non-zero exit naming it.
 
 use crate::clock::Clock;
 use crate::config::{Camera, Config, Problem, Settings};
@@ -20,17 +19,16 @@ use crate::report::{self, Origin, Report};
 use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::state::{StateError, StateFile};
+use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
 use crate::telemetry::CameraCounters;
 use crate::{decode, detect};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sha2::Digest;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, error, info, info_span, warn};
 
@@ -47,8 +45,8 @@ pub enum AppError {
     NoCamera { id: String, known: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{stage} failed: {message}")]
-    Stage { stage: Stage, message: String },
+    #[error(transparent)]
+    Stage(#[from] StageFailed),
 }
 
 impl AppError {
@@ -146,7 +144,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     info!("shutting down");
     started.frames.close(); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
-    let result = supervisor.result();
+    let result = supervisor.result().map_err(AppError::from);
     for (camera, c) in settings.cameras.iter().zip(&started.counters) {
         info!(camera = %camera.id, connects = c.connects.get(), frames = c.encoded_frames.get(),
               sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
@@ -464,139 +462,4 @@ async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, frame: &Arc<Fr
     }
     error!(incident = %event.incident_id, event = ?event.kind, rule = %event.rule.id, "report lost: building it failed {ATTEMPTS} times");
     None
-}
-
-type StageResult = Result<(), String>;
-
-/// A stage's name and, unless shared, its camera: what a failure log names.
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub name: &'static str,
-    pub camera: Option<String>,
-}
-
-impl Stage {
-    fn of(name: &'static str, camera: &str) -> Self {
-        Self { name, camera: Some(camera.to_string()) }
-    }
-    fn shared(name: &'static str) -> Self {
-        Self { name, camera: None }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.camera {
-            Some(camera) => write!(f, "stage {} of camera {camera}", self.name),
-            None => write!(f, "stage {}", self.name),
-        }
-    }
-}
-
-/// When a stage's normal end is expected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Until {
-    /// Live: stages run until shutdown; ending sooner is a failure.
-    Shutdown,
-    /// Replay: stages end when the clip is done.
-    Done,
-}
-
-/// Every task and thread of the daemon, each joined and named.
-#[derive(Default)]
-struct Supervisor {
-    stages: JoinSet<StageResult>,
-    names: HashMap<tokio::task::Id, Stage>,
-    /// The failure to exit with, and whether it is a cause (a panic or an error) rather than
-    /// a consequence (a stage that ended because the one before it died).
-    failure: Option<(Stage, String, bool)>,
-}
-
-impl Supervisor {
-    fn spawn(&mut self, stage: Stage, task: impl Future<Output = StageResult> + Send + 'static) {
-        let handle = self.stages.spawn(task);
-        self.names.insert(handle.id(), stage);
-    }
-
-    /// CPU work (decoding, inference) on a thread of its own, inside `span`.
-    fn spawn_thread(&mut self, stage: Stage, span: Span, work: impl FnOnce() -> StageResult + Send + 'static) {
-        let handle = self.stages.spawn_blocking(move || span.in_scope(work));
-        self.names.insert(handle.id(), stage);
-    }
-
-    /// Waits until shutdown (live) or until every stage is done (replay). A stage that panics,
-    /// fails, or (live) ends before shutdown is logged by name and cancels `shutdown`.
-    async fn watch(&mut self, shutdown: &CancellationToken, until: Until) {
-        loop {
-            let joined = tokio::select! {
-                _ = shutdown.cancelled(), if until == Until::Shutdown => return,
-                joined = self.stages.join_next_with_id() => joined,
-            };
-            let Some(joined) = joined else { return };
-            let early = until == Until::Shutdown && !shutdown.is_cancelled();
-            if self.judge(joined, early) {
-                shutdown.cancel();
-                if until == Until::Shutdown {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// After shutdown: waits up to `grace` for every stage, judging each as it ends.
-    async fn drain(&mut self, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            match tokio::time::timeout_at(deadline, self.stages.join_next_with_id()).await {
-                Ok(None) => return,
-                Ok(Some(joined)) => {
-                    self.judge(joined, false);
-                }
-                Err(_) => {
-                    let left: Vec<String> = self.names.values().map(|s| s.to_string()).collect();
-                    warn!(?left, "stages still running after {grace:?}; exiting anyway");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Logs and records a stage's end if it is a failure (`early`: it should still be running).
-    /// A panic found while stopping replaces an earlier "ended too soon", which it caused.
-    fn judge(&mut self, joined: Result<(tokio::task::Id, StageResult), tokio::task::JoinError>, early: bool) -> bool {
-        let (id, failure) = match joined {
-            Ok((id, result)) => (id, result.err()),
-            Err(e) if e.is_panic() => {
-                let id = e.id();
-                let payload = e.into_panic();
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown payload".into());
-                (id, Some(format!("panicked: {message}")))
-            }
-            Err(e) => (e.id(), Some("cancelled".into())),
-        };
-        let stage = self.names.remove(&id).unwrap_or(Stage::shared("unknown"));
-        let camera = stage.camera.clone().unwrap_or_else(|| "-".into());
-        let (message, cause) = match failure {
-            Some(message) => (message, true),
-            None if early => ("ended before shutdown".to_string(), false),
-            None => return false,
-        };
-        error!(stage = stage.name, camera, error = %message, "{stage} failed; stopping");
-        if self.failure.as_ref().is_none_or(|(_, _, was_cause)| cause && !was_cause) {
-            self.failure = Some((stage, message, cause));
-        }
-        true
-    }
-
-    /// The failure to exit with, if any.
-    fn result(&mut self) -> Result<(), AppError> {
-        match self.failure.take() {
-            Some((stage, message, _)) => Err(AppError::Stage { stage, message }),
-            None => Ok(()),
-        }
-    }
 }

@@ -15,7 +15,8 @@
 //! timestamps, anchored to the wall clock once per connection.
 //!
 //! - [`config`]: typed config, loading with every error and its key path, runtime types.
-//! - [`app`]: wires the stages per camera, live and replay, and supervises every one.
+//! - [`app`]: wires the stages per camera, live and replay.
+//! - [`supervisor`]: watches every task and thread; a dying stage stops the daemon, named.
 //! - [`pipeline`]: the generic edges between stages, each with its capacity and policy when full.
 //! - [`clock`]: the injectable wall clock.
 //! - [`source`]: the source trait; RTSP (retina) with reconnect, backoff and stall timeout, and
@@ -38,6 +39,7 @@ pub mod report;
 pub mod rules;
 pub mod source;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
