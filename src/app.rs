@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::{Camera, Config, Problem, Settings};
 use crate::decode::Frame;
 use crate::detect::{DetectError, Detected, Detector};
+use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSender, EdgeSpec, edge};
 use crate::publish::{self, Presence};
 use crate::report::{self, Origin, Report};
@@ -45,6 +46,8 @@ pub enum AppError {
     NoCamera { id: String, known: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("device.state_dir: {0}")]
+    Outbox(#[from] OutboxError),
     #[error(transparent)]
     Stage(#[from] StageFailed),
 }
@@ -52,7 +55,14 @@ pub enum AppError {
 impl AppError {
     /// True for errors in what the operator configured: restarting will not help.
     pub fn is_config(&self) -> bool {
-        matches!(self, AppError::Detector(_) | AppError::Mismatch(_) | AppError::NoCamera { .. } | AppError::State(_))
+        matches!(
+            self,
+            AppError::Detector(_)
+                | AppError::Mismatch(_)
+                | AppError::NoCamera { .. }
+                | AppError::State(_)
+                | AppError::Outbox(_)
+        )
     }
 }
 
@@ -122,23 +132,24 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let detector = load_detector(config)?;
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
-    // Incident state first: a state directory that cannot be written stops us before anything runs.
+    // Disk first: a state directory that cannot be written stops us before anything runs.
+    let outbox = Arc::new(Outbox::open(&settings.state_dir().join("outbox.db"), config.outbox.max_bytes)?);
     let mut cameras = Vec::new();
     for camera in &settings.cameras {
         let cam = camera.clone();
         let run: SourceRun =
             Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
         let state = StateFile::open(settings.state_dir(), &camera.id)?;
-        cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state) });
+        let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
+        let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
+        cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
     let mut supervisor = Supervisor::default();
-    let (reports_tx, reports_rx) = edge(Policies::LIVE.reports, vec![Arc::default()]);
     let publisher =
-        publish::run(config.mqtt.clone(), config.device.id.clone(), reports_rx, Presence::Announce, shutdown.clone());
+        publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, Presence::Announce, shutdown.clone());
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
 
-    let started =
-        start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, reports_tx, &shutdown);
+    let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
@@ -219,15 +230,21 @@ pub async fn replay(
 
     let mut supervisor = Supervisor::default();
     let (reports_tx, reports_rx) = edge(Policies::LOSSLESS.reports, vec![Arc::default()]);
-    let forward = options.publish.then(|| {
-        let (tx, rx) = edge(Policies::LOSSLESS.reports, vec![Arc::default()]);
-        let mut mqtt = config.mqtt.clone();
-        // Never the daemon's own client id: the broker would disconnect the running daemon.
-        mqtt.client_id = format!("{}-replay-{}", publish::client_id(&mqtt, &config.device.id), std::process::id());
-        let publisher = publish::run(mqtt, config.device.id.clone(), rx, Presence::Quiet, shutdown.clone());
-        supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
-        tx
-    });
+    let forward = match options.publish {
+        false => None,
+        true => {
+            // An outbox of its own, thrown away afterwards: replay keeps nothing of the daemon's.
+            let dir = std::env::temp_dir().join(format!("fieldwatch-replay-{}", std::process::id()));
+            let outbox = Arc::new(Outbox::open(&dir.join("outbox.db"), config.outbox.max_bytes)?);
+            let mut mqtt = config.mqtt.clone();
+            // Never the daemon's own client id: the broker would disconnect the running daemon.
+            mqtt.client_id = format!("{}-replay-{}", publish::client_id(&mqtt, &config.device.id), std::process::id());
+            let done = shutdown.child_token();
+            let publisher = publish::run(mqtt, config.device.id.clone(), outbox.clone(), Presence::Quiet, done.clone());
+            supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+            Some(Forward { outbox, dir, done, mqtt: config.mqtt.clone(), device: config.device.id.clone() })
+        }
+    };
     supervisor.spawn(Stage::shared("replay output"), write_reports(reports_rx, options.out, forward));
 
     let mut clip = Some(clip);
@@ -241,16 +258,8 @@ pub async fn replay(
     // File sources take their times from the clip; the clock is never read.
     let clock = Arc::new(crate::clock::SystemClock);
     // Replay keeps no state: it must not touch what the live daemon remembers.
-    let started = start_cameras(
-        &mut supervisor,
-        settings,
-        vec![CameraStart { camera, run, state: None }],
-        detector,
-        Policies::LOSSLESS,
-        clock,
-        reports_tx,
-        &shutdown,
-    );
+    let cameras = vec![CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) }];
+    let started = start_cameras(&mut supervisor, settings, cameras, detector, Policies::LOSSLESS, clock, &shutdown);
     supervisor.watch(&shutdown, Until::Done).await;
     supervisor.result()?;
 
@@ -268,12 +277,21 @@ pub async fn replay(
     })
 }
 
+/// Where replay sends its reports with `--publish`: an outbox of its own, drained by a
+/// publisher that stops (`done`) once the outbox is empty.
+struct Forward {
+    outbox: Arc<Outbox>,
+    dir: PathBuf,
+    done: CancellationToken,
+    mqtt: crate::config::MqttConfig,
+    device: String,
+}
+
+/// How long replay waits for the broker to take its reports before giving up.
+const PUBLISH_WAIT: Duration = Duration::from_secs(30);
+
 /// Prints one line per report, saves its JSON and JPEG under `out`, and forwards it.
-async fn write_reports(
-    reports: EdgeReceiver<Report>,
-    out: Option<PathBuf>,
-    forward: Option<EdgeSender<Report>>,
-) -> StageResult {
+async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forward: Option<Forward>) -> StageResult {
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -300,13 +318,55 @@ async fn write_reports(
             line.push_str(&format!(" -> {}.json", stem.display()));
         }
         println!("{line}");
-        if let Some(tx) = &forward
-            && tx.send_async(report).await.is_err()
-        {
-            return Err("the publisher stopped".into());
+        if let Some(f) = &forward {
+            let topic = publish::reports_topic(&f.mqtt, &f.device, &report.camera_id);
+            ReportSink::Outbox { outbox: f.outbox.clone(), topic }.put(report).await?;
         }
     }
-    Ok(())
+    let Some(f) = forward else { return Ok(()) };
+    // Wait for the broker to have every report, then let the publisher go.
+    let waited = tokio::time::timeout(PUBLISH_WAIT, async {
+        while f.outbox.depth().map(|d| d.reports).unwrap_or(0) > 0 && !f.done.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let left = f.outbox.depth().map(|d| d.reports).unwrap_or(0);
+    f.done.cancel();
+    std::fs::remove_dir_all(&f.dir).ok();
+    match (waited, left) {
+        (_, 0) => Ok(()),
+        _ => Err(format!("{left} report(s) not taken by the broker within {PUBLISH_WAIT:?}")),
+    }
+}
+
+/// Where a camera's reports go: committed to the outbox before anything else happens (live),
+/// or through an edge to the replay writer.
+enum ReportSink {
+    Outbox { outbox: Arc<Outbox>, topic: String },
+    Edge(EdgeSender<Report>),
+}
+
+impl ReportSink {
+    async fn put(&self, report: Report) -> Result<(), String> {
+        match self {
+            ReportSink::Edge(tx) => {
+                tx.send_async(report).await.map(drop).map_err(|_| "the report consumer stopped".into())
+            }
+            ReportSink::Outbox { outbox, topic } => {
+                let payload = serde_json::to_vec(&report).map_err(|e| format!("report not serialisable: {e}"))?;
+                let (outbox, topic, camera) = (outbox.clone(), topic.clone(), report.camera_id.clone());
+                match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &payload)).await {
+                    Ok(Ok(id)) => {
+                        info!(outbox_id = id, report_id = %report.report_id, event = report.event, "report queued in the outbox");
+                        Ok(())
+                    }
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(error) => Err(format!("writing the outbox failed: {error}")),
+                }
+            }
+        }
+    }
 }
 
 /// How a camera's source runs, given its context: supervised reconnects live, one pass in replay.
@@ -317,6 +377,7 @@ struct CameraStart {
     camera: Arc<Camera>,
     run: SourceRun,
     state: Option<StateFile>,
+    sink: ReportSink,
 }
 
 /// Handles on the stages [`start_cameras`] started.
@@ -336,7 +397,6 @@ fn start_cameras(
     detector: Detector,
     policies: Policies,
     clock: Arc<dyn Clock>,
-    reports: EdgeSender<Report>,
     shutdown: &CancellationToken,
 ) -> Started {
     let config = &settings.config;
@@ -346,7 +406,7 @@ fn start_cameras(
         edge::<Arc<Frame>>(policies.frames, counters.iter().map(|c| c.frames.clone()).collect());
     let mut outputs = Vec::new();
     let mut ids = Vec::new();
-    for (index, CameraStart { camera, run: run_source, state }) in cameras.into_iter().enumerate() {
+    for (index, CameraStart { camera, run: run_source, state, sink }) in cameras.into_iter().enumerate() {
         let c = &counters[index];
         let span = info_span!("camera", camera = %camera.id);
         let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
@@ -377,7 +437,7 @@ fn start_cameras(
             config_version: version.clone(),
             class_names: camera.class_names.clone(),
         };
-        let rules = run_rules(camera.clone(), origin, state, detected_rx, reports.clone(), c.clone(), shutdown.clone());
+        let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
     }
     drop(frames_tx); // the decoders hold their own; the detector ends when they have all gone
@@ -398,7 +458,7 @@ async fn run_rules(
     origin: Origin,
     state: Option<StateFile>,
     detected: EdgeReceiver<Detected>,
-    reports: EdgeSender<Report>,
+    reports: ReportSink,
     counters: Arc<CameraCounters>,
     shutdown: CancellationToken,
 ) -> StageResult {
@@ -422,14 +482,9 @@ async fn run_rules(
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
         let events = logic.observe(frame.at, &detections, frame.width, frame.height);
-        if let (Some(file), false) = (&state, events.is_empty()) {
-            let (file, saved) = (file.clone(), logic.saved());
-            match tokio::task::spawn_blocking(move || file.save(&saved)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
-                Err(error) => error!(%error, "saving the incident state failed"),
-            }
-        }
+        let changed = !events.is_empty();
+        // Reports are committed before the incident state: a crash in between repeats a
+        // report rather than losing one.
         for event in events {
             info!(rule = %event.rule.id, incident = %event.incident_id, event = ?event.kind, objects = event.objects.len(), "incident");
             if event.kind == EventKind::Opened {
@@ -440,8 +495,14 @@ async fn run_rules(
                 continue;
             };
             counters.reports.inc();
-            if reports.send_async(report).await.is_err() {
-                return Err("the report consumer stopped".into());
+            reports.put(report).await?;
+        }
+        if let (Some(file), true) = (&state, changed) {
+            let (file, saved) = (file.clone(), logic.saved());
+            match tokio::task::spawn_blocking(move || file.save(&saved)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
+                Err(error) => error!(%error, "saving the incident state failed"),
             }
         }
     }

@@ -25,7 +25,9 @@
 //! - [`detect`]: letterbox, ONNX Runtime, YOLOv8 output decoding, NMS.
 //! - [`rules`]: one camera's logic as a pure unit: zones, dwell, incidents (time injected).
 //! - [`report`]: the versioned report JSON, descriptions and snapshots.
-//! - [`publish`]: MQTT client, status and last will.
+//! - [`outbox`]: the durable queue of reports on disk, between the rules and the broker.
+//! - [`publish`]: MQTT client, delivering the outbox one acknowledged report at a time; status
+//!   and last will.
 //! - [`telemetry`]: logging and counters.
 
 pub mod app;
@@ -33,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod outbox;
 pub mod pipeline;
 pub mod publish;
 pub mod report;

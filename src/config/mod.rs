@@ -25,6 +25,7 @@ pub struct Config {
     pub device: DeviceConfig,
     pub model: ModelConfig,
     pub mqtt: MqttConfig,
+    pub outbox: OutboxConfig,
     pub cameras: Vec<CameraConfig>,
     /// Class names as reports write them, per language: `[class_names.motorbike]` with
     /// `en = "motorbike"`, `vi = "xe máy"`. Classes left out keep built-in names for common
@@ -139,6 +140,21 @@ impl Default for MqttConfig {
             keep_alive_secs: 30,
             max_packet_bytes: 4 << 20,
         }
+    }
+}
+
+/// The reports waiting for the broker, on disk in `{device.state_dir}/outbox.db`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Most bytes of reports kept while the broker is unreachable; past it the oldest go
+    /// first, each one logged. Default 256 MiB: days of reports with snapshots.
+    pub max_bytes: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { max_bytes: 256 << 20 }
     }
 }
 

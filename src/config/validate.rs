@@ -61,6 +61,13 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         v.problem("mqtt.password", "set without mqtt.username");
     }
 
+    if config.outbox.max_bytes < 1 << 20 {
+        v.problem(
+            "outbox.max_bytes",
+            "must be at least 1048576 (1 MiB): a report with its snapshot can be hundreds of KB",
+        );
+    }
+
     if config.cameras.is_empty() {
         v.problem("cameras", "at least one camera is required");
     }

@@ -1,25 +1,34 @@
-//! Publishing to the IOC over MQTT (rumqttc): reports with QoS 1, plus a retained device status
-//! with a last will, so the IOC sees `offline` whether the box stops cleanly or drops.
+//! Publishing to the IOC over MQTT (rumqttc): reports from the [`Outbox`] with QoS 1, plus a
+//! retained device status with a last will, so the IOC sees `offline` whether the box stops
+//! cleanly or drops.
 //!
-//! rumqttc only makes progress while its event loop is polled, and `publish().await` waits on
-//! that loop, so the loop runs in its own task ([`drive`]) with a shutdown arm and backoff on
-//! errors — a bare `loop { poll() }` spins at full CPU while the broker is down.
+//! Delivery is one message at a time: publish, wait for its PUBACK, then delete it from the
+//! outbox and take the next. A report leaves the disk only once the broker has it; after a
+//! lost connection rumqttc sends it again, and after a restart the outbox does, so a report
+//! may arrive twice (the IOC de-duplicates on `report_id`) but never not at all. The PUBACK is
+//! matched by packet id, so a late acknowledgement of an earlier message is never taken for
+//! the current one.
+//!
+//! rumqttc only makes progress while its event loop is polled, so the loop runs in its own
+//! task ([`drive`]) with a shutdown arm and backoff on errors — a bare `loop { poll() }` spins
+//! at full CPU while the broker is down — and tells the publisher what happened on the link.
 
 use crate::config::MqttConfig;
-use crate::pipeline::EdgeReceiver;
-use crate::report::{Report, timestamp};
+use crate::outbox::Outbox;
+use crate::report::timestamp;
 use backon::BackoffBuilder;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-/// How long shutdown waits for acknowledgements of reports already handed to the broker.
+/// How long shutdown waits for the `offline` status to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long shutdown waits for reports still being built.
-const REPORT_GRACE: Duration = Duration::from_secs(1);
+/// A message not acknowledged this long on a live connection is sent again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn reports_topic(config: &MqttConfig, device_id: &str, camera_id: &str) -> String {
     format!("{}/{device_id}/{camera_id}/reports", config.topic_prefix)
@@ -54,18 +63,98 @@ pub fn client_id(config: &MqttConfig, device_id: &str) -> String {
     if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() }
 }
 
-#[derive(Default)]
-struct Acks {
-    sent: AtomicU64,
-    acked: AtomicU64,
+/// What happened on the link, as the event loop saw it.
+#[derive(Debug)]
+enum Link {
+    Connected,
+    Lost,
+    /// A publish went out with this packet id (ours, or rumqttc sending it again).
+    Sent(u16),
+    Acked(u16),
 }
 
-/// Publishes every report from `reports` until shutdown, then drains, says `offline` and
-/// disconnects.
+/// Why a delivery did not complete.
+enum Interrupted {
+    Shutdown,
+    LinkClosed,
+}
+
+struct Publisher {
+    client: AsyncClient,
+    link: mpsc::UnboundedReceiver<Link>,
+    connected: bool,
+    /// Set on every (re)connect: the retained `online` status is due again.
+    reconnected: bool,
+}
+
+impl Publisher {
+    /// Takes link events until connected.
+    async fn connected(&mut self, shutdown: &CancellationToken) -> Result<(), Interrupted> {
+        while !self.connected {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                event = self.link.recv() => match event {
+                    Some(event) => self.note(&event),
+                    None => return Err(Interrupted::LinkClosed),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, event: &Link) {
+        match event {
+            Link::Connected => (self.connected, self.reconnected) = (true, true),
+            Link::Lost => self.connected = false,
+            Link::Sent(_) | Link::Acked(_) => {}
+        }
+    }
+
+    /// Publishes one message with QoS 1 and waits for its PUBACK, sending it again after a
+    /// timeout. A lost connection is waited out: rumqttc sends it again on reconnecting.
+    async fn deliver(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        loop {
+            self.connected(shutdown).await?;
+            if self.client.publish(topic, QoS::AtLeastOnce, retain, payload.to_vec()).await.is_err() {
+                return Err(Interrupted::LinkClosed); // the event loop is gone
+            }
+            let mut ours = HashSet::new();
+            let deadline = tokio::time::sleep(ACK_TIMEOUT);
+            tokio::pin!(deadline);
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return Err(Interrupted::Shutdown),
+                    _ = &mut deadline, if self.connected => break,
+                    event = self.link.recv() => event.ok_or(Interrupted::LinkClosed)?,
+                };
+                self.note(&event);
+                match event {
+                    Link::Sent(pkid) => {
+                        ours.insert(pkid);
+                    }
+                    Link::Acked(pkid) if ours.contains(&pkid) => return Ok(()),
+                    Link::Acked(pkid) => debug!(pkid, "late puback of an earlier message; ignored"),
+                    Link::Connected => deadline.as_mut().reset(tokio::time::Instant::now() + ACK_TIMEOUT),
+                    Link::Lost => {}
+                }
+            }
+            warn!(%topic, "no puback within {ACK_TIMEOUT:?}; sending again");
+        }
+    }
+}
+
+/// Publishes every report in `outbox`, oldest first, until shutdown; then says `offline` (if
+/// it speaks for the device) and disconnects. What is not acknowledged stays in the outbox.
 pub async fn run(
     config: MqttConfig,
     device_id: String,
-    reports: EdgeReceiver<Report>,
+    outbox: Arc<Outbox>,
     presence: Presence,
     shutdown: CancellationToken,
 ) {
@@ -83,69 +172,73 @@ pub async fn run(
         options.set_credentials(config.username.clone(), config.password.expose().to_string());
     }
     let (client, eventloop) = AsyncClient::new(options, 64);
-    let acks = Arc::new(Acks::default());
+    let (link_tx, link) = mpsc::unbounded_channel();
     let stop_driver = CancellationToken::new();
-    let online = announce.then(|| (status_topic.clone(), status(&device_id, "online", "started")));
-    let mut driver = tokio::spawn(drive(eventloop, client.clone(), online, acks.clone(), stop_driver.clone()));
+    let mut driver = tokio::spawn(drive(eventloop, link_tx, stop_driver.clone()));
     info!(broker = %format!("{}:{}", config.host, config.port), "mqtt publisher started");
+    let mut publisher = Publisher { client: client.clone(), link, connected: false, reconnected: false };
 
-    let publish = |report: Report| {
-        let client = client.clone();
-        let acks = acks.clone();
-        let topic = reports_topic(&config, &device_id, &report.camera_id);
-        async move {
-            let payload = match serde_json::to_vec(&report) {
-                Ok(p) => p,
-                Err(error) => return warn!(%error, "report not serialisable; skipped"),
-            };
-            match client.publish(&topic, QoS::AtLeastOnce, false, payload).await {
-                Ok(()) => {
-                    acks.sent.fetch_add(1, Ordering::Relaxed);
-                    info!(%topic, report_id = %report.report_id, event = report.event, "report queued for broker");
-                }
-                Err(error) => warn!(%error, report_id = %report.report_id, "report not handed to mqtt client"),
-            }
-        }
-    };
-
-    // Runs until every report sender is gone (the rules stopped). After shutdown is requested,
-    // reports still being made get REPORT_GRACE to arrive; the broker must not hold up exit.
-    let mut deadline = None;
+    let mut last = 0; // the newest outbox id delivered by this run
+    let mut delivered = 0u64;
     loop {
-        let next = match deadline {
-            None => tokio::select! {
-                _ = shutdown.cancelled() => {
-                    deadline = Some(tokio::time::Instant::now() + REPORT_GRACE);
-                    continue;
-                }
-                r = reports.recv_async() => r,
-            },
-            Some(d) => tokio::time::timeout_at(d, reports.recv_async()).await.unwrap_or(None),
-        };
-        let Some(report) = next else { break };
-        match deadline {
-            Some(d) => {
-                if tokio::time::timeout_at(d, publish(report)).await.is_err() {
-                    break;
+        if announce && publisher.connected && publisher.reconnected {
+            publisher.reconnected = false;
+            let online = status(&device_id, "online", "started");
+            if let Err(Interrupted::Shutdown) = publisher.deliver(&status_topic, &online, true, &shutdown).await {
+                break;
+            }
+            continue;
+        }
+        let next = match outbox.next_after(last) {
+            Ok(next) => next,
+            Err(error) => {
+                error!(%error, "cannot read the outbox; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
-            None => publish(report).await,
+        };
+        let Some(report) = next else {
+            // Nothing waiting: keep up with the link until a report is queued.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = outbox.pushed() => {}
+                event = publisher.link.recv() => match event {
+                    Some(event) => publisher.note(&event),
+                    None => break,
+                },
+            }
+            continue;
+        };
+        match publisher.deliver(&report.topic, &report.payload, false, &shutdown).await {
+            Ok(()) => {
+                if let Err(error) = outbox.remove(report.id) {
+                    error!(%error, outbox_id = report.id, "delivered report not removed from the outbox; it will be sent again");
+                }
+                last = report.id;
+                delivered += 1;
+                info!(topic = %report.topic, outbox_id = report.id, "report delivered");
+            }
+            Err(Interrupted::Shutdown) => break,
+            Err(Interrupted::LinkClosed) => break,
         }
     }
-    let lost = reports.depth();
-    reports.close();
-    if lost > 0 {
-        warn!(lost, "reports not published before shutdown");
-    }
-    if announce {
-        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, status(&device_id, "offline", "shutdown"));
-        acks.sent.fetch_add(1, Ordering::Relaxed);
-    }
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while acks.acked.load(Ordering::Relaxed) < acks.sent.load(Ordering::Relaxed)
-        && tokio::time::Instant::now() < deadline
+    if let Ok(depth) = outbox.depth()
+        && depth.reports > 0
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        info!(pending = depth.reports, "reports kept in the outbox for the next start");
+    }
+    if announce && publisher.connected {
+        let offline = status(&device_id, "offline", "shutdown");
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+            stopper.cancel();
+        });
+        let _ = publisher.deliver(&status_topic, &offline, true, &stop).await;
+        timer.abort();
     }
     // The driver returns once DISCONNECT is on the wire; don't wait on a dead broker for it.
     let _ = client.try_disconnect();
@@ -153,21 +246,11 @@ pub async fn run(
         stop_driver.cancel();
         let _ = driver.await;
     }
-    info!(
-        sent = acks.sent.load(Ordering::Relaxed),
-        acked = acks.acked.load(Ordering::Relaxed),
-        "mqtt publisher stopped"
-    );
+    info!(delivered, "mqtt publisher stopped");
 }
 
-/// Polls the event loop until `stop`, announcing `online` (topic, payload) after every (re)connect.
-async fn drive(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    online: Option<(String, Vec<u8>)>,
-    acks: Arc<Acks>,
-    stop: CancellationToken,
-) {
+/// Polls the event loop until `stop`, telling the publisher about the link.
+async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop: CancellationToken) {
     let backoff = || {
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -182,30 +265,32 @@ async fn drive(
             _ = stop.cancelled() => return,
             e = eventloop.poll() => e,
         };
-        match event {
+        let said = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 info!("mqtt connected");
                 delays = backoff();
-                if let Some((topic, payload)) = &online {
-                    let _ = client.try_publish(topic, QoS::AtLeastOnce, true, payload.clone());
-                    acks.sent.fetch_add(1, Ordering::Relaxed);
-                }
+                Some(Link::Connected)
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                acks.acked.fetch_add(1, Ordering::Relaxed);
-                debug!(pkid = ack.pkid, "mqtt puback");
-            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Link::Sent(pkid)),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Link::Acked(ack.pkid)),
             // Our own clean disconnect: the broker closing the socket next is not an error.
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
+            Ok(_) => None,
             Err(error) => {
+                let _ = link.send(Link::Lost);
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 warn!(%error, delay_ms = delay.as_millis() as u64, "mqtt connection failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
+                None
             }
+        };
+        if let Some(said) = said
+            && link.send(said).is_err()
+        {
+            return; // the publisher is gone
         }
     }
 }
