@@ -1,4 +1,5 @@
-//! Command line: `run`, `check`, `detect` and `replay`. Everything else lives in the library.
+//! Command line: `run`, `check`, `detect`, `replay` and `outbox`. Everything else lives in the
+//! library.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Show the reports waiting on disk for the broker: how many, how big, since when.
+    Outbox {
+        #[arg(long, short, env = "FIELDWATCH_CONFIG")]
+        config: PathBuf,
+    },
     /// Run one camera's pipeline (decode, detect, rules, reports) over a recorded clip as fast
     /// as the machine allows, timed by the clip; print each report and a summary.
     Replay {
@@ -68,7 +74,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
         Command::Run { config } | Command::Check { config } | Command::Detect { config, .. } => config.clone(),
-        Command::Replay { config, .. } => config.clone(),
+        Command::Replay { config, .. } | Command::Outbox { config } => config.clone(),
     };
     let settings = match config::load(&path) {
         Ok(s) => s,
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         Command::Check { .. } => check(&settings, &path),
         Command::Run { .. } => run(settings),
         Command::Detect { out, images, .. } => detect(&settings, &out, &images),
+        Command::Outbox { .. } => outbox(&settings),
         Command::Replay { clip, camera, out, publish, start, .. } => {
             replay(settings, &clip, &camera, ReplayOptions { out, publish }, start)
         }
@@ -101,6 +108,22 @@ fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn");
     app::load_detector(&settings.config)?;
     println!("config {} is valid (version {})", path.display(), app::config_version(&settings.config));
+    Ok(())
+}
+
+fn outbox(settings: &Settings) -> anyhow::Result<()> {
+    let path = settings.state_dir().join("outbox.db");
+    let outbox = fieldwatch::outbox::Outbox::open(&path, settings.config.outbox.max_bytes).map_err(AppError::from)?;
+    let depth = outbox.depth()?;
+    println!(
+        "outbox {}: {} report(s), {} bytes (limit {}), oldest queued at {}, {} evicted",
+        path.display(),
+        depth.reports,
+        depth.bytes,
+        settings.config.outbox.max_bytes,
+        depth.oldest.as_deref().unwrap_or("-"),
+        depth.evicted
+    );
     Ok(())
 }
 

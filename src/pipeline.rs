@@ -8,7 +8,10 @@
 //! | source → decode          | 64 AUs             | drop the newest; the source skips to a keyframe |
 //! | decode → detect          | 1 frame per camera | newest wins per camera; the replaced one counted |
 //! | detect → rules           | 4                  | drop the newest result, counted                |
-//! | rules → publish (reports)| 256                | block: reports are never dropped               |
+//! | rules → replay output    | 256                | block: reports are never dropped               |
+//!
+//! Live, the rules commit each report to the outbox on disk (`crate::outbox`) instead of an
+//! edge: it is bounded by bytes, and the publisher takes reports from there.
 //!
 //! In replay every edge blocks ([`EdgeSpec::lossless`]), so a clip gives the same result however
 //! fast the machine is.
@@ -55,7 +58,7 @@ pub const ENCODED: EdgeSpec = EdgeSpec { name: "encoded", capacity: 64, when_ful
 pub const FRAMES: EdgeSpec = EdgeSpec { name: "frames", capacity: 1, when_full: WhenFull::NewestWinsPerKey };
 /// detect → rules: rules are cheap, so a full edge means they are stuck; drop, don't wait.
 pub const DETECTIONS: EdgeSpec = EdgeSpec { name: "detections", capacity: 4, when_full: WhenFull::DropNewest };
-/// rules → publish: reports are the product; a full edge makes the rules wait.
+/// rules → replay output: reports are the product; a full edge makes the rules wait.
 pub const REPORTS: EdgeSpec = EdgeSpec { name: "reports", capacity: 256, when_full: WhenFull::Block };
 
 /// What one sender key put through an edge.

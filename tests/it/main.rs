@@ -2,6 +2,7 @@
 
 mod cli;
 mod clock;
+mod delivery;
 mod demo;
 mod e2e;
 mod incidents;
