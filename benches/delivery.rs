@@ -1,0 +1,125 @@
+//! Delivery: reports per second from the outbox to a local mosquitto with 150 KB snapshots at
+//! QoS 1, and the time from a report being queued to a subscriber having it (loopback).
+//! `cargo bench --bench delivery [-- --reports N --out FILE.json]`; CI runs a short smoke run.
+//! Starts its own mosquitto on a free port and stops it at the end.
+
+use fieldwatch::config::MqttConfig;
+use fieldwatch::outbox::Outbox;
+use fieldwatch::publish::{self, Presence};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let reports: usize = arg("--reports").and_then(|n| n.parse().ok()).unwrap_or(500);
+    let samples: usize = (reports / 10).clamp(5, 100);
+    let dir = std::env::temp_dir().join(format!("fieldwatch-bench-delivery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(dir.join("m.conf"), format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+        .unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("m.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (run scripts/setup)");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > until || broker.try_wait().ok().flatten().is_some() {
+            let _ = broker.kill();
+            panic!("mosquitto did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (throughput, latencies) = runtime.block_on(async {
+        // A subscriber that notes when each message arrives.
+        let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 16 << 20);
+        let (sub, mut events) = AsyncClient::new(opts, 64);
+        sub.subscribe("fieldwatch/#", QoS::AtLeastOnce).await.unwrap();
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+        let listener = tokio::spawn(async move {
+            let _sub = sub;
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/reports") => {
+                        let _ = arrived_tx.send(Instant::now());
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {}
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let outbox = Arc::new(Outbox::open(&dir.join("outbox.db"), 1 << 30).unwrap());
+        let payload = vec![b'x'; 150 * 1024];
+        let mqtt = MqttConfig { port, ..Default::default() };
+        let topic = publish::reports_topic(&mqtt, "bench", "cam");
+        // Throughput: a backlog of `reports` drained by the publisher.
+        for _ in 0..reports {
+            outbox.push("cam", &topic, &payload).unwrap();
+        }
+        let stop = CancellationToken::new();
+        let publisher = tokio::spawn(publish::run(mqtt, "bench".into(), outbox.clone(), Presence::Quiet, stop.clone()));
+        let started = Instant::now();
+        for _ in 0..reports {
+            arrived.recv().await.unwrap();
+        }
+        let throughput = reports as f64 / started.elapsed().as_secs_f64();
+        // Latency: one report at a time, from the outbox write to the subscriber.
+        let mut latencies = Vec::new();
+        for _ in 0..samples {
+            let queued = Instant::now();
+            let (o, t, p) = (outbox.clone(), topic.clone(), payload.clone());
+            tokio::task::spawn_blocking(move || o.push("cam", &t, &p).unwrap()).await.unwrap();
+            let at = arrived.recv().await.unwrap();
+            latencies.push(at - queued);
+        }
+        stop.cancel();
+        let _ = publisher.await;
+        listener.abort();
+        (throughput, latencies)
+    });
+    let _ = broker.kill();
+    let _ = broker.wait();
+    std::fs::remove_dir_all(&dir).ok();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    let p95 = sorted[sorted.len() * 95 / 100];
+    println!("delivery to local mosquitto, 150 KB reports, QoS 1");
+    println!("throughput  {throughput:.0} reports/s ({reports} reports)");
+    println!(
+        "latency     median {:.1} ms, p95 {:.1} ms ({} samples, outbox write to subscriber)",
+        ms(median),
+        ms(p95),
+        sorted.len()
+    );
+    let json = serde_json::json!({
+        "reports": reports, "report_bytes": 150 * 1024, "reports_per_sec": throughput,
+        "latency_ms": { "median": ms(median), "p95": ms(p95), "samples": sorted.len() },
+    });
+    if let Some(out) = arg("--out") {
+        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
