@@ -54,7 +54,14 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     }
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     match config {
-        Some(config) if problems.is_empty() => Ok(Settings { config, cameras }),
+        Some(mut config) if problems.is_empty() => {
+            // Read once here (validation checked it can be): the publisher sees only `password`.
+            if let Some(path) = config.mqtt.password_path() {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                config.mqtt.password = super::Secret::new(text.trim_end_matches(['\n', '\r']));
+            }
+            Ok(Settings { config, cameras })
+        }
         _ => Err(ConfigError::Invalid { path: shown, problems }),
     }
 }
@@ -228,6 +235,25 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].starts_with("cameras[0].id: \"cam 1\" may contain only"), "{found:#?}");
         assert!(found[1].starts_with("cameras[0].zones[0].polygon[1][1]: invalid type: string"), "{found:#?}");
+    }
+
+    #[test]
+    fn the_mqtt_password_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("fw-pw-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let with = |mqtt: &str| GOOD.replace("[[cameras]]", &format!("[mqtt]\n{mqtt}\n[[cameras]]"));
+        let text = with(&format!("username = \"box\"\npassword_file = \"{}\"", file.display()));
+        let path = dir.join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let settings = load(&path).unwrap();
+        assert_eq!(settings.config.mqtt.password.expose(), "s3cret");
+        let both = with(&format!("username = \"box\"\npassword = \"x\"\npassword_file = \"{}\"", file.display()));
+        assert!(problems(&both)[0].to_string().starts_with("mqtt.password_file: set together with mqtt.password"));
+        let missing = with("username = \"box\"\npassword_file = \"/nonexistent/pw\"");
+        assert!(problems(&missing)[0].to_string().starts_with("mqtt.password_file: cannot read /nonexistent/pw"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

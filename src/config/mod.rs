@@ -118,8 +118,13 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Optional user name; empty means anonymous.
     pub username: String,
-    /// Password for `username`; never logged.
+    /// Password for `username`; never logged. Better kept out of the file: set
+    /// `FIELDWATCH__MQTT__PASSWORD`, or use `password_file`.
     pub password: Secret,
+    /// A file holding the password (trailing newline ignored), instead of `password`. A
+    /// relative path is looked up in systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`).
+    /// Default empty: not used.
+    pub password_file: PathBuf,
     /// First topic level: reports go to `{prefix}/{device}/{camera}/reports`. Default `fieldwatch`.
     pub topic_prefix: String,
     /// MQTT keep-alive in seconds, 0 (off) or 5..=65535 (the protocol's limit). Default 30.
@@ -136,6 +141,7 @@ impl Default for MqttConfig {
             client_id: String::new(),
             username: String::new(),
             password: Secret::default(),
+            password_file: PathBuf::new(),
             topic_prefix: "fieldwatch".into(),
             keep_alive_secs: 30,
             max_packet_bytes: 4 << 20,
@@ -168,6 +174,19 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into() }
+    }
+}
+
+impl MqttConfig {
+    /// The password file as it will be read: relative paths are systemd credentials.
+    pub fn password_path(&self) -> Option<PathBuf> {
+        if self.password_file.as_os_str().is_empty() {
+            return None;
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if self.password_file.is_relative() => Some(PathBuf::from(dir).join(&self.password_file)),
+            _ => Some(self.password_file.clone()),
+        }
     }
 }
 

@@ -60,6 +60,16 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     if mqtt.password.is_empty() != mqtt.username.is_empty() && !mqtt.password.is_empty() {
         v.problem("mqtt.password", "set without mqtt.username");
     }
+    if let Some(path) = mqtt.password_path() {
+        if !mqtt.password.is_empty() {
+            v.problem("mqtt.password_file", "set together with mqtt.password: use one");
+        } else if mqtt.username.is_empty() {
+            v.problem("mqtt.password_file", "set without mqtt.username");
+        }
+        if let Err(e) = std::fs::read_to_string(&path) {
+            v.problem("mqtt.password_file", format!("cannot read {}: {e}", path.display()));
+        }
+    }
 
     if config.outbox.max_bytes < 1 << 20 {
         v.problem(

@@ -279,7 +279,14 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop
             Err(error) => {
                 let _ = link.send(Link::Lost);
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                warn!(%error, delay_ms = delay.as_millis() as u64, "mqtt connection failed; retrying");
+                match &error {
+                    rumqttc::ConnectionError::ConnectionRefused(code) => error!(
+                        ?code,
+                        delay_ms = delay.as_millis() as u64,
+                        "the broker refused the connection: check mqtt.username and mqtt.password (reports stay in the outbox); retrying"
+                    ),
+                    _ => warn!(%error, delay_ms = delay.as_millis() as u64, "mqtt connection failed; retrying"),
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

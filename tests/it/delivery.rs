@@ -43,3 +43,46 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
     assert!(again.log_text().contains("report delivered"), "{}", again.log_text());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A broker that wants a password: the wrong one is reported clearly (and never logged), the
+/// reports wait in the outbox, and they arrive once the right one, from a file, is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_reported_clearly_and_lose_nothing() {
+    let _serial = heavy().await;
+    let dir = temp_dir("delivery-auth");
+    let broker = Mosquitto::start_with_users(&[("box", "right-pw"), ("ioc", "ioc-pw")]);
+    let subscriber = Subscriber::start_as(broker.port, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let cameras = scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port));
+    let password = dir.join("mqtt-password");
+
+    std::fs::write(&password, "wrong-pw\n").unwrap();
+    let mqtt = format!("username = \"box\"\npassword_file = \"{}\"", password.display());
+    let config = daemon_config_with(&dir, broker.port, &mqtt, &cameras);
+    let mut daemon = Daemon::start(&config, &dir.join("run1.log"));
+    daemon.wait_log("report queued in the outbox", 2, Duration::from_secs(30)).await;
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("the broker refused the connection: check mqtt.username and mqtt.password"), "{log}");
+    assert!(!log.contains("wrong-pw"), "a password in the log");
+    assert!(subscriber.json_on("/reports").is_empty());
+
+    std::fs::write(&password, "right-pw\n").unwrap();
+    let mut again = Daemon::start(&config, &dir.join("run2.log"));
+    subscriber
+        .wait_for(Duration::from_secs(20), "both reports", |m| {
+            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
+        })
+        .await;
+    assert!(again.terminate(Duration::from_secs(10)).0.success());
+    let events: Vec<String> = subscriber
+        .json_on("edge-test/cam-ok/reports")
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events[..2], ["opened", "resolved"]);
+    let status = subscriber.json_on("edge-test/status");
+    assert_eq!(status.first().map(|s| s["state"].clone()), Some("online".into()), "{status:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,8 +34,13 @@ pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
 /// Writes `dir/fieldwatch.toml` for the daemon: device `edge-test`, the squares model, the broker
 /// on `mqtt_port`, then `cameras` (the `[[cameras]]` blocks of the test).
 pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
+    daemon_config_with(dir, mqtt_port, "", cameras)
+}
+
+/// [`daemon_config`] with more `[mqtt]` keys (`mqtt`: lines of TOML).
+pub fn daemon_config_with(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str) -> PathBuf {
     let text = format!(
-        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
+        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n{mqtt}\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
         dir.join("state").display(),
         root().join("models/squares.onnx").display(),
         ort_library().display(),
@@ -129,12 +134,33 @@ impl Drop for Proc {
 pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
+    /// Extra lines for mosquitto.conf (authentication, ACLs).
+    conf: String,
     proc: Option<Proc>,
 }
 
 impl Mosquitto {
     pub fn start() -> Self {
-        let mut m = Mosquitto { port: free_port(), dir: temp_dir("mosquitto"), proc: None };
+        Self::start_with_users(&[])
+    }
+
+    /// A broker that admits only `users` (name, password); anonymous if there are none.
+    pub fn start_with_users(users: &[(&str, &str)]) -> Self {
+        let dir = temp_dir("mosquitto");
+        let mut conf = "allow_anonymous true\n".to_string();
+        if !users.is_empty() {
+            let passwords = dir.join("passwords");
+            for (i, (user, password)) in users.iter().enumerate() {
+                let mut cmd = Command::new("mosquitto_passwd");
+                if i == 0 {
+                    cmd.arg("-c");
+                }
+                let status = cmd.arg("-b").arg(&passwords).args([user, password]).status().expect("mosquitto_passwd");
+                assert!(status.success());
+            }
+            conf = format!("allow_anonymous false\npassword_file {}\n", passwords.display());
+        }
+        let mut m = Mosquitto { port: free_port(), dir, conf, proc: None };
         m.restart();
         m
     }
@@ -143,8 +169,7 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.stop();
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port))
-            .unwrap();
+        std::fs::write(&conf, format!("listener {} 127.0.0.1\npersistence false\n{}", self.port, self.conf)).unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -208,9 +233,17 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn start(port: u16, filter: &str) -> Self {
+        Self::start_as(port, filter, None).await
+    }
+
+    /// A subscriber logged in as `user` (name, password).
+    pub async fn start_as(port: u16, filter: &str, user: Option<(&str, &str)>) -> Self {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(format!("test-{}", uuid::Uuid::new_v4()), "127.0.0.1", port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
+        if let Some((name, password)) = user {
+            opts.set_credentials(name, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, 16);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
