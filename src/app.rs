@@ -144,12 +144,13 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
+    let model = detector.name().to_string();
     let mut supervisor = Supervisor::default();
-    let publisher =
-        publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, Presence::Announce, shutdown.clone());
-    supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
-
     let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
+    let describe = describe_device(&settings, model, &started.counters, outbox.clone());
+    let presence = Presence::Announce(describe);
+    let publisher = publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, presence, shutdown.clone());
+    supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
@@ -165,6 +166,63 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     }
     info!("stopped");
     result
+}
+
+/// What the status and heartbeat say about the device: versions, clock, disk, outbox, and per
+/// camera its frame rate since the last heartbeat, last frame, connects and reports.
+fn describe_device(
+    settings: &Settings,
+    model: String,
+    counters: &[Arc<CameraCounters>],
+    outbox: Arc<Outbox>,
+) -> publish::Describe {
+    let config_version = config_version(&settings.config);
+    let state_dir = settings.state_dir().clone();
+    let cameras: Vec<(String, Arc<CameraCounters>)> =
+        settings.cameras.iter().map(|c| c.id.clone()).zip(counters.iter().cloned()).collect();
+    let started = Instant::now();
+    let previous = std::sync::Mutex::new((Instant::now(), vec![0u64; cameras.len()]));
+    Arc::new(move || {
+        let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = previous.0.elapsed().as_secs_f64().max(1e-3);
+        let cams: Vec<serde_json::Value> = cameras
+            .iter()
+            .enumerate()
+            .map(|(i, (id, c))| {
+                let frames = c.encoded_frames.get();
+                let fps = (frames - previous.1[i]) as f64 / secs;
+                previous.1[i] = frames;
+                let last = c.last_frame_ms.get();
+                let last_frame_at = (last > 0)
+                    .then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(report::timestamp))
+                    .flatten();
+                serde_json::json!({
+                    "id": id, "frames_per_sec": (fps * 10.0).round() / 10.0, "last_frame_at": last_frame_at,
+                    "connects": c.connects.get(), "reports": c.reports.get(),
+                })
+            })
+            .collect();
+        previous.0 = Instant::now();
+        let depth = outbox.depth().unwrap_or_default();
+        serde_json::json!({
+            "uptime_secs": started.elapsed().as_secs(),
+            "config_version": config_version,
+            "model": model,
+            "clock_synchronized": crate::clock::is_synchronized(),
+            "disk_free_bytes": disk_free(&state_dir),
+            "outbox": { "reports": depth.reports, "bytes": depth.bytes, "oldest_queued_at": depth.oldest, "evicted": depth.evicted },
+            "cameras": cams,
+        })
+    })
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`.
+fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// What [`replay`] writes and where it sends reports.

@@ -37,3 +37,16 @@ impl Clock for SteppedClock {
         Utc::now() + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Whether the kernel says the system clock is synchronised (NTP or PTP disciplining it): edge
+/// boxes often have no hardware clock and start before NTP does. `None` if it cannot tell.
+pub fn is_synchronized() -> Option<bool> {
+    let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: modes = 0 only reads the kernel's clock state into `timex`.
+    let state = unsafe { libc::adjtimex(&mut timex) };
+    match state {
+        -1 => None,
+        libc::TIME_ERROR => Some(false),
+        _ => Some(true),
+    }
+}

@@ -129,6 +129,9 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     /// MQTT keep-alive in seconds, 0 (off) or 5..=65535 (the protocol's limit). Default 30.
     pub keep_alive_secs: u64,
+    /// Seconds between heartbeats on `{prefix}/{device}/heartbeat` (per-camera frame rate and
+    /// last frame, outbox depth, disk free, versions, clock sync); 0 turns them off. Default 60.
+    pub heartbeat_secs: u64,
     /// Largest packet sent or received, in bytes. Default 4 MiB: reports carry JPEG snapshots.
     pub max_packet_bytes: usize,
 }
@@ -144,6 +147,7 @@ impl Default for MqttConfig {
             password_file: PathBuf::new(),
             topic_prefix: "fieldwatch".into(),
             keep_alive_secs: 30,
+            heartbeat_secs: 60,
             max_packet_bytes: 4 << 20,
         }
     }

@@ -54,6 +54,12 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     if mqtt.keep_alive_secs != 0 && !(5..=65_535).contains(&mqtt.keep_alive_secs) {
         v.problem("mqtt.keep_alive_secs", format!("{} must be 0 (off) or 5..=65535", mqtt.keep_alive_secs));
     }
+    if mqtt.heartbeat_secs > 86_400 {
+        v.problem(
+            "mqtt.heartbeat_secs",
+            format!("{} is above a day (86400); 0 turns heartbeats off", mqtt.heartbeat_secs),
+        );
+    }
     if mqtt.max_packet_bytes < 64 * 1024 {
         v.problem("mqtt.max_packet_bytes", "must be at least 65536: reports carry JPEG snapshots");
     }

@@ -50,11 +50,18 @@ fn status(device_id: &str, state: &str, reason: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Whether this publisher speaks for the device on its status topic. The daemon does; a replay
-/// publishing to the same broker must not announce the device online or offline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub fn heartbeat_topic(config: &MqttConfig, device_id: &str) -> String {
+    format!("{}/{device_id}/heartbeat", config.topic_prefix)
+}
+
+/// Describes the device for its status and heartbeat: asked each time one is sent.
+pub type Describe = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Whether this publisher speaks for the device on its status and heartbeat topics. The daemon
+/// does; a replay publishing to the same broker must not announce the device online or offline.
+#[derive(Clone)]
 pub enum Presence {
-    Announce,
+    Announce(Describe),
     Quiet,
 }
 
@@ -159,7 +166,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let status_topic = status_topic(&config, &device_id);
-    let announce = presence == Presence::Announce;
+    let heartbeat_topic = heartbeat_topic(&config, &device_id);
+    let describe = match presence {
+        Presence::Announce(describe) => Some(describe),
+        Presence::Quiet => None,
+    };
+    let announce = describe.is_some();
+    let heartbeat_every = (config.heartbeat_secs > 0).then(|| Duration::from_secs(config.heartbeat_secs));
+    let mut next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
     let mut options = MqttOptions::new(client_id(&config, &device_id), config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
@@ -181,13 +195,25 @@ pub async fn run(
     let mut last = 0; // the newest outbox id delivered by this run
     let mut delivered = 0u64;
     loop {
-        if announce && publisher.connected && publisher.reconnected {
+        if let Some(describe) = describe.as_ref().filter(|_| publisher.connected && publisher.reconnected) {
             publisher.reconnected = false;
-            let online = status(&device_id, "online", "started");
+            let mut online: serde_json::Value =
+                serde_json::from_slice(&status(&device_id, "online", "started")).unwrap_or_default();
+            online["device"] = describe();
+            let online = online.to_string().into_bytes();
             if let Err(Interrupted::Shutdown) = publisher.deliver(&status_topic, &online, true, &shutdown).await {
                 break;
             }
             continue;
+        }
+        if let (Some(describe), Some(due)) = (&describe, next_heartbeat)
+            && publisher.connected
+            && tokio::time::Instant::now() >= due
+        {
+            // Periodic and superseded by the next one: at most once, never queued behind reports.
+            let beat = describe().to_string().into_bytes();
+            let _ = client.try_publish(&heartbeat_topic, QoS::AtMostOnce, false, beat);
+            next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
         }
         let next = match outbox.next_after(last) {
             Ok(next) => next,
@@ -200,9 +226,17 @@ pub async fn run(
             }
         };
         let Some(report) = next else {
-            // Nothing waiting: keep up with the link until a report is queued.
+            // Nothing waiting: keep up with the link until a report is queued or a heartbeat is due.
+            let beating = announce && publisher.connected;
+            let heartbeat = async {
+                match next_heartbeat.filter(|_| beating) {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = heartbeat => {}
                 _ = outbox.pushed() => {}
                 event = publisher.link.recv() => match event {
                     Some(event) => publisher.note(&event),

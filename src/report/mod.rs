@@ -58,6 +58,10 @@ pub struct Report {
     pub description: Description,
     pub model: ModelInfo,
     pub config_version: String,
+    /// Whether the box's clock was synchronised (NTP) when the report was made; absent if it
+    /// cannot tell. Times from an unsynchronised clock may be off by the clock's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_synchronized: Option<bool>,
     pub snapshot: Snapshot,
 }
 
@@ -151,6 +155,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         description: text::describe(event, origin),
         model: ModelInfo { name: origin.model_name.clone() },
         config_version: origin.config_version.clone(),
+        clock_synchronized: crate::clock::is_synchronized(),
         snapshot: Snapshot {
             content_type: "image/jpeg",
             width: rgb.width(),

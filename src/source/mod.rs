@@ -178,7 +178,9 @@ impl SourceContext {
         }
         self.waiting_for_keyframe = false;
         self.counters.encoded_frames.inc();
-        self.timeline.saw(frame.connection.anchor.time_of(frame.pts_secs));
+        let at = frame.connection.anchor.time_of(frame.pts_secs);
+        self.counters.last_frame_ms.set(at.timestamp_millis().max(0) as u64);
+        self.timeline.saw(at);
         true
     }
 

@@ -39,6 +39,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Sets the value (for gauges such as a last-seen time).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
 }
 
 /// Per-camera counters. The edges' own counters (`encoded`, `frames`, `detections`) count
@@ -64,4 +68,6 @@ pub struct CameraCounters {
     /// Nanoseconds spent decoding (not waiting on edges), and in this camera's inferences.
     pub decode_busy: Counter,
     pub detect_busy: Counter,
+    /// Stream time of the newest access unit, in Unix milliseconds (0: none yet).
+    pub last_frame_ms: Counter,
 }

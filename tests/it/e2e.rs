@@ -33,7 +33,7 @@ zone = "road"
 classes = ["green"]
 "#
     );
-    daemon_config(dir, mqtt_port, &format!("{ok}{down}"))
+    daemon_config_with(dir, mqtt_port, "heartbeat_secs = 1", &format!("{ok}{down}"))
 }
 
 pub fn validator() -> jsonschema::Validator {
@@ -146,6 +146,19 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let status = subscriber.json_on("edge-test/status");
     assert_eq!(status.first().map(|s| s["state"].clone()), Some("online".into()), "{status:?}");
     assert_eq!(status.last().map(|s| s["state"].clone()), Some("offline".into()), "{status:?}");
+    assert_eq!(status[0]["device"]["model"], "squares", "{status:?}");
+    assert!(opened["clock_synchronized"].is_boolean() || opened.get("clock_synchronized").is_none());
+    // Heartbeats every second: the working camera's frame rate and last frame, the dead one's none.
+    let beats = subscriber.json_on("edge-test/heartbeat");
+    assert!(beats.len() >= 10, "{} heartbeats in ~20 s", beats.len());
+    let late = &beats[beats.len() / 2];
+    let cams = late["cameras"].as_array().unwrap();
+    let (ok, down) = (&cams[0], &cams[1]);
+    assert_eq!((ok["id"].as_str(), down["id"].as_str()), (Some("cam-ok"), Some("cam-down")));
+    let fps = ok["frames_per_sec"].as_f64().unwrap();
+    assert!((10.0..=20.0).contains(&fps), "cam-ok at {fps} fps (the clip is 15 fps): {late}");
+    assert!(ok["last_frame_at"].is_string() && down["last_frame_at"].is_null(), "{late}");
+    assert!(late["outbox"]["reports"].is_u64() && late["disk_free_bytes"].is_u64(), "{late}");
 
     // The unreachable camera was retried without disturbing the other; no credentials leaked.
     let retries = log.lines().filter(|l| l.contains("cam-down") && l.contains("retrying")).count();
