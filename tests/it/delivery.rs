@@ -1,5 +1,6 @@
 //! No report is lost when the link drops: reports made while the broker is down wait in the
 //! outbox on disk, survive the daemon being killed, and arrive, in order, once both are back.
+//! A daemon killed while connected leaves its retained last will, `offline`.
 
 use crate::support::*;
 use std::time::Duration;
@@ -30,8 +31,17 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
             m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
         })
         .await;
-    let (status, _) = again.terminate(Duration::from_secs(10));
-    assert!(status.success(), "{}", again.log_text());
+    // Killed while connected: the broker publishes the retained last will.
+    again.proc.0.kill().unwrap();
+    again.proc.0.wait().unwrap();
+    subscriber
+        .wait_for(Duration::from_secs(10), "the last will", |m| {
+            m.iter().any(|(t, p)| t.ends_with("/status") && String::from_utf8_lossy(p).contains("connection lost"))
+        })
+        .await;
+    let late = Subscriber::start(broker.port, "fieldwatch/edge-test/status").await;
+    late.wait_for(Duration::from_secs(5), "the retained status", |m| !m.is_empty()).await;
+    assert_eq!(late.json_on("/status")[0]["state"], "offline", "retained for whoever subscribes later");
 
     let reports = subscriber.json_on("edge-test/cam-ok/reports");
     let events: Vec<&str> = reports.iter().map(|r| r["event"].as_str().unwrap()).collect();
