@@ -129,6 +129,12 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     /// MQTT keep-alive in seconds, 0 (off) or 5..=65535 (the protocol's limit). Default 30.
     pub keep_alive_secs: u64,
+    /// CA certificate (PEM) that signs the broker's: setting it turns TLS on. Default empty:
+    /// plain TCP (only for a broker on the box or a trusted network).
+    pub ca_file: PathBuf,
+    /// Client certificate and its key (PEM), for brokers that want one. Default empty.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
     /// Seconds between heartbeats on `{prefix}/{device}/heartbeat` (per-camera frame rate and
     /// last frame, outbox depth, disk free, versions, clock sync); 0 turns them off. Default 60.
     pub heartbeat_secs: u64,
@@ -147,6 +153,9 @@ impl Default for MqttConfig {
             password_file: PathBuf::new(),
             topic_prefix: "fieldwatch".into(),
             keep_alive_secs: 30,
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
             heartbeat_secs: 60,
             max_packet_bytes: 4 << 20,
         }

@@ -54,6 +54,20 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     if mqtt.keep_alive_secs != 0 && !(5..=65_535).contains(&mqtt.keep_alive_secs) {
         v.problem("mqtt.keep_alive_secs", format!("{} must be 0 (off) or 5..=65535", mqtt.keep_alive_secs));
     }
+    let set = |p: &std::path::PathBuf| !p.as_os_str().is_empty();
+    for (key, path) in [("ca_file", &mqtt.ca_file), ("cert_file", &mqtt.cert_file), ("key_file", &mqtt.key_file)] {
+        if set(path)
+            && let Err(e) = std::fs::read(path)
+        {
+            v.problem(format!("mqtt.{key}"), format!("cannot read {}: {e}", path.display()));
+        }
+    }
+    if set(&mqtt.cert_file) != set(&mqtt.key_file) {
+        v.problem("mqtt.key_file", "cert_file and key_file go together");
+    }
+    if set(&mqtt.cert_file) && !set(&mqtt.ca_file) {
+        v.problem("mqtt.ca_file", "required with cert_file: a client certificate is only sent over TLS");
+    }
     if mqtt.heartbeat_secs > 86_400 {
         v.problem(
             "mqtt.heartbeat_secs",

@@ -185,6 +185,16 @@ pub async fn run(
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.expose().to_string());
     }
+    match tls(&config) {
+        Ok(None) => {}
+        Ok(Some(transport)) => {
+            options.set_transport(transport);
+        }
+        Err(error) => {
+            error!(%error, "cannot set up TLS to the broker; not publishing");
+            return;
+        }
+    }
     let (client, eventloop) = AsyncClient::new(options, 64);
     let (link_tx, link) = mpsc::unbounded_channel();
     let stop_driver = CancellationToken::new();
@@ -283,6 +293,24 @@ pub async fn run(
     info!(delivered, "mqtt publisher stopped");
 }
 
+/// The TLS transport `config` asks for (with `ca_file`), or none.
+fn tls(config: &MqttConfig) -> Result<Option<rumqttc::Transport>, String> {
+    if config.ca_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    // rustls wants one process-wide crypto provider; ring is ours (a second install is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("mqtt.{key}: cannot read {}: {e}", path.display()))
+    };
+    let ca = read("ca_file", &config.ca_file)?;
+    let client_auth = match config.cert_file.as_os_str().is_empty() {
+        true => None,
+        false => Some((read("cert_file", &config.cert_file)?, read("key_file", &config.key_file)?)),
+    };
+    Ok(Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth })))
+}
+
 /// Polls the event loop until `stop`, telling the publisher about the link.
 async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop: CancellationToken) {
     let backoff = || {
@@ -314,6 +342,10 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop
                 let _ = link.send(Link::Lost);
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 match &error {
+                    rumqttc::ConnectionError::Tls(tls) => error!(
+                        error = %tls, delay_ms = delay.as_millis() as u64,
+                        "TLS with the broker failed: check mqtt.ca_file, mqtt.cert_file, mqtt.key_file and mqtt.host; retrying"
+                    ),
                     rumqttc::ConnectionError::ConnectionRefused(code) => error!(
                         ?code,
                         delay_ms = delay.as_millis() as u64,

@@ -96,3 +96,104 @@ async fn wrong_credentials_are_reported_clearly_and_lose_nothing() {
     assert_eq!(status.first().map(|s| s["state"].clone()), Some("online".into()), "{status:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Over TLS: a broker whose certificate is signed by a CA the daemon is given (certificates
+/// made here with openssl) gets the reports; the test listens on the broker's plain listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_go_over_tls_to_a_broker_signed_by_the_configured_ca() {
+    let dir = temp_dir("delivery-tls");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fieldwatch test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    // mosquitto started as root reads its files as the `mosquitto` user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let (plain, tls) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\npersistence false\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let _broker = Proc(
+        std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [plain, tls] {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < until, "mosquitto not listening on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let subscriber = Subscriber::start(plain, "fieldwatch/#").await;
+    let mqtt = format!("ca_file = \"{}\"", dir.join("ca.crt").display());
+    let config = daemon_config_with(&dir, tls, &mqtt, &scene_camera("rtsp://127.0.0.1:1/cam"));
+    let clip = cache("clips/scene.mp4");
+    let out = dir.join("out");
+    let written =
+        tokio::task::spawn_blocking(move || crate::replay::replay(&clip, &config, &out, &["--publish"])).await.unwrap();
+    subscriber
+        .wait_for(Duration::from_secs(10), "two reports over TLS", |m| {
+            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
+        })
+        .await;
+    let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&subscriber.json_on("/reports")), ids(&written));
+    std::fs::remove_dir_all(&dir).ok();
+}
