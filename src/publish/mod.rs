@@ -206,15 +206,13 @@ pub async fn run(
     let mut delivered = 0u64;
     loop {
         if let Some(describe) = describe.as_ref().filter(|_| publisher.connected && publisher.reconnected) {
+            // Retained and sent again on every reconnect, so at most once is enough; waiting
+            // for its PUBACK would hold up the reports behind it.
             publisher.reconnected = false;
             let mut online: serde_json::Value =
                 serde_json::from_slice(&status(&device_id, "online", "started")).unwrap_or_default();
             online["device"] = describe();
-            let online = online.to_string().into_bytes();
-            if let Err(Interrupted::Shutdown) = publisher.deliver(&status_topic, &online, true, &shutdown).await {
-                break;
-            }
-            continue;
+            let _ = client.try_publish(&status_topic, QoS::AtMostOnce, true, online.to_string().into_bytes());
         }
         if let (Some(describe), Some(due)) = (&describe, next_heartbeat)
             && publisher.connected

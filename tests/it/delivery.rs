@@ -197,3 +197,36 @@ async fn reports_go_over_tls_to_a_broker_signed_by_the_configured_ca() {
     assert_eq!(ids(&subscriber.json_on("/reports")), ids(&written));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The broker got a report but its PUBACK never came back (a relay withholds it), then the box
+/// lost power: after the restart the report is sent again, so it is not lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_puback_never_came_is_sent_again_after_a_restart() {
+    let _serial = heavy().await;
+    let dir = temp_dir("delivery-puback");
+    let broker = Mosquitto::start();
+    let thief = PubackThief::start(broker.port).await;
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let cameras = scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port));
+
+    let through_thief = daemon_config(&dir, thief.port, &cameras);
+    let mut daemon = Daemon::start(&through_thief, &dir.join("run1.log"));
+    let opened = |m: &[(String, Vec<u8>)]| {
+        m.iter().filter(|(t, p)| t.ends_with("/reports") && String::from_utf8_lossy(p).contains("\"opened\"")).count()
+    };
+    subscriber.wait_for(Duration::from_secs(20), "the opened report at the broker", |m| opened(m) >= 1).await;
+    daemon.proc.0.kill().unwrap();
+    daemon.proc.0.wait().unwrap();
+    let (_, out) = fieldwatch(&["outbox", "--config", &through_thief.display().to_string()]);
+    assert!(!out.contains(": 0 report(s)"), "no PUBACK, so still in the outbox: {out}");
+
+    let direct = daemon_config(&dir, broker.port, &cameras);
+    let mut again = Daemon::start(&direct, &dir.join("run2.log"));
+    subscriber.wait_for(Duration::from_secs(15), "the opened report again", |m| opened(m) >= 2).await;
+    assert!(again.terminate(Duration::from_secs(10)).0.success());
+    let reports = subscriber.json_on("edge-test/cam-ok/reports");
+    let first: Vec<&serde_json::Value> = reports.iter().filter(|r| r["event"] == "opened").collect();
+    assert_eq!(first[0]["report_id"], first[1]["report_id"], "the same report, sent again");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -370,3 +370,68 @@ pub fn fieldwatch(args: &[&str]) -> (i32, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
+
+/// A loopback relay in front of a broker that passes everything but withholds every PUBACK
+/// from the broker: the client's reports reach the broker, but it never hears so.
+pub struct PubackThief {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PubackThief {
+    pub async fn start(broker_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await else { continue };
+                let (mut client_rx, mut client_tx) = client.into_split();
+                let (mut broker_rx, mut broker_tx) = broker.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_rx, &mut broker_tx).await;
+                });
+                tokio::spawn(async move {
+                    // Broker → client, packet by packet: fixed header, remaining length, body.
+                    loop {
+                        let mut first = [0u8; 1];
+                        if broker_rx.read_exact(&mut first).await.is_err() {
+                            return;
+                        }
+                        let (mut len, mut shift, mut header) = (0usize, 0, vec![first[0]]);
+                        loop {
+                            let mut b = [0u8; 1];
+                            if broker_rx.read_exact(&mut b).await.is_err() {
+                                return;
+                            }
+                            header.push(b[0]);
+                            len |= ((b[0] & 0x7f) as usize) << shift;
+                            shift += 7;
+                            if b[0] & 0x80 == 0 {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if broker_rx.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        if first[0] >> 4 == 4 {
+                            continue; // PUBACK: withheld
+                        }
+                        header.extend_from_slice(&body);
+                        if client_tx.write_all(&header).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        PubackThief { port, task }
+    }
+}
+
+impl Drop for PubackThief {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
