@@ -1,6 +1,7 @@
 //! Delivery: reports per second from the outbox to a local mosquitto with 150 KB snapshots at
 //! QoS 1, and the time from a report being queued to a subscriber having it (loopback).
-//! `cargo bench --bench delivery [-- --reports N --out FILE.json]`; CI runs a short smoke run.
+//! `cargo bench --bench delivery [-- --reports N --rate BYTES_PER_SEC --out FILE.json]`; CI runs a
+//! short smoke run. With `--rate`, it also drains 10 reports under `outbox.drain_bytes_per_sec`.
 //! Starts its own mosquitto on a free port and stops it at the end.
 
 use fieldwatch::config::MqttConfig;
@@ -45,7 +46,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (throughput, latencies) = runtime.block_on(async {
+    let (throughput, latencies, rate, paced) = runtime.block_on(async {
         // A subscriber that notes when each message arrives.
         let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
@@ -76,7 +77,8 @@ fn main() {
             outbox.push("cam", &topic, &payload).unwrap();
         }
         let stop = CancellationToken::new();
-        let publisher = tokio::spawn(publish::run(mqtt, "bench".into(), outbox.clone(), Presence::Quiet, stop.clone()));
+        let publisher =
+            tokio::spawn(publish::run(mqtt.clone(), "bench".into(), outbox.clone(), 0, Presence::Quiet, stop.clone()));
         let started = Instant::now();
         for _ in 0..reports {
             arrived.recv().await.unwrap();
@@ -93,8 +95,23 @@ fn main() {
         }
         stop.cancel();
         let _ = publisher.await;
+        // Paced draining: a backlog of 10 sent at `--rate` bytes per second (default 1 MB/s).
+        let rate: u64 = arg("--rate").and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
+        for _ in 0..10 {
+            outbox.push("cam", &topic, &payload).unwrap();
+        }
+        let stop = CancellationToken::new();
+        let publisher =
+            tokio::spawn(publish::run(mqtt, "bench".into(), outbox.clone(), rate, Presence::Quiet, stop.clone()));
+        let started = Instant::now();
+        for _ in 0..10 {
+            arrived.recv().await.unwrap();
+        }
+        let paced = (10 * payload.len()) as f64 / started.elapsed().as_secs_f64();
+        stop.cancel();
+        let _ = publisher.await;
         listener.abort();
-        (throughput, latencies)
+        (throughput, latencies, rate, paced)
     });
     let _ = broker.kill();
     let _ = broker.wait();
@@ -111,9 +128,11 @@ fn main() {
         ms(p95),
         sorted.len()
     );
+    println!("paced       {paced:.0} bytes/s with drain_bytes_per_sec = {rate} (10 reports)");
     let json = serde_json::json!({
         "reports": reports, "report_bytes": 150 * 1024, "reports_per_sec": throughput,
         "latency_ms": { "median": ms(median), "p95": ms(p95), "samples": sorted.len() },
+        "paced": { "limit_bytes_per_sec": rate, "bytes_per_sec": paced },
     });
     if let Some(out) = arg("--out") {
         std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();

@@ -149,7 +149,9 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
     let describe = describe_device(&settings, model, &started.counters, outbox.clone());
     let presence = Presence::Announce(describe);
-    let publisher = publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, presence, shutdown.clone());
+    let drain = config.outbox.drain_bytes_per_sec;
+    let publisher =
+        publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, drain, presence, shutdown.clone());
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
@@ -298,7 +300,9 @@ pub async fn replay(
             // Never the daemon's own client id: the broker would disconnect the running daemon.
             mqtt.client_id = format!("{}-replay-{}", publish::client_id(&mqtt, &config.device.id), std::process::id());
             let done = shutdown.child_token();
-            let publisher = publish::run(mqtt, config.device.id.clone(), outbox.clone(), Presence::Quiet, done.clone());
+            let drain = config.outbox.drain_bytes_per_sec;
+            let publisher =
+                publish::run(mqtt, config.device.id.clone(), outbox.clone(), drain, Presence::Quiet, done.clone());
             supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
             Some(Forward { outbox, dir, done, mqtt: config.mqtt.clone(), device: config.device.id.clone() })
         }

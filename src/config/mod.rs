@@ -169,11 +169,14 @@ pub struct OutboxConfig {
     /// Most bytes of reports kept while the broker is unreachable; past it the oldest go
     /// first, each one logged. Default 256 MiB: days of reports with snapshots.
     pub max_bytes: u64,
+    /// Bytes per second at most when sending reports, so draining an hour's backlog does not
+    /// choke a 4G link; 0: as fast as the broker takes them. Default 0.
+    pub drain_bytes_per_sec: u64,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { max_bytes: 256 << 20 }
+        Self { max_bytes: 256 << 20, drain_bytes_per_sec: 0 }
     }
 }
 

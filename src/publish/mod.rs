@@ -162,6 +162,7 @@ pub async fn run(
     config: MqttConfig,
     device_id: String,
     outbox: Arc<Outbox>,
+    drain_bytes_per_sec: u64,
     presence: Presence,
     shutdown: CancellationToken,
 ) {
@@ -261,6 +262,14 @@ pub async fn run(
                 last = report.id;
                 delivered += 1;
                 info!(topic = %report.topic, outbox_id = report.id, "report delivered");
+                if drain_bytes_per_sec > 0 {
+                    // Pace the next one by this one's size: the link's share stays under the limit.
+                    let pause = Duration::from_secs_f64(report.payload.len() as f64 / drain_bytes_per_sec as f64);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
             }
             Err(Interrupted::Shutdown) => break,
             Err(Interrupted::LinkClosed) => break,
