@@ -12,24 +12,8 @@ async fn a_camera_that_comes_back_is_streamed_again() {
     let clip = cache("clips/scene.mp4");
     let camera = RtspServer::start(&clip, None);
     let port = camera.port;
-    let cameras = format!(
-        r#"
-[[cameras]]
-id = "cam-1"
-url = "rtsp://127.0.0.1:{port}/cam"
-stall_timeout_secs = 2
-reconnect_min_secs = 0.3
-reconnect_max_secs = 1
-[[cameras.zones]]
-name = "all"
-polygon = [[0, 0], [1, 0], [1, 1]]
-[[cameras.rules]]
-id = "sidewalk"
-violation = "sidewalk_encroachment"
-zone = "all"
-classes = ["red"]
-"#
-    );
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let cameras = plain_camera(&url, "stall_timeout_secs = 2\nreconnect_min_secs = 0.3\nreconnect_max_secs = 1");
     let config = daemon_config(&dir, broker.port, &cameras);
     let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
     daemon.wait_log("rtsp playing", 1, Duration::from_secs(15)).await;

@@ -8,22 +8,7 @@ use std::time::Duration;
 #[test]
 fn a_panicking_stage_stops_the_daemon_non_zero_and_names_it() {
     let dir = temp_dir("supervision");
-    let cameras = format!(
-        r#"
-[[cameras]]
-id = "cam-1"
-url = "rtsp://127.0.0.1:{}/cam"
-[[cameras.zones]]
-name = "all"
-polygon = [[0, 0], [1, 0], [1, 1]]
-[[cameras.rules]]
-id = "sidewalk"
-violation = "sidewalk_encroachment"
-zone = "all"
-classes = ["red"]
-"#,
-        free_port()
-    );
+    let cameras = plain_camera(&format!("rtsp://127.0.0.1:{}/cam", free_port()), "");
     let config = daemon_config(&dir, free_port(), &cameras);
     for (stage, named) in [
         ("source", "stage source of camera cam-1"),

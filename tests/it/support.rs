@@ -87,6 +87,14 @@ clear_after_secs = 2
     )
 }
 
+/// Camera `cam-1` at `url` with one rule for red squares anywhere, plus `extra` camera keys:
+/// for tests about the stream rather than the rules.
+pub fn plain_camera(url: &str, extra: &str) -> String {
+    format!(
+        "\n[[cameras]]\nid = \"cam-1\"\nurl = \"{url}\"\n{extra}\n[[cameras.zones]]\nname = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n[[cameras.rules]]\nid = \"sidewalk\"\nviolation = \"sidewalk_encroachment\"\nzone = \"all\"\nclasses = [\"red\"]\n"
+    )
+}
+
 /// Seconds from `from` to `to`, two RFC 3339 fields of a report.
 pub fn secs_between(report: &serde_json::Value, from: &str, to: &str) -> f64 {
     let t = |k: &str| chrono::DateTime::parse_from_rfc3339(report[k].as_str().unwrap()).unwrap();
