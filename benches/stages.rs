@@ -103,6 +103,7 @@ fn main() {
         model_name: "m".into(),
         config_version: "v".into(),
         class_names: Default::default(),
+        snapshot: fieldwatch::report::SnapshotStyle { max_width: 1280, jpeg_quality: 80, privacy_masks: Vec::new() },
     };
     println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &frame)), 10));
     println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone()));
@@ -133,6 +134,7 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
         reconnect_min: Duration::from_secs(1),
         reconnect_max: Duration::from_secs(30),
         masks: Vec::new(),
+        privacy_masks: Vec::new(),
         tracking: Default::default(),
         rules: vec![Arc::new(rule)],
         class_names: Default::default(),

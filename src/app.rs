@@ -498,6 +498,11 @@ fn start_cameras(
             model_name: detector.name().to_string(),
             config_version: version.clone(),
             class_names: camera.class_names.clone(),
+            snapshot: report::SnapshotStyle {
+                max_width: config.snapshot.max_width,
+                jpeg_quality: config.snapshot.jpeg_quality,
+                privacy_masks: camera.privacy_masks.clone(),
+            },
         };
         let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));

@@ -189,7 +189,7 @@ fn detect(settings: &Settings, out: &std::path::Path, images: &[PathBuf]) -> any
         fieldwatch::report::annotate(&mut rgb, &[], &boxes);
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let annotated = out.join(format!("{stem}.detections.jpg"));
-        std::fs::write(&annotated, fieldwatch::report::encode_jpeg(&rgb))
+        std::fs::write(&annotated, fieldwatch::report::encode_jpeg(&rgb, settings.config.snapshot.jpeg_quality))
             .with_context(|| format!("writing {}", annotated.display()))?;
         results.push(serde_json::json!({ "image": path, "annotated": annotated, "detections": detections }));
     }

@@ -29,6 +29,9 @@ pub struct CameraConfig {
     /// Polygons (normalised) where detections are ignored: a billboard, a parking bay, the
     /// road beyond the sidewalk. A detection is ignored when its bottom centre is inside one.
     pub masks: Vec<Vec<[f64; 2]>>,
+    /// Polygons (normalised) blurred in every snapshot of this camera: windows, a school gate,
+    /// anything the city must not publish. Default: none.
+    pub privacy_masks: Vec<Vec<[f64; 2]>>,
     pub tracking: TrackingConfig,
     /// Zone rules for this camera.
     pub rules: Vec<RuleConfig>,
@@ -47,6 +50,7 @@ impl Default for CameraConfig {
             reconnect_max_secs: 30.0,
             zones: Vec::new(),
             masks: Vec::new(),
+            privacy_masks: Vec::new(),
             tracking: TrackingConfig::default(),
             rules: Vec::new(),
         }

@@ -26,6 +26,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub mqtt: MqttConfig,
     pub outbox: OutboxConfig,
+    pub snapshot: SnapshotConfig,
     pub cameras: Vec<CameraConfig>,
     /// Class names as reports write them, per language: `[class_names.motorbike]` with
     /// `en = "motorbike"`, `vi = "xe máy"`. Classes left out keep built-in names for common
@@ -159,6 +160,23 @@ impl Default for MqttConfig {
             heartbeat_secs: 60,
             max_packet_bytes: 4 << 20,
         }
+    }
+}
+
+/// The evidence picture in each report.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Widest snapshot in pixels; wider frames are scaled down (boxes in the report with them).
+    /// 0 keeps the frame's width. Default 1280: enough to read a scene, ~150 KB as JPEG.
+    pub max_width: u32,
+    /// JPEG quality, 1..=100. Default 80.
+    pub jpeg_quality: u8,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self { max_width: 1280, jpeg_quality: 80 }
     }
 }
 

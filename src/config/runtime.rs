@@ -41,6 +41,7 @@ pub struct Camera {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub masks: Vec<Vec<[f64; 2]>>,
+    pub privacy_masks: Vec<Vec<[f64; 2]>>,
     pub tracking: TrackerConfig,
     pub rules: Vec<Arc<Rule>>,
     /// Class names as reports write them (`motorbike` → "xe máy").

@@ -91,6 +91,12 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         }
     }
 
+    if !(1..=100).contains(&config.snapshot.jpeg_quality) {
+        v.problem("snapshot.jpeg_quality", format!("{} is outside 1..=100", config.snapshot.jpeg_quality));
+    }
+    if config.snapshot.max_width != 0 && config.snapshot.max_width < 160 {
+        v.problem("snapshot.max_width", "must be 0 (the frame's width) or at least 160");
+    }
     if config.outbox.max_bytes < 1 << 20 {
         v.problem(
             "outbox.max_bytes",
@@ -137,6 +143,9 @@ fn camera(
     }
     for (k, mask) in cam.masks.iter().enumerate() {
         v.polygon(&format!("{at}.masks[{k}]"), mask);
+    }
+    for (k, mask) in cam.privacy_masks.iter().enumerate() {
+        v.polygon(&format!("{at}.privacy_masks[{k}]"), mask);
     }
     let tracking = tracking(v, &format!("{at}.tracking"), &cam.tracking);
 
@@ -195,6 +204,7 @@ fn camera(
         reconnect_min,
         reconnect_max,
         masks: cam.masks.clone(),
+        privacy_masks: cam.privacy_masks.clone(),
         tracking,
         rules,
         class_names: class_names.clone(),

@@ -6,7 +6,7 @@
 mod snapshot;
 mod text;
 
-pub use snapshot::{BOX_COLOUR, LINE, ZONE_COLOUR, annotate, encode_jpeg};
+pub use snapshot::{BOX_COLOUR, LINE, ZONE_COLOUR, annotate, blur_polygons, encode_jpeg, fit_width, header, label};
 pub use text::{Description, check_template};
 
 use crate::decode::Frame;
@@ -27,8 +27,20 @@ pub struct Origin {
     pub camera_location: String,
     pub model_name: String,
     pub config_version: String,
+    /// How snapshots are made (size, quality, privacy masks).
+    pub snapshot: SnapshotStyle,
     /// Class names as reports write them (config `class_names`).
     pub class_names: std::sync::Arc<std::collections::BTreeMap<String, crate::config::Text>>,
+}
+
+/// How a camera's snapshots are made.
+#[derive(Debug, Clone)]
+pub struct SnapshotStyle {
+    /// Widest snapshot in pixels (0: the frame's own width).
+    pub max_width: u32,
+    pub jpeg_quality: u8,
+    /// Polygons (normalised) blurred in every snapshot.
+    pub privacy_masks: Vec<Vec<[f64; 2]>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,10 +126,22 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 /// conversion, JPEG): call it from a blocking thread.
 pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
     crate::testing::maybe_panic_once("report", &origin.camera_id);
-    let mut rgb = frame.to_rgb();
-    let boxes: Vec<BBox> = event.objects.iter().map(|o| o.bbox).collect();
+    let style = &origin.snapshot;
+    let mut full = frame.to_rgb();
+    blur_polygons(&mut full, &style.privacy_masks);
+    // Boxes in the report are pixels of the snapshot, so they scale with it.
+    let (mut rgb, scale) = fit_width(full, style.max_width);
+    let scaled = |b: BBox| BBox { x1: b.x1 * scale, y1: b.y1 * scale, x2: b.x2 * scale, y2: b.y2 * scale };
+    let boxes: Vec<BBox> = event.objects.iter().map(|o| scaled(o.bbox)).collect();
     annotate(&mut rgb, &event.rule.zone.polygon, &boxes);
-    let jpeg = encode_jpeg(&rgb);
+    let text_height = (rgb.height() as f32 / 30.0).clamp(10.0, 32.0);
+    for (o, b) in event.objects.iter().zip(&boxes) {
+        let text = format!("{} {:.2} #{}", o.label, o.score, o.track_id);
+        label(&mut rgb, &text, b.x1 - LINE as f32, b.y1 - LINE as f32 - text_height - 1.0, text_height);
+    }
+    let local = event.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+    header(&mut rgb, &format!("{} · {local}", origin.camera_name));
+    let jpeg = encode_jpeg(&rgb, style.jpeg_quality);
     let rule = &event.rule;
     Report {
         schema: SCHEMA,
@@ -147,7 +171,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
             .map(|o| ReportObject {
                 class: o.label.clone(),
                 score: round(o.score, 1000.0),
-                bbox: rounded(o.bbox),
+                bbox: rounded(scaled(o.bbox)),
                 track_id: o.track_id,
                 stayed_secs: ((event.at - o.since).as_seconds_f64() * 10.0).round() / 10.0,
             })

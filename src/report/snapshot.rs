@@ -1,7 +1,18 @@
-//! The evidence picture: the frame with the zone and the boxes drawn on it, as JPEG.
+//! The evidence picture: the frame with privacy masks blurred, the zone, the objects' boxes and
+//! labels, and a header with the camera and the local time drawn on it, as JPEG.
+//!
+//! Text is drawn with DejaVu Sans Condensed, embedded (`assets/fonts/`, Bitstream Vera license),
+//! so Vietnamese names render with their diacritics on any box.
 
 use crate::detect::BBox;
+use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
+use std::sync::LazyLock;
+
+static FONT: LazyLock<FontRef<'static>> = LazyLock::new(|| {
+    FontRef::try_from_slice(include_bytes!("../../assets/fonts/DejaVuSansCondensed.ttf"))
+        .expect("the embedded font is a valid TrueType file")
+});
 
 /// Zone outline colour (cyan) and box colour (yellow): neither is a common street colour, and
 /// both survive JPEG well enough for a test to find them.
@@ -9,7 +20,8 @@ pub const ZONE_COLOUR: Rgb<u8> = Rgb([0, 255, 255]);
 pub const BOX_COLOUR: Rgb<u8> = Rgb([255, 255, 0]);
 /// Line thickness in pixels; boxes are drawn just outside the object so it stays visible.
 pub const LINE: i32 = 3;
-const JPEG_QUALITY: u8 = 80;
+const TEXT_COLOUR: Rgb<u8> = Rgb([255, 255, 255]);
+const TEXT_BACKGROUND: Rgb<u8> = Rgb([20, 20, 20]);
 
 /// Draws `zone` (normalised polygon) and `boxes` (frame pixels) onto `frame`.
 pub fn annotate(frame: &mut RgbImage, zone: &[[f64; 2]], boxes: &[BBox]) {
@@ -28,9 +40,91 @@ pub fn annotate(frame: &mut RgbImage, zone: &[[f64; 2]], boxes: &[BBox]) {
     }
 }
 
-pub fn encode_jpeg(frame: &RgbImage) -> Vec<u8> {
+/// Writes `text` on a dark band across the top of `frame` (camera and local time).
+pub fn header(frame: &mut RgbImage, text: &str) {
+    let height = (frame.height() / 18).clamp(14, 48);
+    fill(frame, 0, 0, frame.width() as i32, height as i32, TEXT_BACKGROUND);
+    draw_text(frame, text, 4.0, 0.0, height as f32 * 0.8);
+}
+
+/// Writes `text` on a dark background with its top-left corner at (x, y), kept inside the frame.
+pub fn label(frame: &mut RgbImage, text: &str, x: f32, y: f32, height: f32) {
+    let width = text_width(text, height);
+    let x = x.clamp(0.0, (frame.width() as f32 - width).max(0.0));
+    let y = y.clamp(0.0, (frame.height() as f32 - height).max(0.0));
+    fill(frame, x as i32, y as i32, (x + width) as i32 + 2, (y + height) as i32 + 1, TEXT_BACKGROUND);
+    draw_text(frame, text, x + 1.0, y, height);
+}
+
+fn text_width(text: &str, height: f32) -> f32 {
+    let font = FONT.as_scaled(PxScale::from(height));
+    text.chars().map(|c| font.h_advance(font.glyph_id(c))).sum()
+}
+
+/// Renders `text` in white, anti-aliased onto what is there, top at `y`.
+fn draw_text(frame: &mut RgbImage, text: &str, x: f32, y: f32, height: f32) {
+    let scale = PxScale::from(height);
+    let font = FONT.as_scaled(scale);
+    let mut caret = x;
+    for c in text.chars() {
+        let id = font.glyph_id(c);
+        let glyph = id.with_scale_and_position(scale, ab_glyph::point(caret, y + font.ascent()));
+        caret += font.h_advance(id);
+        let Some(outline) = FONT.outline_glyph(glyph) else { continue };
+        let bounds = outline.px_bounds();
+        outline.draw(|gx, gy, coverage| {
+            let (px, py) = (bounds.min.x as i32 + gx as i32, bounds.min.y as i32 + gy as i32);
+            if px < 0 || py < 0 || px >= frame.width() as i32 || py >= frame.height() as i32 {
+                return;
+            }
+            let p = frame.get_pixel_mut(px as u32, py as u32);
+            for ch in 0..3 {
+                p[ch] = (p[ch] as f32 * (1.0 - coverage) + TEXT_COLOUR[ch] as f32 * coverage) as u8;
+            }
+        });
+    }
+}
+
+/// Blurs whatever is inside each polygon (normalised coordinates) beyond recognition: faces,
+/// house fronts, plates — what the city must not publish.
+pub fn blur_polygons(frame: &mut RgbImage, polygons: &[Vec<[f64; 2]>]) {
+    let (w, h) = (frame.width(), frame.height());
+    for polygon in polygons {
+        let xs = polygon.iter().map(|p| p[0] * w as f64);
+        let ys = polygon.iter().map(|p| p[1] * h as f64);
+        let (x1, x2) = (xs.clone().fold(f64::MAX, f64::min).max(0.0), xs.fold(0.0, f64::max).min(w as f64));
+        let (y1, y2) = (ys.clone().fold(f64::MAX, f64::min).max(0.0), ys.fold(0.0, f64::max).min(h as f64));
+        if x2 <= x1 || y2 <= y1 {
+            continue;
+        }
+        let (x, y, cw, ch) = (x1 as u32, y1 as u32, (x2 - x1).ceil() as u32, (y2 - y1).ceil() as u32);
+        let (cw, ch) = (cw.min(w - x), ch.min(h - y));
+        let region = image::imageops::crop_imm(frame, x, y, cw, ch).to_image();
+        let sigma = (w.max(h) as f32 / 60.0).max(4.0);
+        let blurred = image::imageops::fast_blur(&region, sigma);
+        for (bx, by, p) in blurred.enumerate_pixels() {
+            let (fx, fy) = (x + bx, y + by);
+            let centre = ((fx as f64 + 0.5) / w as f64, (fy as f64 + 0.5) / h as f64);
+            if crate::rules::zone::contains(polygon, centre) {
+                frame.put_pixel(fx, fy, *p);
+            }
+        }
+    }
+}
+
+/// `frame` scaled down to at most `max_width` pixels wide (0: as it is), and the factor.
+pub fn fit_width(frame: RgbImage, max_width: u32) -> (RgbImage, f32) {
+    if max_width == 0 || frame.width() <= max_width {
+        return (frame, 1.0);
+    }
+    let scale = max_width as f32 / frame.width() as f32;
+    let height = ((frame.height() as f32 * scale).round() as u32).max(1);
+    (image::imageops::resize(&frame, max_width, height, image::imageops::FilterType::Triangle), scale)
+}
+
+pub fn encode_jpeg(frame: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
         .encode_image(frame)
         .expect("encoding an in-memory RGB image into a Vec cannot fail");
     out
@@ -68,7 +162,53 @@ mod tests {
         assert_eq!(*img.get_pixel(61, 50), BOX_COLOUR, "right edge");
         assert_eq!(*img.get_pixel(50, 50), Rgb([0, 0, 0]), "inside untouched");
         assert_eq!(*img.get_pixel(50, 0), ZONE_COLOUR, "zone top edge");
-        let jpeg = encode_jpeg(&img);
+        let jpeg = encode_jpeg(&img, 80);
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+    }
+
+    fn bright(img: &RgbImage, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> usize {
+        y.flat_map(|y| x.clone().map(move |x| (x, y))).filter(|&(x, y)| img.get_pixel(x, y)[0] > 150).count()
+    }
+
+    #[test]
+    fn the_header_and_labels_write_vietnamese_text_in_white_on_dark() {
+        let mut img = RgbImage::from_pixel(640, 360, Rgb([90, 90, 90]));
+        header(&mut img, "Đường Lê Lợi · 2026-11-29 08:15:09");
+        assert!(bright(&img, 0..640, 0..20) > 150, "text drawn in the header");
+        assert_eq!(bright(&img, 300..640, 0..20), 0, "the text ends where it ends");
+        assert_eq!(*img.get_pixel(639, 1), TEXT_BACKGROUND, "a dark band under it");
+        // One glyph with a stacked diacritic renders taller than the same letter without.
+        let ink = |s: &str| {
+            let mut img = RgbImage::new(40, 40);
+            draw_text(&mut img, s, 2.0, 0.0, 30.0);
+            (0..40).filter(|&y| (0..40).any(|x| img.get_pixel(x, y)[0] > 100)).count()
+        };
+        assert!(ink("ệ") > ink("e") + 4, "ệ: {} rows, e: {}", ink("ệ"), ink("e"));
+        let mut img = RgbImage::from_pixel(100, 100, Rgb([90, 90, 90]));
+        label(&mut img, "red 0.97 #3", 90.0, -5.0, 12.0);
+        assert!(bright(&img, 0..100, 0..12) > 20, "kept inside the frame");
+    }
+
+    #[test]
+    fn privacy_masks_blur_inside_and_nowhere_else() {
+        let checker = |x: u32, y: u32| if (x / 2 + y / 2) % 2 == 0 { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) };
+        let mut img = RgbImage::from_fn(200, 100, checker);
+        blur_polygons(&mut img, &[vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]]);
+        let contrast = |x: std::ops::Range<u32>| {
+            let values: Vec<f64> =
+                x.flat_map(|x| (20..80).map(move |y| (x, y))).map(|(x, y)| img.get_pixel(x, y)[0] as f64).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
+        };
+        assert!(contrast(10..90) < 20.0, "masked half still shows its pattern: {}", contrast(10..90));
+        assert!(contrast(110..190) > 100.0, "the other half is untouched");
+    }
+
+    #[test]
+    fn wide_frames_are_scaled_to_the_maximum_width() {
+        let (img, scale) = fit_width(RgbImage::new(1920, 1080), 1280);
+        assert_eq!((img.width(), img.height(), scale), (1280, 720, 2.0 / 3.0));
+        let (img, scale) = fit_width(RgbImage::new(640, 360), 1280);
+        assert_eq!((img.width(), scale), (640, 1.0));
     }
 }

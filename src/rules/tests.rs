@@ -50,6 +50,7 @@ fn camera(rule: Rule) -> Camera {
         reconnect_min: Duration::from_secs(1),
         reconnect_max: Duration::from_secs(30),
         masks: Vec::new(),
+        privacy_masks: Vec::new(),
         tracking: TrackerConfig::default(),
         rules: vec![Arc::new(rule)],
         class_names: Arc::default(),

@@ -135,6 +135,11 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     {
         assert!(is_box_colour(shot.get_pixel(x, y)), "{side} edge at ({x},{y}) is {:?}", shot.get_pixel(x, y));
     }
+    // A header names the camera and the local time, in white on a dark band.
+    let text =
+        (0..14).flat_map(|y| (0..300).map(move |x| (x, y))).filter(|&(x, y)| shot.get_pixel(x, y)[0] > 180).count();
+    assert!(text > 100, "header text pixels: {text}");
+    assert!(shot.get_pixel(630, 3)[0] < 60, "the header band is dark");
     let centre = shot.get_pixel(mid_x, mid_y);
     assert!(centre[0] > 180 && centre[1] < 80, "object centre {centre:?}");
     let cleared = snapshot(resolved);
