@@ -191,7 +191,8 @@ mod tests {
 
     #[test]
     fn privacy_masks_blur_inside_and_nowhere_else() {
-        let checker = |x: u32, y: u32| if (x / 2 + y / 2) % 2 == 0 { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) };
+        let checker =
+            |x: u32, y: u32| if (x / 2 + y / 2).is_multiple_of(2) { Rgb([255, 255, 255]) } else { Rgb([0, 0, 0]) };
         let mut img = RgbImage::from_fn(200, 100, checker);
         blur_polygons(&mut img, &[vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]]);
         let contrast = |x: std::ops::Range<u32>| {
