@@ -277,80 +277,44 @@ impl Tracker {
         let mut labels: Vec<&str> = detections.iter().map(|d| d.label.as_str()).collect();
         labels.sort_unstable();
         labels.dedup();
+        let (moving_iou, gate) = (self.config.moving_iou, self.config.match_distance);
         for label in labels {
             let dets: Vec<usize> = (0..detections.len()).filter(|&i| detections[i].label == label).collect();
+            let of_label = |t: &Track| t.label == label;
             // Stage 1: stationary tracks by IoU with their anchor box.
             let stationary: Vec<usize> = (0..self.tracks.len())
-                .filter(|&t| self.tracks[t].label == label && self.tracks[t].is_stationary())
+                .filter(|&t| of_label(&self.tracks[t]) && self.tracks[t].is_stationary())
                 .collect();
-            let anchors: Vec<BBox> = stationary.iter().map(|&t| self.tracks[t].anchor_box()).collect();
-            let weights: Vec<Vec<i64>> = anchors
-                .iter()
-                .map(|a| {
-                    dets.iter()
-                        .map(|&d| {
-                            let iou = a.iou(&detections[d].bbox);
-                            if iou >= self.config.moving_iou { (iou as f64 * SCALE) as i64 + 1 } else { 0 }
-                        })
-                        .collect()
-                })
-                .collect();
-            for (row, column) in assign(&weights).into_iter().enumerate() {
-                if let Some(column) = column {
-                    let d = dets[column];
-                    self.tracks[stationary[row]].hit(at, &detections[d], &self.config);
-                    matched_detection[d] = true;
-                }
-            }
-            // Stage 2: moving and tentative tracks by size-normalised distance, gated.
+            self.match_stage(at, detections, &dets, &stationary, &mut matched_detection, Track::anchor_box, |a, d| {
+                let iou = a.iou(d);
+                (iou >= moving_iou).then_some(iou)
+            });
+            // Stage 2: moving and tentative tracks by size-normalised distance from where they
+            // were heading, gated.
             let rest: Vec<usize> = (0..self.tracks.len())
-                .filter(|&t| self.tracks[t].label == label && !self.tracks[t].is_stationary())
-                .filter(|&t| !self.tracks[t].seen_at(at))
-                .collect();
-            let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched_detection[d]).collect();
-            let gate = self.config.match_distance;
-            let weights: Vec<Vec<i64>> = rest
-                .iter()
-                .map(|&t| {
-                    let expected = self.tracks[t].predicted(at);
-                    free.iter()
-                        .map(|&d| {
-                            let distance = distance(&expected, &detections[d].bbox);
-                            if distance <= gate { ((gate - distance) as f64 * SCALE) as i64 + 1 } else { 0 }
-                        })
-                        .collect()
+                .filter(|&t| {
+                    of_label(&self.tracks[t]) && !self.tracks[t].is_stationary() && !self.tracks[t].seen_at(at)
                 })
                 .collect();
-            for (row, column) in assign(&weights).into_iter().enumerate() {
-                if let Some(column) = column {
-                    let d = free[column];
-                    self.tracks[rest[row]].hit(at, &detections[d], &self.config);
-                    matched_detection[d] = true;
-                }
-            }
+            let heading = |t: &Track| t.predicted(at);
+            self.match_stage(at, detections, &dets, &rest, &mut matched_detection, heading, |e, d| {
+                let distance = distance(e, d);
+                (distance <= gate).then_some(gate - distance)
+            });
             // Stage 3: stationary tracks not seen, to free detections overlapping their last box.
-            let left: Vec<usize> = stationary.iter().copied().filter(|&t| !self.tracks[t].seen_at(at)).collect();
-            let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched_detection[d]).collect();
-            let weights: Vec<Vec<i64>> = left
-                .iter()
-                .map(|&t| {
-                    let last = self.tracks[t].bbox;
-                    free.iter()
-                        .map(|&d| {
-                            let distance = distance(&last, &detections[d].bbox);
-                            let overlaps = last.iou(&detections[d].bbox) > 0.0;
-                            if overlaps && distance <= gate { ((gate - distance) as f64 * SCALE) as i64 + 1 } else { 0 }
-                        })
-                        .collect()
-                })
-                .collect();
-            for (row, column) in assign(&weights).into_iter().enumerate() {
-                if let Some(column) = column {
-                    let d = free[column];
-                    self.tracks[left[row]].hit(at, &detections[d], &self.config);
-                    matched_detection[d] = true;
-                }
-            }
+            let left: Vec<usize> = stationary.into_iter().filter(|&t| !self.tracks[t].seen_at(at)).collect();
+            self.match_stage(
+                at,
+                detections,
+                &dets,
+                &left,
+                &mut matched_detection,
+                |t| t.bbox,
+                |last, d| {
+                    let distance = distance(last, d);
+                    (last.iou(d) > 0.0 && distance <= gate).then_some(gate - distance)
+                },
+            );
         }
         // Tracks not seen now: tentative ones die, confirmed ones after their time unseen.
         let config = &self.config;
@@ -370,6 +334,41 @@ impl Tracker {
             if !matched_detection[d] {
                 self.tracks.push(Track::new(self.next_id, at, detection));
                 self.next_id += 1;
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// One matching stage: `tracks` against the detections of `dets` not matched yet, each pair
+    /// weighed by `weigh(reference(track), detection box)` (`None`: not allowed; larger is
+    /// better), assigned by Hungarian, and the pairs chosen recorded as hits.
+    #[allow(clippy::too_many_arguments)]
+    fn match_stage(
+        &mut self,
+        at: DateTime<Utc>,
+        detections: &[Detection],
+        dets: &[usize],
+        tracks: &[usize],
+        matched: &mut [bool],
+        reference: impl Fn(&Track) -> BBox,
+        weigh: impl Fn(&BBox, &BBox) -> Option<f32>,
+    ) {
+        let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched[d]).collect();
+        let weights: Vec<Vec<i64>> = tracks
+            .iter()
+            .map(|&t| {
+                let reference = reference(&self.tracks[t]);
+                free.iter()
+                    .map(|&d| weigh(&reference, &detections[d].bbox).map_or(0, |w| (w as f64 * SCALE) as i64 + 1))
+                    .collect()
+            })
+            .collect();
+        for (row, column) in assign(&weights).into_iter().enumerate() {
+            if let Some(column) = column {
+                let d = free[column];
+                self.tracks[tracks[row]].hit(at, &detections[d], &self.config);
+                matched[d] = true;
             }
         }
     }
