@@ -102,27 +102,22 @@ pub fn load_detector(config: &Config) -> Result<Detector, AppError> {
     Ok(detector)
 }
 
-/// The edges' policies: live drops frames when something is slow; replay never drops.
+/// The frame edges' policies: live drops frames when something is slow; replay never drops.
+/// (Reports are never dropped either way: the outbox live, a blocking edge in replay.)
 #[derive(Debug, Clone, Copy)]
 pub struct Policies {
     pub encoded: EdgeSpec,
     pub frames: EdgeSpec,
     pub detections: EdgeSpec,
-    pub reports: EdgeSpec,
 }
 
 impl Policies {
-    pub const LIVE: Self = Self {
-        encoded: pipeline::ENCODED,
-        frames: pipeline::FRAMES,
-        detections: pipeline::DETECTIONS,
-        reports: pipeline::REPORTS,
-    };
+    pub const LIVE: Self =
+        Self { encoded: pipeline::ENCODED, frames: pipeline::FRAMES, detections: pipeline::DETECTIONS };
     pub const LOSSLESS: Self = Self {
         encoded: pipeline::ENCODED.lossless(),
         frames: pipeline::FRAMES.lossless(),
         detections: pipeline::DETECTIONS.lossless(),
-        reports: pipeline::REPORTS.lossless(),
     };
 }
 
@@ -275,7 +270,7 @@ impl fmt::Display for ReplaySummary {
 pub async fn replay(
     settings: &Settings,
     camera_id: &str,
-    clip: FileSource,
+    mut clip: FileSource,
     options: ReplayOptions,
     shutdown: CancellationToken,
 ) -> Result<ReplaySummary, AppError> {
@@ -289,7 +284,7 @@ pub async fn replay(
     let started_at = Instant::now();
 
     let mut supervisor = Supervisor::default();
-    let (reports_tx, reports_rx) = edge(Policies::LOSSLESS.reports, vec![Arc::default()]);
+    let (reports_tx, reports_rx) = edge(pipeline::REPORTS, vec![Arc::default()]);
     let forward = match options.publish {
         false => None,
         true => {
@@ -304,18 +299,14 @@ pub async fn replay(
             let publisher =
                 publish::run(mqtt, config.device.id.clone(), outbox.clone(), drain, Presence::Quiet, done.clone());
             supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
-            Some(Forward { outbox, dir, done, mqtt: config.mqtt.clone(), device: config.device.id.clone() })
+            let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
+            Some(Forward { sink: ReportSink::Outbox { outbox: outbox.clone(), topic }, outbox, dir, done })
         }
     };
     supervisor.spawn(Stage::shared("replay output"), write_reports(reports_rx, options.out, forward));
 
-    let mut clip = Some(clip);
     let run: SourceRun = Box::new(move |mut ctx| {
-        async move {
-            let mut clip = clip.take().expect("the source runs once");
-            clip.run_once(&mut ctx).await.map(|_| ()).map_err(|e| e.to_string())
-        }
-        .boxed()
+        async move { clip.run_once(&mut ctx).await.map(|_| ()).map_err(|e| e.to_string()) }.boxed()
     });
     // File sources take their times from the clip; the clock is never read.
     let clock = Arc::new(crate::clock::SystemClock);
@@ -342,11 +333,11 @@ pub async fn replay(
 /// Where replay sends its reports with `--publish`: an outbox of its own, drained by a
 /// publisher that stops (`done`) once the outbox is empty.
 struct Forward {
+    /// The replayed camera's reports into `outbox`.
+    sink: ReportSink,
     outbox: Arc<Outbox>,
     dir: PathBuf,
     done: CancellationToken,
-    mqtt: crate::config::MqttConfig,
-    device: String,
 }
 
 /// How long replay waits for the broker to take its reports before giving up.
@@ -381,23 +372,23 @@ async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forw
         }
         println!("{line}");
         if let Some(f) = &forward {
-            let topic = publish::reports_topic(&f.mqtt, &f.device, &report.camera_id);
-            ReportSink::Outbox { outbox: f.outbox.clone(), topic }.put(report).await?;
+            f.sink.put(report).await?;
         }
     }
     let Some(f) = forward else { return Ok(()) };
     // Wait for the broker to have every report, then let the publisher go.
-    let waited = tokio::time::timeout(PUBLISH_WAIT, async {
-        while f.outbox.depth().map(|d| d.reports).unwrap_or(0) > 0 && !f.done.is_cancelled() {
+    let waiting = || f.outbox.depth().map(|d| d.reports).unwrap_or(0);
+    let _ = tokio::time::timeout(PUBLISH_WAIT, async {
+        while waiting() > 0 && !f.done.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    let left = f.outbox.depth().map(|d| d.reports).unwrap_or(0);
+    let left = waiting();
     f.done.cancel();
     std::fs::remove_dir_all(&f.dir).ok();
-    match (waited, left) {
-        (_, 0) => Ok(()),
+    match left {
+        0 => Ok(()),
         _ => Err(format!("{left} report(s) not taken by the broker within {PUBLISH_WAIT:?}")),
     }
 }
@@ -450,8 +441,7 @@ struct Started {
 }
 
 /// Starts source, decode and rules for each camera and the shared detector, under `supervisor`,
-/// with edges of `policies`; reports go to `reports`.
-#[allow(clippy::too_many_arguments)]
+/// with edges of `policies`; each camera's reports go to its `sink`.
 fn start_cameras(
     supervisor: &mut Supervisor,
     settings: &Settings,
@@ -519,7 +509,6 @@ fn start_cameras(
 
 /// Applies `camera`'s rules to each detection result; events become reports. With a `state`
 /// file, it takes up the incidents a previous run left open and records every change.
-#[allow(clippy::too_many_arguments)]
 async fn run_rules(
     camera: Arc<Camera>,
     origin: Origin,

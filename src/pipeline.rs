@@ -127,6 +127,11 @@ impl<T> Shared<T> {
         self.tasks.notify_waiters();
     }
 
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake();
+    }
+
     /// One attempt to send; `Err(item)` means "full, wait and retry" (only under `Block`).
     fn try_send(&self, key: usize, item: T) -> Result<Result<Sent, Closed>, T> {
         let mut s = self.lock();
@@ -282,8 +287,7 @@ impl<T> EdgeReceiver<T> {
     /// Stops the edge at once: waiting items are discarded, senders hear [`Closed`], and
     /// receivers get `None`. Used at shutdown, where a frame not yet looked at has no value.
     pub fn close(&self) {
-        self.shared.lock().closed = true;
-        self.shared.wake();
+        self.shared.close();
     }
 
     /// A handle that can close this edge from elsewhere (the shutdown path).
@@ -292,10 +296,7 @@ impl<T> EdgeReceiver<T> {
         T: Send + 'static,
     {
         let shared = self.shared.clone();
-        EdgeCloser(Box::new(move || {
-            shared.lock().closed = true;
-            shared.wake();
-        }))
+        EdgeCloser(Box::new(move || shared.close()))
     }
 }
 

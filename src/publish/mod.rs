@@ -38,7 +38,7 @@ pub fn status_topic(config: &MqttConfig, device_id: &str) -> String {
     format!("{}/{device_id}/status", config.topic_prefix)
 }
 
-fn status(device_id: &str, state: &str, reason: &str) -> Vec<u8> {
+fn status(device_id: &str, state: &str, reason: &str) -> serde_json::Value {
     serde_json::json!({
         "state": state,
         "reason": reason,
@@ -46,8 +46,6 @@ fn status(device_id: &str, state: &str, reason: &str) -> Vec<u8> {
         "version": env!("CARGO_PKG_VERSION"),
         "at": timestamp(chrono::Utc::now()),
     })
-    .to_string()
-    .into_bytes()
 }
 
 pub fn heartbeat_topic(config: &MqttConfig, device_id: &str) -> String {
@@ -180,7 +178,7 @@ pub async fn run(
         .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
         .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
     if announce {
-        let will = status(&device_id, "offline", "connection lost");
+        let will = status(&device_id, "offline", "connection lost").to_string();
         options.set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
     }
     if !config.username.is_empty() {
@@ -210,8 +208,7 @@ pub async fn run(
             // Retained and sent again on every reconnect, so at most once is enough; waiting
             // for its PUBACK would hold up the reports behind it.
             publisher.reconnected = false;
-            let mut online: serde_json::Value =
-                serde_json::from_slice(&status(&device_id, "online", "started")).unwrap_or_default();
+            let mut online = status(&device_id, "online", "started");
             online["device"] = describe();
             let _ = client.try_publish(&status_topic, QoS::AtMostOnce, true, online.to_string().into_bytes());
         }
@@ -281,7 +278,7 @@ pub async fn run(
         info!(pending = depth.reports, "reports kept in the outbox for the next start");
     }
     if announce && publisher.connected {
-        let offline = status(&device_id, "offline", "shutdown");
+        let offline = status(&device_id, "offline", "shutdown").to_string().into_bytes();
         let stop = CancellationToken::new();
         let stopper = stop.clone();
         let timer = tokio::spawn(async move {
