@@ -128,7 +128,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
     // Disk first: a state directory that cannot be written stops us before anything runs.
-    let outbox = Arc::new(Outbox::open(&settings.state_dir().join("outbox.db"), config.outbox.max_bytes)?);
+    let outbox = Arc::new(Outbox::open(&settings.outbox_path(), config.outbox.max_bytes)?);
     let mut cameras = Vec::new();
     for camera in &settings.cameras {
         let cam = camera.clone();

@@ -112,7 +112,7 @@ fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn outbox(settings: &Settings) -> anyhow::Result<()> {
-    let path = settings.state_dir().join("outbox.db");
+    let path = settings.outbox_path();
     let outbox = fieldwatch::outbox::Outbox::open(&path, settings.config.outbox.max_bytes).map_err(AppError::from)?;
     let depth = outbox.depth()?;
     println!(

@@ -26,6 +26,11 @@ impl Settings {
     pub fn state_dir(&self) -> &PathBuf {
         &self.config.device.state_dir
     }
+
+    /// The outbox of reports waiting for the broker, in the state directory.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.state_dir().join("outbox.db")
+    }
 }
 
 /// One camera as the daemon runs it.

@@ -2,7 +2,7 @@
 //! `fieldwatch replay`: the same access units and decoder as a live camera, as fast as the
 //! stages downstream take them.
 //!
-//! Times come from the clip: its packet timestamps, anchored at [`FileSource::start`] (the
+//! Times come from the clip: its packet timestamps, anchored at its start time (the
 //! clip's `creation_time`, else its modification time, unless given). A raw Annex B stream has
 //! no timestamps; its frames are timed by the frame rate libavformat probes from the stream,
 //! in decoding order.
