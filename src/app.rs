@@ -4,7 +4,7 @@
 //! Per camera: a source task, a decode thread and a rules task. Shared: one detector thread
 //! (one model, all cameras, served fairly) and a report consumer — the MQTT publisher when
 //! live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
-//! [`start_cameras`]; only the source and the edges' policies differ.
+//! `start_cameras`; only the source and the edges' policies differ.
 //!
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
 //! before shutdown stops the daemon with a non-zero exit naming it.

@@ -10,7 +10,7 @@
 //! the current one.
 //!
 //! rumqttc only makes progress while its event loop is polled, so the loop runs in its own
-//! task ([`drive`]) with a shutdown arm and backoff on errors — a bare `loop { poll() }` spins
+//! task (`drive`) with a shutdown arm and backoff on errors — a bare `loop { poll() }` spins
 //! at full CPU while the broker is down — and tells the publisher what happened on the link.
 
 use crate::config::MqttConfig;
