@@ -22,6 +22,10 @@ for line in sys.stdin:
     if topic.endswith("/status"):
         print(f"[status] {topic}: {msg.get('state')} ({msg.get('reason')})", flush=True)
         continue
+    if topic.endswith("/heartbeat"):
+        cams = ", ".join(f"{c['id']} {c['frames_per_sec']} fps" for c in msg.get("cameras", []))
+        print(f"[heartbeat] {topic}: {cams}; outbox {msg.get('outbox', {}).get('reports')}", flush=True)
+        continue
     stem = f"{msg['observed_at'].replace(':', '-')}-{msg['event']}"
     jpeg = base64.b64decode(msg["snapshot"]["data"])
     with open(os.path.join(out, stem + ".jpg"), "wb") as f:
