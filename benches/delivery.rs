@@ -1,17 +1,20 @@
-//! Delivery: reports per second from the outbox to a local mosquitto with 150 KB snapshots at
-//! QoS 1, and the time from a report being queued to a subscriber having it (loopback).
+//! Delivery: reports per second from the outbox to a local mosquitto with 150 KB snapshots
+//! (sent inline, as base64) at QoS 1 over MQTT 5, and the time from a report being queued to a subscriber having it (loopback).
 //! `cargo bench --bench delivery [-- --reports N --rate BYTES_PER_SEC --out FILE.json]`; CI runs a
 //! short smoke run. With `--rate`, it also drains 10 reports under `outbox.drain_bytes_per_sec`.
 //! Starts its own mosquitto on a free port and stops it at the end.
 
-use fieldwatch::config::MqttConfig;
+use fieldwatch::config::{MqttConfig, SnapshotMode};
 use fieldwatch::outbox::Outbox;
-use fieldwatch::publish::{self, Presence};
+use fieldwatch::publish::{self, Presence, Sending};
+use fieldwatch::report::Images;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+const SNAPSHOT_BYTES: usize = 150 * 1024;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -69,16 +72,33 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let outbox = Arc::new(Outbox::open(&dir.join("outbox.db"), 1 << 30).unwrap());
-        let payload = vec![b'x'; 150 * 1024];
         let mqtt = MqttConfig { port, ..Default::default() };
         let topic = publish::reports_topic(&mqtt, "bench", "cam");
+        let queue = {
+            let (outbox, topic) = (outbox.clone(), topic.clone());
+            move || {
+                let json = serde_json::json!({
+                    "report_id": uuid::Uuid::new_v4().to_string(),
+                    "snapshot": { "content_type": "image/jpeg", "width": 1280, "height": 720 },
+                });
+                let images = Images { snapshot: Some(vec![0x5a; SNAPSHOT_BYTES]), first_seen: None };
+                outbox.push("cam", &topic, &serde_json::to_vec(&json).unwrap(), &images).unwrap();
+            }
+        };
+        let sending = |rate| Sending { drain_bytes_per_sec: rate, snapshots: SnapshotMode::Inline };
         // Throughput: a backlog of `reports` drained by the publisher.
         for _ in 0..reports {
-            outbox.push("cam", &topic, &payload).unwrap();
+            queue();
         }
         let stop = CancellationToken::new();
-        let publisher =
-            tokio::spawn(publish::run(mqtt.clone(), "bench".into(), outbox.clone(), 0, Presence::Quiet, stop.clone()));
+        let publisher = tokio::spawn(publish::run(
+            mqtt.clone(),
+            "bench".into(),
+            outbox.clone(),
+            sending(0),
+            Presence::Quiet,
+            stop.clone(),
+        ));
         let started = Instant::now();
         for _ in 0..reports {
             arrived.recv().await.unwrap();
@@ -88,8 +108,7 @@ fn main() {
         let mut latencies = Vec::new();
         for _ in 0..samples {
             let queued = Instant::now();
-            let (o, t, p) = (outbox.clone(), topic.clone(), payload.clone());
-            tokio::task::spawn_blocking(move || o.push("cam", &t, &p).unwrap()).await.unwrap();
+            tokio::task::spawn_blocking(queue.clone()).await.unwrap();
             let at = arrived.recv().await.unwrap();
             latencies.push(at - queued);
         }
@@ -98,16 +117,22 @@ fn main() {
         // Paced draining: a backlog of 10 sent at `--rate` bytes per second (default 1 MB/s).
         let rate: u64 = arg("--rate").and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
         for _ in 0..10 {
-            outbox.push("cam", &topic, &payload).unwrap();
+            queue();
         }
         let stop = CancellationToken::new();
-        let publisher =
-            tokio::spawn(publish::run(mqtt, "bench".into(), outbox.clone(), rate, Presence::Quiet, stop.clone()));
+        let publisher = tokio::spawn(publish::run(
+            mqtt,
+            "bench".into(),
+            outbox.clone(),
+            sending(rate),
+            Presence::Quiet,
+            stop.clone(),
+        ));
         let started = Instant::now();
         for _ in 0..10 {
             arrived.recv().await.unwrap();
         }
-        let paced = (10 * payload.len()) as f64 / started.elapsed().as_secs_f64();
+        let paced = (10 * SNAPSHOT_BYTES) as f64 / started.elapsed().as_secs_f64();
         stop.cancel();
         let _ = publisher.await;
         listener.abort();
@@ -120,7 +145,7 @@ fn main() {
     sorted.sort();
     let median = sorted[sorted.len() / 2];
     let p95 = sorted[sorted.len() * 95 / 100];
-    println!("delivery to local mosquitto, 150 KB reports, QoS 1");
+    println!("delivery to local mosquitto, MQTT 5, 150 KB snapshots inline, QoS 1");
     println!("throughput  {throughput:.0} reports/s ({reports} reports)");
     println!(
         "latency     median {:.1} ms, p95 {:.1} ms ({} samples, outbox write to subscriber)",
@@ -130,7 +155,7 @@ fn main() {
     );
     println!("paced       {paced:.0} bytes/s with drain_bytes_per_sec = {rate} (10 reports)");
     let json = serde_json::json!({
-        "reports": reports, "report_bytes": 150 * 1024, "reports_per_sec": throughput,
+        "reports": reports, "snapshot_bytes": SNAPSHOT_BYTES, "protocol": "5", "reports_per_sec": throughput,
         "latency_ms": { "median": ms(median), "p95": ms(p95), "samples": sorted.len() },
         "paced": { "limit_bytes_per_sec": rate, "bytes_per_sec": paced },
     });

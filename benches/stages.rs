@@ -103,9 +103,13 @@ fn main() {
         model_name: "m".into(),
         config_version: "v".into(),
         class_names: Default::default(),
-        snapshot: fieldwatch::report::SnapshotStyle { max_width: 1280, jpeg_quality: 80, privacy_masks: Vec::new() },
+        snapshot: fieldwatch::report::SnapshotStyle::new(&Default::default(), Vec::new()),
     };
-    println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &frame)), 10));
+    let shots = fieldwatch::report::Shots {
+        main: fieldwatch::report::Shot { frame: std::sync::Arc::new(frame), objects: vec![], blur: vec![] },
+        first_seen: None,
+    };
+    println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &shots)), 10));
     println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone()));
 }
 

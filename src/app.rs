@@ -10,13 +10,13 @@
 //! before shutdown stops the daemon with a non-zero exit naming it.
 
 use crate::clock::Clock;
-use crate::config::{Camera, Config, Problem, Settings};
+use crate::config::{Camera, Config, Problem, Settings, SnapshotMode};
 use crate::decode::Frame;
 use crate::detect::{DetectError, Detected, Detector};
 use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSender, EdgeSpec, edge};
 use crate::publish::{self, Presence};
-use crate::report::{self, Origin, Report};
+use crate::report::{self, Evidence, Origin, Report, Shots};
 use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::state::{StateError, StateFile};
@@ -74,9 +74,17 @@ pub fn config_version(config: &Config) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks that every class a rule names exists in the model.
+/// Checks that every class a rule or `snapshot.blur_classes` names exists in the model.
 pub fn check_classes(config: &Config, labels: &[String]) -> Vec<Problem> {
     let mut problems = Vec::new();
+    for (i, class) in config.snapshot.blur_classes.iter().enumerate() {
+        if !labels.contains(class) {
+            problems.push(Problem {
+                path: format!("snapshot.blur_classes[{i}]"),
+                message: format!("{class:?} is not a class of the model (it has {labels:?})"),
+            });
+        }
+    }
     for (i, cam) in config.cameras.iter().enumerate() {
         for (j, rule) in cam.rules.iter().enumerate() {
             for (k, class) in rule.classes.iter().enumerate() {
@@ -144,9 +152,14 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
     let describe = describe_device(&settings, model, &started.counters, outbox.clone());
     let presence = Presence::Announce(describe);
-    let drain = config.outbox.drain_bytes_per_sec;
-    let publisher =
-        publish::run(config.mqtt.clone(), config.device.id.clone(), outbox, drain, presence, shutdown.clone());
+    let publisher = publish::run(
+        config.mqtt.clone(),
+        config.device.id.clone(),
+        outbox,
+        sending(config),
+        presence,
+        shutdown.clone(),
+    );
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
@@ -163,6 +176,10 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     }
     info!("stopped");
     result
+}
+
+fn sending(config: &Config) -> publish::Sending {
+    publish::Sending { drain_bytes_per_sec: config.outbox.drain_bytes_per_sec, snapshots: config.snapshot.mode }
 }
 
 /// What the status and heartbeat say about the device: versions, clock, disk, outbox, and per
@@ -207,7 +224,11 @@ fn describe_device(
             "model": model,
             "clock_synchronized": crate::clock::is_synchronized(),
             "disk_free_bytes": disk_free(&state_dir),
-            "outbox": { "reports": depth.reports, "bytes": depth.bytes, "oldest_queued_at": depth.oldest, "evicted": depth.evicted },
+            "outbox": {
+                "reports": depth.reports, "bytes": depth.bytes, "oldest_queued_at": depth.oldest,
+                "dead_letters": depth.dead_letters, "evicted_images": depth.evicted_images,
+                "evicted_reports": depth.evicted_reports,
+            },
             "cameras": cams,
         })
     })
@@ -295,9 +316,14 @@ pub async fn replay(
             // Never the daemon's own client id: the broker would disconnect the running daemon.
             mqtt.client_id = format!("{}-replay-{}", publish::client_id(&mqtt, &config.device.id), std::process::id());
             let done = shutdown.child_token();
-            let drain = config.outbox.drain_bytes_per_sec;
-            let publisher =
-                publish::run(mqtt, config.device.id.clone(), outbox.clone(), drain, Presence::Quiet, done.clone());
+            let publisher = publish::run(
+                mqtt,
+                config.device.id.clone(),
+                outbox.clone(),
+                sending(config),
+                Presence::Quiet,
+                done.clone(),
+            );
             supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
             let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
             Some(Forward { sink: ReportSink::Outbox { outbox: outbox.clone(), topic }, outbox, dir, done })
@@ -363,11 +389,20 @@ async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forw
         );
         if let Some(dir) = &out {
             let stem = dir.join(format!("{n:04}-{}-{}", report.event, report.rule_id));
-            let json = serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?;
-            std::fs::write(stem.with_extension("json"), json)
-                .map_err(|e| format!("writing {}: {e}", stem.display()))?;
-            std::fs::write(stem.with_extension("jpg"), report.snapshot_jpeg())
-                .map_err(|e| format!("writing {}: {e}", stem.display()))?;
+            // The JSON as the IOC receives it inline; the images also as files to look at.
+            let json = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+            let wire = report::wire(&json, &report.images, false, SnapshotMode::Inline, "")?;
+            let pretty: serde_json::Value = serde_json::from_slice(&wire.json).map_err(|e| e.to_string())?;
+            let write = |path: PathBuf, bytes: &[u8]| {
+                std::fs::write(&path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+            };
+            write(stem.with_extension("json"), &serde_json::to_vec_pretty(&pretty).map_err(|e| e.to_string())?)?;
+            if let Some(jpeg) = &report.images.snapshot {
+                write(stem.with_extension("jpg"), jpeg)?;
+            }
+            if let Some(jpeg) = &report.images.first_seen {
+                write(stem.with_extension("first_seen.jpg"), jpeg)?;
+            }
             line.push_str(&format!(" -> {}.json", stem.display()));
         }
         println!("{line}");
@@ -407,9 +442,10 @@ impl ReportSink {
                 tx.send_async(report).await.map(drop).map_err(|_| "the report consumer stopped".into())
             }
             ReportSink::Outbox { outbox, topic } => {
-                let payload = serde_json::to_vec(&report).map_err(|e| format!("report not serialisable: {e}"))?;
+                let json = serde_json::to_vec(&report).map_err(|e| format!("report not serialisable: {e}"))?;
                 let (outbox, topic, camera) = (outbox.clone(), topic.clone(), report.camera_id.clone());
-                match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &payload)).await {
+                let images = report.images.clone();
+                match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &json, &images)).await {
                     Ok(Ok(id)) => {
                         info!(outbox_id = id, report_id = %report.report_id, event = report.event, "report queued in the outbox");
                         Ok(())
@@ -488,11 +524,7 @@ fn start_cameras(
             model_name: detector.name().to_string(),
             config_version: version.clone(),
             class_names: camera.class_names.clone(),
-            snapshot: report::SnapshotStyle {
-                max_width: config.snapshot.max_width,
-                jpeg_quality: config.snapshot.jpeg_quality,
-                privacy_masks: camera.privacy_masks.clone(),
-            },
+            snapshot: report::SnapshotStyle::new(&config.snapshot, camera.privacy_masks.clone()),
         };
         let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
@@ -519,6 +551,7 @@ async fn run_rules(
     shutdown: CancellationToken,
 ) -> StageResult {
     crate::testing::maybe_panic("rules", &camera.id);
+    let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
     let origin = Arc::new(origin);
     let mut logic = CameraRules::new(&camera);
     if let Some(file) = &state {
@@ -538,6 +571,7 @@ async fn run_rules(
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
         let events = logic.observe(frame.at, &detections, frame.width, frame.height);
+        evidence.see(&frame, &detections, &logic);
         let changed = !events.is_empty();
         // Reports are committed before the incident state: a crash in between repeats a
         // report rather than losing one.
@@ -546,7 +580,8 @@ async fn run_rules(
             if event.kind == EventKind::Opened {
                 counters.incidents_opened.inc();
             }
-            let Some(report) = build_report(&origin, event, &frame).await else {
+            let shots = evidence.take(&event, &frame, &detections);
+            let Some(report) = build_report(&origin, event, shots).await else {
                 counters.reports_failed.inc();
                 continue;
             };
@@ -566,10 +601,10 @@ async fn run_rules(
 
 /// Builds a report on a blocking thread (colour conversion and JPEG are CPU work). A panic is
 /// retried once; a second one is logged at error with the incident, never passed over silently.
-async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, frame: &Arc<Frame>) -> Option<Report> {
+async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, shots: Shots) -> Option<Report> {
     const ATTEMPTS: u32 = 2;
     for attempt in 1..=ATTEMPTS {
-        let (o, e, f) = (origin.clone(), event.clone(), frame.clone());
+        let (o, e, f) = (origin.clone(), event.clone(), shots.clone());
         match tokio::task::spawn_blocking(move || report::build(&o, &e, &f)).await {
             Ok(report) => return Some(report),
             Err(error) => {

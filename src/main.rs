@@ -42,10 +42,15 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Show the reports waiting on disk for the broker: how many, how big, since when.
+    /// Show the reports waiting on disk for the broker (how many, how big, since when) and
+    /// the dead letters: reports the broker refused, with its reason.
     Outbox {
         #[arg(long, short, env = "FIELDWATCH_CONFIG")]
         config: PathBuf,
+        /// Put the dead letters back in the queue (once the broker's ACL or limits are fixed);
+        /// a running daemon sends them next.
+        #[arg(long)]
+        requeue: bool,
     },
     /// Run one camera's pipeline (decode, detect, rules, reports) over a recorded clip as fast
     /// as the machine allows, timed by the clip; print each report and a summary.
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
         Command::Run { config } | Command::Check { config } | Command::Detect { config, .. } => config.clone(),
-        Command::Replay { config, .. } | Command::Outbox { config } => config.clone(),
+        Command::Replay { config, .. } | Command::Outbox { config, .. } => config.clone(),
     };
     let settings = match config::load(&path) {
         Ok(s) => s,
@@ -87,7 +92,7 @@ fn main() -> ExitCode {
         Command::Check { .. } => check(&settings, &path),
         Command::Run { .. } => run(settings),
         Command::Detect { out, images, .. } => detect(&settings, &out, &images),
-        Command::Outbox { .. } => outbox(&settings),
+        Command::Outbox { requeue, .. } => outbox(&settings, requeue),
         Command::Replay { clip, camera, out, publish, start, .. } => {
             replay(settings, &clip, &camera, ReplayOptions { out, publish }, start)
         }
@@ -111,19 +116,31 @@ fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn outbox(settings: &Settings) -> anyhow::Result<()> {
+fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
     let path = settings.outbox_path();
     let outbox = fieldwatch::outbox::Outbox::open(&path, settings.config.outbox.max_bytes).map_err(AppError::from)?;
+    if requeue {
+        println!("{} dead letter(s) put back in the queue", outbox.requeue_dead_letters()?);
+    }
     let depth = outbox.depth()?;
     println!(
-        "outbox {}: {} report(s), {} bytes (limit {}), oldest queued at {}, {} evicted",
+        "outbox {}: {} report(s) waiting, oldest queued at {}; {} dead letter(s); {} bytes (limit {}); \
+         evicted to stay within it: {} report(s), the images of {}",
         path.display(),
         depth.reports,
+        depth.oldest.as_deref().unwrap_or("-"),
+        depth.dead_letters,
         depth.bytes,
         settings.config.outbox.max_bytes,
-        depth.oldest.as_deref().unwrap_or("-"),
-        depth.evicted
+        depth.evicted_reports,
+        depth.evicted_images,
     );
+    for dead in outbox.dead_letters()? {
+        println!(
+            "dead letter {}: camera {}, topic {}, {} bytes, queued {}, refused {}: {}",
+            dead.id, dead.camera, dead.topic, dead.bytes, dead.queued_at, dead.failed_at, dead.reason
+        );
+    }
     Ok(())
 }
 

@@ -141,6 +141,18 @@ pub struct MqttConfig {
     pub heartbeat_secs: u64,
     /// Largest packet sent or received, in bytes. Default 4 MiB: reports carry JPEG snapshots.
     pub max_packet_bytes: usize,
+    /// MQTT protocol version. Default `5`: the broker's PUBACK then says whether it took a
+    /// report or refused it (ACL, quota). With `3.1.1` a broker cannot say so, and mosquitto
+    /// acknowledges publishes its ACL denied as if it had taken them.
+    pub protocol: MqttProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MqttProtocol {
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 impl Default for MqttConfig {
@@ -159,6 +171,7 @@ impl Default for MqttConfig {
             key_file: PathBuf::new(),
             heartbeat_secs: 60,
             max_packet_bytes: 4 << 20,
+            protocol: MqttProtocol::V5,
         }
     }
 }
@@ -172,11 +185,39 @@ pub struct SnapshotConfig {
     pub max_width: u32,
     /// JPEG quality, 1..=100. Default 80.
     pub jpeg_quality: u8,
+    /// How images travel: `inline` (base64 in the report's JSON), `separate` (binary JPEG
+    /// on `{prefix}/{device}/{camera}/snapshots/{report_id}`, named in the JSON, sent just
+    /// before it) or `none`. Default `inline`.
+    pub mode: SnapshotMode,
+    /// Crop the snapshot to the incident's objects (with room around them) instead of the
+    /// whole frame. Default false.
+    pub crop: bool,
+    /// `opened` reports also carry the frame where the objects were first seen, so the IOC
+    /// sees how long they have been there. Default true.
+    pub first_seen: bool,
+    /// Detections of these classes are blurred in every snapshot, wherever they are (faces or
+    /// plates, when the model finds them). Default none.
+    pub blur_classes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    Inline,
+    Separate,
+    None,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        Self { max_width: 1280, jpeg_quality: 80 }
+        Self {
+            max_width: 1280,
+            jpeg_quality: 80,
+            mode: SnapshotMode::Inline,
+            crop: false,
+            first_seen: true,
+            blur_classes: Vec::new(),
+        }
     }
 }
 

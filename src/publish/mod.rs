@@ -1,23 +1,31 @@
-//! Publishing to the IOC over MQTT (rumqttc): reports from the [`Outbox`] with QoS 1, plus a
-//! retained device status with a last will, so the IOC sees `offline` whether the box stops
-//! cleanly or drops.
+//! Publishing to the IOC over MQTT (rumqttc, MQTT 5 or 3.1.1): reports from the [`Outbox`]
+//! with QoS 1, plus a retained device status with a last will, so the IOC sees `offline`
+//! whether the box stops cleanly or drops.
 //!
-//! Delivery is one message at a time: publish, wait for its PUBACK, then delete it from the
-//! outbox and take the next. A report leaves the disk only once the broker has it; after a
-//! lost connection rumqttc sends it again, and after a restart the outbox does, so a report
-//! may arrive twice (the IOC de-duplicates on `report_id`) but never not at all. The PUBACK is
-//! matched by packet id, so a late acknowledgement of an earlier message is never taken for
-//! the current one.
+//! Delivery is one report at a time: publish (its images first, in separate mode), wait for the
+//! PUBACK, then delete it from the outbox and take the next. A report leaves the disk only once
+//! the broker has it; after a lost connection rumqttc sends it again, and after a restart the
+//! outbox does, so a report may arrive twice (the IOC de-duplicates on `report_id`) but never
+//! not at all. The PUBACK is matched by packet id, so a late acknowledgement of an earlier
+//! message is never taken for the current one.
+//!
+//! With MQTT 5 the PUBACK also says whether the broker took the message: one it refuses (ACL,
+//! quota) is tried [`REFUSALS`] times, then becomes a dead letter in the outbox with the
+//! broker's reason, as does one larger than either side's packet limit, so it neither vanishes
+//! nor holds up the reports behind it. MQTT 3.1.1 has no way to refuse a publish: mosquitto
+//! acknowledges one its ACL denied as if it had taken it.
 //!
 //! rumqttc only makes progress while its event loop is polled, so the loop runs in its own
 //! task (`drive`) with a shutdown arm and backoff on errors — a bare `loop { poll() }` spins
 //! at full CPU while the broker is down — and tells the publisher what happened on the link.
 
-use crate::config::MqttConfig;
-use crate::outbox::Outbox;
-use crate::report::timestamp;
+mod client;
+
+use crate::config::{MqttConfig, SnapshotMode};
+use crate::outbox::{Outbox, Pending};
+use crate::report::{self, timestamp};
 use backon::BackoffBuilder;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use client::{Client, Connection, Link};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +37,13 @@ use tracing::{debug, error, info, warn};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A message not acknowledged this long on a live connection is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// A report the broker refuses is tried this many times, a pause apart, before it becomes a
+/// dead letter: a refusal may be passing (quota), an ACL's is not.
+pub const REFUSALS: u32 = 3;
+const REFUSAL_PAUSE: Duration = Duration::from_secs(1);
+/// What a PUBLISH adds to its topic and payload, at most: fixed header, lengths, packet id,
+/// properties.
+const PUBLISH_OVERHEAD: usize = 16;
 
 pub fn reports_topic(config: &MqttConfig, device_id: &str, camera_id: &str) -> String {
     format!("{}/{device_id}/{camera_id}/reports", config.topic_prefix)
@@ -46,6 +61,11 @@ fn status(device_id: &str, state: &str, reason: &str) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "at": timestamp(chrono::Utc::now()),
     })
+}
+
+/// Where separate snapshots go: `{prefix}/{device}/{camera}/snapshots/{report_id}`.
+pub fn snapshots_topic(config: &MqttConfig, device_id: &str, camera_id: &str) -> String {
+    format!("{}/{device_id}/{camera_id}/snapshots", config.topic_prefix)
 }
 
 pub fn heartbeat_topic(config: &MqttConfig, device_id: &str) -> String {
@@ -68,28 +88,26 @@ pub fn client_id(config: &MqttConfig, device_id: &str) -> String {
     if config.client_id.is_empty() { format!("fieldwatch-{device_id}") } else { config.client_id.clone() }
 }
 
-/// What happened on the link, as the event loop saw it.
-#[derive(Debug)]
-enum Link {
-    Connected,
-    Lost,
-    /// A publish went out with this packet id (ours, or rumqttc sending it again).
-    Sent(u16),
-    Acked(u16),
-}
-
 /// Why a delivery did not complete.
 enum Interrupted {
     Shutdown,
     LinkClosed,
 }
 
+/// What the broker did with a message.
+enum Outcome {
+    Taken,
+    Refused(String),
+}
+
 struct Publisher {
-    client: AsyncClient,
+    client: Client,
     link: mpsc::UnboundedReceiver<Link>,
     connected: bool,
     /// Set on every (re)connect: the retained `online` status is due again.
     reconnected: bool,
+    /// The largest packet the broker takes, if it said (MQTT 5).
+    broker_max_packet: Option<u32>,
 }
 
 impl Publisher {
@@ -109,9 +127,11 @@ impl Publisher {
 
     fn note(&mut self, event: &Link) {
         match event {
-            Link::Connected => (self.connected, self.reconnected) = (true, true),
+            Link::Connected { max_packet } => {
+                (self.connected, self.reconnected, self.broker_max_packet) = (true, true, *max_packet)
+            }
             Link::Lost => self.connected = false,
-            Link::Sent(_) | Link::Acked(_) => {}
+            Link::Sent(_) | Link::Acked { .. } => {}
         }
     }
 
@@ -123,10 +143,10 @@ impl Publisher {
         payload: &[u8],
         retain: bool,
         shutdown: &CancellationToken,
-    ) -> Result<(), Interrupted> {
+    ) -> Result<Outcome, Interrupted> {
         loop {
             self.connected(shutdown).await?;
-            if self.client.publish(topic, QoS::AtLeastOnce, retain, payload.to_vec()).await.is_err() {
+            if self.client.publish(topic, retain, payload.to_vec()).await.is_err() {
                 return Err(Interrupted::LinkClosed); // the event loop is gone
             }
             let mut ours = HashSet::new();
@@ -143,15 +163,63 @@ impl Publisher {
                     Link::Sent(pkid) => {
                         ours.insert(pkid);
                     }
-                    Link::Acked(pkid) if ours.contains(&pkid) => return Ok(()),
-                    Link::Acked(pkid) => debug!(pkid, "late puback of an earlier message; ignored"),
-                    Link::Connected => deadline.as_mut().reset(tokio::time::Instant::now() + ACK_TIMEOUT),
+                    Link::Acked { pkid, refused } if ours.contains(&pkid) => {
+                        return Ok(refused.map_or(Outcome::Taken, Outcome::Refused));
+                    }
+                    Link::Acked { pkid, .. } => debug!(pkid, "late puback of an earlier message; ignored"),
+                    Link::Connected { .. } => deadline.as_mut().reset(tokio::time::Instant::now() + ACK_TIMEOUT),
                     Link::Lost => {}
                 }
             }
             warn!(%topic, "no puback within {ACK_TIMEOUT:?}; sending again");
         }
     }
+
+    /// Why a message of this size can never be sent, if it cannot.
+    fn too_large(&self, config: &MqttConfig, topic: &str, payload: &[u8]) -> Option<String> {
+        let size = topic.len() + payload.len() + PUBLISH_OVERHEAD;
+        if size > config.max_packet_bytes {
+            return Some(format!("{size} bytes is above mqtt.max_packet_bytes ({})", config.max_packet_bytes));
+        }
+        let broker = self.broker_max_packet.map(|m| m as usize).filter(|max| size > *max)?;
+        Some(format!("{size} bytes is above the broker's maximum packet size ({broker})"))
+    }
+
+    /// Sends one queued report: its images on their own topics first (separate mode), then
+    /// its JSON.
+    async fn send_report(
+        &mut self,
+        config: &MqttConfig,
+        report: &Pending,
+        mode: SnapshotMode,
+        snapshots_topic: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, Interrupted> {
+        let wire = match report::wire(&report.json, &report.images, report.images_evicted, mode, snapshots_topic) {
+            Ok(wire) => wire,
+            Err(reason) => return Ok(Outcome::Refused(reason)),
+        };
+        let messages = wire.images.iter().map(|(t, p)| (t.as_str(), p.as_slice()));
+        let messages: Vec<(&str, &[u8])> = messages.chain([(report.topic.as_str(), wire.json.as_slice())]).collect();
+        for (topic, payload) in messages {
+            self.connected(shutdown).await?;
+            if let Some(reason) = self.too_large(config, topic, payload) {
+                return Ok(Outcome::Refused(reason));
+            }
+            if let Outcome::Refused(reason) = self.deliver(topic, payload, false, shutdown).await? {
+                return Ok(Outcome::Refused(format!("{reason} (topic {topic})")));
+            }
+        }
+        Ok(Outcome::Taken)
+    }
+}
+
+/// How the publisher sends reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Sending {
+    /// Bytes per second at most (0: as fast as the broker takes them).
+    pub drain_bytes_per_sec: u64,
+    pub snapshots: SnapshotMode,
 }
 
 /// Publishes every report in `outbox`, oldest first, until shutdown; then says `offline` (if
@@ -160,7 +228,7 @@ pub async fn run(
     config: MqttConfig,
     device_id: String,
     outbox: Arc<Outbox>,
-    drain_bytes_per_sec: u64,
+    sending: Sending,
     presence: Presence,
     shutdown: CancellationToken,
 ) {
@@ -173,36 +241,24 @@ pub async fn run(
     let announce = describe.is_some();
     let heartbeat_every = (config.heartbeat_secs > 0).then(|| Duration::from_secs(config.heartbeat_secs));
     let mut next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
-    let mut options = MqttOptions::new(client_id(&config, &device_id), config.host.clone(), config.port);
-    options
-        .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
-    if announce {
-        let will = status(&device_id, "offline", "connection lost").to_string();
-        options.set_last_will(LastWill::new(&status_topic, will, QoS::AtLeastOnce, true));
-    }
-    if !config.username.is_empty() {
-        options.set_credentials(config.username.clone(), config.password.expose().to_string());
-    }
-    match tls(&config) {
-        Ok(None) => {}
-        Ok(Some(transport)) => {
-            options.set_transport(transport);
-        }
+    let will = announce.then(|| (status_topic.clone(), status(&device_id, "offline", "connection lost").to_string()));
+    let (client, connection) = match client::connect(&config, &client_id(&config, &device_id), will) {
+        Ok(connected) => connected,
         Err(error) => {
-            error!(%error, "cannot set up TLS to the broker; not publishing");
+            error!(%error, "cannot set up the connection to the broker; not publishing");
             return;
         }
-    }
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    };
     let (link_tx, link) = mpsc::unbounded_channel();
     let stop_driver = CancellationToken::new();
-    let mut driver = tokio::spawn(drive(eventloop, link_tx, stop_driver.clone()));
-    info!(broker = %format!("{}:{}", config.host, config.port), "mqtt publisher started");
-    let mut publisher = Publisher { client: client.clone(), link, connected: false, reconnected: false };
+    let mut driver = tokio::spawn(drive(connection, link_tx, stop_driver.clone()));
+    info!(broker = %format!("{}:{}", config.host, config.port), protocol = ?config.protocol, "mqtt publisher started");
+    let mut publisher =
+        Publisher { client: client.clone(), link, connected: false, reconnected: false, broker_max_packet: None };
 
-    let mut last = 0; // the newest outbox id delivered by this run
     let mut delivered = 0u64;
+    // Refusals of the report at the head of the queue so far: (outbox id, count).
+    let mut refusals = (0i64, 0u32);
     loop {
         if let Some(describe) = describe.as_ref().filter(|_| publisher.connected && publisher.reconnected) {
             // Retained and sent again on every reconnect, so at most once is enough; waiting
@@ -210,18 +266,17 @@ pub async fn run(
             publisher.reconnected = false;
             let mut online = status(&device_id, "online", "started");
             online["device"] = describe();
-            let _ = client.try_publish(&status_topic, QoS::AtMostOnce, true, online.to_string().into_bytes());
+            client.publish_once(&status_topic, true, online.to_string().into_bytes());
         }
         if let (Some(describe), Some(due)) = (&describe, next_heartbeat)
             && publisher.connected
             && tokio::time::Instant::now() >= due
         {
             // Periodic and superseded by the next one: at most once, never queued behind reports.
-            let beat = describe().to_string().into_bytes();
-            let _ = client.try_publish(&heartbeat_topic, QoS::AtMostOnce, false, beat);
+            client.publish_once(&heartbeat_topic, false, describe().to_string().into_bytes());
             next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
         }
-        let next = match outbox.next_after(last) {
+        let next = match outbox.next() {
             Ok(next) => next,
             Err(error) => {
                 error!(%error, "cannot read the outbox; retrying");
@@ -251,25 +306,42 @@ pub async fn run(
             }
             continue;
         };
-        match publisher.deliver(&report.topic, &report.payload, false, &shutdown).await {
-            Ok(()) => {
-                if let Err(error) = outbox.remove(report.id) {
+        let snapshots = snapshots_topic(&config, &device_id, &report.camera);
+        let pause = match publisher.send_report(&config, &report, sending.snapshots, &snapshots, &shutdown).await {
+            Ok(Outcome::Taken) => {
+                if let Err(error) = forget(&outbox, report.id, &shutdown).await {
                     error!(%error, outbox_id = report.id, "delivered report not removed from the outbox; it will be sent again");
+                    break;
                 }
-                last = report.id;
                 delivered += 1;
                 info!(topic = %report.topic, outbox_id = report.id, "report delivered");
-                if drain_bytes_per_sec > 0 {
-                    // Pace the next one by this one's size: the link's share stays under the limit.
-                    let pause = Duration::from_secs_f64(report.payload.len() as f64 / drain_bytes_per_sec as f64);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
+                // Pace the next one by this one's size: the link's share stays under the limit.
+                let bytes = report.json.len() + report.images.bytes();
+                (sending.drain_bytes_per_sec > 0)
+                    .then(|| Duration::from_secs_f64(bytes as f64 / sending.drain_bytes_per_sec as f64))
+            }
+            Ok(Outcome::Refused(reason)) => {
+                refusals = if refusals.0 == report.id { (report.id, refusals.1 + 1) } else { (report.id, 1) };
+                if refusals.1 < REFUSALS {
+                    warn!(outbox_id = report.id, camera = %report.camera, %reason, attempt = refusals.1, "the broker refused a report; trying again");
+                    Some(REFUSAL_PAUSE * refusals.1)
+                } else {
+                    error!(outbox_id = report.id, camera = %report.camera, %reason, "the broker refused a report {REFUSALS} times: kept as a dead letter (see `fieldwatch outbox`)");
+                    if let Err(error) = outbox.dead_letter(report.id, &reason) {
+                        error!(%error, outbox_id = report.id, "cannot keep the dead letter; stopping delivery");
+                        break;
                     }
+                    None
                 }
             }
             Err(Interrupted::Shutdown) => break,
             Err(Interrupted::LinkClosed) => break,
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
     }
     if let Ok(depth) = outbox.depth()
@@ -289,7 +361,7 @@ pub async fn run(
         timer.abort();
     }
     // The driver returns once DISCONNECT is on the wire; don't wait on a dead broker for it.
-    let _ = client.try_disconnect();
+    client.disconnect();
     if tokio::time::timeout(Duration::from_millis(500), &mut driver).await.is_err() {
         stop_driver.cancel();
         let _ = driver.await;
@@ -297,26 +369,23 @@ pub async fn run(
     info!(delivered, "mqtt publisher stopped");
 }
 
-/// The TLS transport `config` asks for (with `ca_file`), or none.
-fn tls(config: &MqttConfig) -> Result<Option<rumqttc::Transport>, String> {
-    if config.ca_file.as_os_str().is_empty() {
-        return Ok(None);
+/// Removes a delivered report, retrying while the disk says no: sending on while it stays
+/// would send it again after every report.
+async fn forget(outbox: &Outbox, id: i64, shutdown: &CancellationToken) -> Result<(), crate::outbox::OutboxError> {
+    let mut tries = 0;
+    loop {
+        match outbox.remove(id) {
+            Ok(()) => return Ok(()),
+            Err(error) if tries >= 5 || shutdown.is_cancelled() => return Err(error),
+            Err(error) => warn!(%error, outbox_id = id, "removing a delivered report failed; retrying"),
+        }
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // rustls wants one process-wide crypto provider; ring is ours (a second install is a no-op).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("mqtt.{key}: cannot read {}: {e}", path.display()))
-    };
-    let ca = read("ca_file", &config.ca_file)?;
-    let client_auth = match config.cert_file.as_os_str().is_empty() {
-        true => None,
-        false => Some((read("cert_file", &config.cert_file)?, read("key_file", &config.key_file)?)),
-    };
-    Ok(Some(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth })))
 }
 
-/// Polls the event loop until `stop`, telling the publisher about the link.
-async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop: CancellationToken) {
+/// Polls the connection until `stop`, telling the publisher about the link.
+async fn drive(mut connection: Connection, link: mpsc::UnboundedSender<Link>, stop: CancellationToken) {
     let backoff = || {
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
@@ -329,44 +398,42 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, stop
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
-            e = eventloop.poll() => e,
+            e = connection.poll() => e,
         };
         let said = match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!("mqtt connected");
-                delays = backoff();
-                Some(Link::Connected)
+            Ok(client::Polled::Link(said)) => {
+                if let Link::Connected { max_packet } = &said {
+                    info!(broker_max_packet = ?max_packet, "mqtt connected");
+                    delays = backoff();
+                }
+                said
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(Link::Sent(pkid)),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(Link::Acked(ack.pkid)),
+            Ok(client::Polled::Other) => continue,
             // Our own clean disconnect: the broker closing the socket next is not an error.
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => None,
-            Err(error) => {
+            Ok(client::Polled::Disconnected) => return,
+            Err(failure) => {
                 let _ = link.send(Link::Lost);
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                match &error {
-                    rumqttc::ConnectionError::Tls(tls) => error!(
-                        error = %tls, delay_ms = delay.as_millis() as u64,
+                let delay_ms = delay.as_millis() as u64;
+                match failure {
+                    client::Failure::Tls(error) => error!(
+                        %error, delay_ms,
                         "TLS with the broker failed: check mqtt.ca_file, mqtt.cert_file, mqtt.key_file and mqtt.host; retrying"
                     ),
-                    rumqttc::ConnectionError::ConnectionRefused(code) => error!(
-                        ?code,
-                        delay_ms = delay.as_millis() as u64,
+                    client::Failure::Refused(code) => error!(
+                        %code, delay_ms,
                         "the broker refused the connection: check mqtt.username and mqtt.password (reports stay in the outbox); retrying"
                     ),
-                    _ => warn!(%error, delay_ms = delay.as_millis() as u64, "mqtt connection failed; retrying"),
+                    client::Failure::Other(error) => warn!(%error, delay_ms, "mqtt connection failed; retrying"),
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                None
+                continue;
             }
         };
-        if let Some(said) = said
-            && link.send(said).is_err()
-        {
+        if link.send(said).is_err() {
             return; // the publisher is gone
         }
     }

@@ -1,15 +1,21 @@
 //! Reports: the versioned JSON the IOC receives (`schemas/report.v1.json`), with a generated
-//! description and an annotated JPEG snapshot carried inside as base64.
+//! description and annotated JPEG snapshots.
+//!
+//! A report is built without its images' bytes in the JSON: they travel beside it ([`Images`])
+//! through the outbox, and [`wire`] puts them in when it is sent — inline as base64, on a topic
+//! of their own, or not at all — so the outbox can drop images before whole reports.
 //!
 //! The contract only grows by optional fields; anything else needs `fieldwatch.report/v2`.
 
+mod evidence;
 mod snapshot;
 mod text;
 
+pub use evidence::{Evidence, Shot, Shots};
 pub use snapshot::{BOX_COLOUR, LINE, ZONE_COLOUR, annotate, blur_polygons, encode_jpeg, fit_width, header, label};
 pub use text::{Description, check_template};
 
-use crate::decode::Frame;
+use crate::config::SnapshotMode;
 use crate::detect::BBox;
 use crate::rules::{EventKind, IncidentEvent};
 use base64::Engine;
@@ -36,11 +42,34 @@ pub struct Origin {
 /// How a camera's snapshots are made.
 #[derive(Debug, Clone)]
 pub struct SnapshotStyle {
+    /// `None` makes no images at all.
+    pub mode: SnapshotMode,
     /// Widest snapshot in pixels (0: the frame's own width).
     pub max_width: u32,
     pub jpeg_quality: u8,
+    /// Crop to the objects (or, with none, the zone) with room around them.
+    pub crop: bool,
+    /// `opened` reports also show the frame where the objects were first seen.
+    pub first_seen: bool,
     /// Polygons (normalised) blurred in every snapshot.
     pub privacy_masks: Vec<Vec<[f64; 2]>>,
+    /// Detections of these classes are blurred in every snapshot.
+    pub blur_classes: Vec<String>,
+}
+
+impl SnapshotStyle {
+    /// The style `config` sets, with a camera's privacy masks.
+    pub fn new(config: &crate::config::SnapshotConfig, privacy_masks: Vec<Vec<[f64; 2]>>) -> Self {
+        Self {
+            mode: config.mode,
+            max_width: config.max_width,
+            jpeg_quality: config.jpeg_quality,
+            crop: config.crop,
+            first_seen: config.first_seen,
+            privacy_masks,
+            blur_classes: config.blur_classes.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +103,18 @@ pub struct Report {
     /// cannot tell. Times from an unsynchronised clock may be off by the clock's error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_synchronized: Option<bool>,
-    pub snapshot: Snapshot,
+    /// The annotated frame of `observed_at`; absent with `snapshot.mode = "none"` or when the
+    /// outbox had to drop it (`snapshot_omitted` says which).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    /// `opened` only: the frame where the objects were first seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Snapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_omitted: Option<&'static str>,
+    /// The JPEGs the snapshots describe, sent by [`wire`].
+    #[serde(skip)]
+    pub images: Images,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,20 +132,81 @@ pub struct ModelInfo {
     pub name: String,
 }
 
+/// An image's description in the JSON; [`wire`] adds `data` (inline) or `topic` (separate).
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub content_type: &'static str,
     pub width: u32,
     pub height: u32,
-    /// Base64 (standard alphabet, padded) JPEG.
-    pub data: String,
+    /// The frame's time.
+    pub observed_at: String,
 }
 
-impl Report {
-    /// The snapshot as JPEG bytes (empty if the base64 is somehow broken).
-    pub fn snapshot_jpeg(&self) -> Vec<u8> {
-        base64::engine::general_purpose::STANDARD.decode(&self.snapshot.data).unwrap_or_default()
+/// A report's images as JPEG, kept apart from its JSON until it is sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Images {
+    pub snapshot: Option<Vec<u8>>,
+    pub first_seen: Option<Vec<u8>>,
+}
+
+impl Images {
+    pub fn bytes(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, Vec::len) + self.first_seen.as_ref().map_or(0, Vec::len)
     }
+}
+
+/// Why a report carries no snapshot.
+pub const OMITTED_DISABLED: &str = "disabled";
+pub const OMITTED_EVICTED: &str = "evicted";
+
+/// What goes on the wire for one report: its images on their own topics (separate mode), to
+/// be sent first, then the report's JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    pub images: Vec<(String, Vec<u8>)>,
+    pub json: Vec<u8>,
+}
+
+/// The report as the IOC receives it, from its queued `json` and `images` (dropped by the
+/// outbox if `evicted`). Separate images go to `{snapshots_topic}/{report_id}` and
+/// `{snapshots_topic}/{report_id}/first_seen`.
+pub fn wire(
+    json: &[u8],
+    images: &Images,
+    evicted: bool,
+    mode: SnapshotMode,
+    snapshots_topic: &str,
+) -> Result<Wire, String> {
+    let mut report: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("queued report is not JSON: {e}"))?;
+    let mut separate = Vec::new();
+    let omitted = match mode {
+        _ if evicted => Some(OMITTED_EVICTED),
+        SnapshotMode::None => Some(OMITTED_DISABLED),
+        SnapshotMode::Inline | SnapshotMode::Separate => None,
+    };
+    if let Some(why) = omitted {
+        let fields = report.as_object_mut().ok_or("queued report is not a JSON object")?;
+        fields.remove("snapshot");
+        fields.remove("first_seen");
+        fields.insert("snapshot_omitted".into(), why.into());
+    } else {
+        let id = report["report_id"].as_str().unwrap_or_default().to_string();
+        for (field, jpeg, topic) in [
+            ("snapshot", &images.snapshot, format!("{snapshots_topic}/{id}")),
+            ("first_seen", &images.first_seen, format!("{snapshots_topic}/{id}/first_seen")),
+        ] {
+            let (Some(jpeg), Some(described)) = (jpeg, report.get_mut(field)) else { continue };
+            if mode == SnapshotMode::Inline {
+                described["data"] = base64::engine::general_purpose::STANDARD.encode(jpeg).into();
+            } else {
+                described["topic"] = topic.clone().into();
+                separate.push((topic, jpeg.clone()));
+            }
+        }
+    }
+    let json = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+    Ok(Wire { images: separate, json })
 }
 
 fn round(v: f32, per: f32) -> f32 {
@@ -122,26 +223,26 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.with_timezone(&chrono::Local).to_rfc3339_opts(SecondsFormat::Millis, false)
 }
 
-/// Builds the report for `event` from the frame it was decided on. CPU-heavy (colour
+/// Builds the report for `event` showing `shots` (see [`Evidence`]). CPU-heavy (colour
 /// conversion, JPEG): call it from a blocking thread.
-pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
+pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
     crate::testing::maybe_panic_once("report", &origin.camera_id);
     let style = &origin.snapshot;
-    let mut full = frame.to_rgb();
-    blur_polygons(&mut full, &style.privacy_masks);
-    // Boxes in the report are pixels of the snapshot, so they scale with it.
-    let (mut rgb, scale) = fit_width(full, style.max_width);
-    let scaled = |b: BBox| BBox { x1: b.x1 * scale, y1: b.y1 * scale, x2: b.x2 * scale, y2: b.y2 * scale };
-    let boxes: Vec<BBox> = event.objects.iter().map(|o| scaled(o.bbox)).collect();
-    annotate(&mut rgb, &event.rule.zone.polygon, &boxes);
-    let text_height = (rgb.height() as f32 / 30.0).clamp(10.0, 32.0);
-    for (o, b) in event.objects.iter().zip(&boxes) {
-        let text = format!("{} {:.2} #{}", o.label, o.score, o.track_id);
-        label(&mut rgb, &text, b.x1 - LINE as f32, b.y1 - LINE as f32 - text_height - 1.0, text_height);
+    // The report speaks of what its snapshot shows.
+    let shown = IncidentEvent { at: shots.main.frame.at, objects: shots.main.objects.clone(), ..event.clone() };
+    let (mut images, mut snapshot, mut first_seen) = (Images::default(), None, None);
+    let mut boxes: Vec<BBox> = shown.objects.iter().map(|o| o.bbox).collect();
+    if style.mode != SnapshotMode::None {
+        let picture = snapshot::render(origin, &shown.rule.zone.polygon, &shots.main, "");
+        boxes = picture.boxes;
+        snapshot = Some(describe_image(&picture.image, shown.at));
+        images.snapshot = Some(encode_jpeg(&picture.image, style.jpeg_quality));
+        if let Some(first) = shots.first_seen.as_ref().filter(|_| style.first_seen) {
+            let picture = snapshot::render(origin, &shown.rule.zone.polygon, first, "first seen");
+            first_seen = Some(describe_image(&picture.image, first.frame.at));
+            images.first_seen = Some(encode_jpeg(&picture.image, style.jpeg_quality));
+        }
     }
-    let local = event.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
-    header(&mut rgb, &format!("{} · {local}", origin.camera_name));
-    let jpeg = encode_jpeg(&rgb, style.jpeg_quality);
     let rule = &event.rule;
     Report {
         schema: SCHEMA,
@@ -161,30 +262,88 @@ pub fn build(origin: &Origin, event: &IncidentEvent, frame: &Frame) -> Report {
         category: rule.category.as_str().to_string(),
         started_at: timestamp(event.started_at),
         opened_at: timestamp(event.opened_at),
-        observed_at: timestamp(event.at),
+        observed_at: timestamp(shown.at),
         resolved_at: (event.kind == EventKind::Resolved).then(|| timestamp(event.at)),
-        duration_secs: ((event.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
+        duration_secs: ((shown.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
         zone: rule.zone.polygon.clone(),
-        objects: event
+        objects: shown
             .objects
             .iter()
-            .map(|o| ReportObject {
+            .zip(&boxes)
+            .map(|(o, b)| ReportObject {
                 class: o.label.clone(),
                 score: round(o.score, 1000.0),
-                bbox: rounded(scaled(o.bbox)),
+                bbox: rounded(*b),
                 track_id: o.track_id,
-                stayed_secs: ((event.at - o.since).as_seconds_f64() * 10.0).round() / 10.0,
+                stayed_secs: ((shown.at - o.since).as_seconds_f64() * 10.0).round() / 10.0,
             })
             .collect(),
-        description: text::describe(event, origin),
+        description: text::describe(&shown, origin),
         model: ModelInfo { name: origin.model_name.clone() },
         config_version: origin.config_version.clone(),
         clock_synchronized: crate::clock::is_synchronized(),
-        snapshot: Snapshot {
-            content_type: "image/jpeg",
-            width: rgb.width(),
-            height: rgb.height(),
-            data: base64::engine::general_purpose::STANDARD.encode(jpeg),
-        },
+        snapshot,
+        first_seen,
+        snapshot_omitted: (style.mode == SnapshotMode::None).then_some(OMITTED_DISABLED),
+        images,
+    }
+}
+
+fn describe_image(image: &image::RgbImage, at: DateTime<Utc>) -> Snapshot {
+    Snapshot { content_type: "image/jpeg", width: image.width(), height: image.height(), observed_at: timestamp(at) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued() -> (Vec<u8>, Images) {
+        let json = serde_json::json!({
+            "report_id": "r1",
+            "snapshot": { "content_type": "image/jpeg", "width": 2, "height": 1 },
+            "first_seen": { "content_type": "image/jpeg", "width": 2, "height": 1 },
+        });
+        (serde_json::to_vec(&json).unwrap(), Images { snapshot: Some(vec![1, 2, 3]), first_seen: Some(vec![4]) })
+    }
+
+    fn parse(wire: &Wire) -> serde_json::Value {
+        serde_json::from_slice(&wire.json).unwrap()
+    }
+
+    #[test]
+    fn inline_images_go_into_the_json_as_base64() {
+        let (json, images) = queued();
+        let wire = wire(&json, &images, false, SnapshotMode::Inline, "p/d/c/snapshots").unwrap();
+        assert!(wire.images.is_empty());
+        let report = parse(&wire);
+        assert_eq!(
+            (report["snapshot"]["data"].as_str(), report["first_seen"]["data"].as_str()),
+            (Some("AQID"), Some("BA=="))
+        );
+    }
+
+    #[test]
+    fn separate_images_go_first_on_topics_the_json_names() {
+        let (json, images) = queued();
+        let wire = wire(&json, &images, false, SnapshotMode::Separate, "p/d/c/snapshots").unwrap();
+        let topics: Vec<&str> = wire.images.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["p/d/c/snapshots/r1", "p/d/c/snapshots/r1/first_seen"]);
+        assert_eq!(wire.images[0].1, [1, 2, 3]);
+        let report = parse(&wire);
+        assert_eq!(report["snapshot"]["topic"], "p/d/c/snapshots/r1");
+        assert!(report["snapshot"].get("data").is_none());
+    }
+
+    #[test]
+    fn without_images_the_report_says_why() {
+        let (json, images) = queued();
+        for (evicted, mode, why) in
+            [(false, SnapshotMode::None, OMITTED_DISABLED), (true, SnapshotMode::Inline, OMITTED_EVICTED)]
+        {
+            let wire = wire(&json, &images, evicted, mode, "s").unwrap();
+            let report = parse(&wire);
+            assert!(wire.images.is_empty() && report.get("snapshot").is_none() && report.get("first_seen").is_none());
+            assert_eq!(report["snapshot_omitted"], why);
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! The evidence picture: the frame with privacy masks blurred, the zone, the objects' boxes and
-//! labels, and a header with the camera and the local time drawn on it, as JPEG.
+//! The evidence picture: the frame with privacy masks and chosen classes blurred, optionally
+//! cropped to the objects, with the zone, the objects' boxes and labels, and a header with the
+//! camera and the local time drawn on it.
 //!
 //! Text is drawn with DejaVu Sans Condensed, embedded (`assets/fonts/`, Bitstream Vera license),
 //! so Vietnamese names render with their diacritics on any box.
 
+use super::{Origin, Shot};
 use crate::detect::BBox;
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
@@ -22,6 +24,81 @@ pub const BOX_COLOUR: Rgb<u8> = Rgb([255, 255, 0]);
 pub const LINE: i32 = 3;
 const TEXT_COLOUR: Rgb<u8> = Rgb([255, 255, 255]);
 const TEXT_BACKGROUND: Rgb<u8> = Rgb([20, 20, 20]);
+
+/// A rendered snapshot and where the shot's objects are in it.
+pub struct Picture {
+    pub image: RgbImage,
+    /// The objects' boxes in the picture's pixels, in the shot's order.
+    pub boxes: Vec<BBox>,
+}
+
+/// Draws `shot` as `origin`'s style says, with `zone` (normalised); `caption` leads the header.
+pub fn render(origin: &Origin, zone: &[[f64; 2]], shot: &Shot, caption: &str) -> Picture {
+    let style = &origin.snapshot;
+    let frame = &shot.frame;
+    let mut full = frame.to_rgb();
+    let (w, h) = (frame.width as f64, frame.height as f64);
+    let mut private = style.privacy_masks.clone();
+    private.extend(shot.blur.iter().map(|b| {
+        let (x1, y1, x2, y2) = (b.x1 as f64 / w, b.y1 as f64 / h, b.x2 as f64 / w, b.y2 as f64 / h);
+        vec![[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
+    }));
+    blur_polygons(&mut full, &private);
+    let objects: Vec<BBox> = shot.objects.iter().map(|o| o.bbox).collect();
+    let area = if style.crop {
+        crop_area(&objects, zone, frame.width, frame.height)
+    } else {
+        [0, 0, frame.width, frame.height]
+    };
+    let [cx, cy, cw, ch] = area;
+    let cropped = if style.crop { image::imageops::crop_imm(&full, cx, cy, cw, ch).to_image() } else { full };
+    // Boxes and zone follow the crop and the scaling.
+    let (mut image, scale) = fit_width(cropped, style.max_width);
+    let boxes: Vec<BBox> = objects
+        .iter()
+        .map(|b| BBox {
+            x1: (b.x1 - cx as f32) * scale,
+            y1: (b.y1 - cy as f32) * scale,
+            x2: (b.x2 - cx as f32) * scale,
+            y2: (b.y2 - cy as f32) * scale,
+        })
+        .collect();
+    let zone: Vec<[f64; 2]> =
+        zone.iter().map(|p| [(p[0] * w - cx as f64) / cw as f64, (p[1] * h - cy as f64) / ch as f64]).collect();
+    annotate(&mut image, &zone, &boxes);
+    let text_height = (image.height() as f32 / 30.0).clamp(10.0, 32.0);
+    for (o, b) in shot.objects.iter().zip(&boxes) {
+        let text = format!("{} {:.2} #{}", o.label, o.score, o.track_id);
+        label(&mut image, &text, b.x1 - LINE as f32, b.y1 - LINE as f32 - text_height - 1.0, text_height);
+    }
+    let local = frame.at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S");
+    let title = match caption {
+        "" => format!("{} · {local}", origin.camera_name),
+        caption => format!("{} · {caption} {local}", origin.camera_name),
+    };
+    header(&mut image, &title);
+    Picture { image, boxes }
+}
+
+/// `[x, y, width, height]` of a crop around `objects` (frame pixels), or around the zone when
+/// there are none: their bounds with as much room again on each side, at least a third of the
+/// frame each way, within the frame.
+fn crop_area(objects: &[BBox], zone: &[[f64; 2]], width: u32, height: u32) -> [u32; 4] {
+    let (w, h) = (width as f32, height as f32);
+    let corners: Vec<(f32, f32)> = match objects.is_empty() {
+        false => objects.iter().flat_map(|b| [(b.x1, b.y1), (b.x2, b.y2)]).collect(),
+        true => zone.iter().map(|p| (p[0] as f32 * w, p[1] as f32 * h)).collect(),
+    };
+    let (x1, x2) = corners.iter().fold((w, 0.0f32), |(lo, hi), c| (lo.min(c.0), hi.max(c.0)));
+    let (y1, y2) = corners.iter().fold((h, 0.0f32), |(lo, hi), c| (lo.min(c.1), hi.max(c.1)));
+    let span = |lo: f32, hi: f32, limit: f32| {
+        let size = ((hi - lo).max(0.0) * 3.0).max(limit / 3.0).min(limit);
+        let start = ((lo + hi) / 2.0 - size / 2.0).clamp(0.0, limit - size);
+        (start.floor() as u32, (size.ceil() as u32).max(1))
+    };
+    let ((x, cw), (y, ch)) = (span(x1, x2, w), span(y1, y2, h));
+    [x, y, cw.min(width - x), ch.min(height - y)]
+}
 
 /// Draws `zone` (normalised polygon) and `boxes` (frame pixels) onto `frame`.
 pub fn annotate(frame: &mut RgbImage, zone: &[[f64; 2]], boxes: &[BBox]) {
@@ -203,6 +280,21 @@ mod tests {
         };
         assert!(contrast(10..90) < 20.0, "masked half still shows its pattern: {}", contrast(10..90));
         assert!(contrast(110..190) > 100.0, "the other half is untouched");
+    }
+
+    #[test]
+    fn crops_hold_the_objects_with_room_around_them_inside_the_frame() {
+        let b = BBox { x1: 900.0, y1: 500.0, x2: 1000.0, y2: 600.0 };
+        let [x, y, w, h] = crop_area(&[b], &[], 1920, 1080);
+        assert!(x <= 800 && x + w >= 1100 && y <= 400 && y + h >= 700, "{x} {y} {w} {h}");
+        assert!(w >= 640 && h >= 360, "at least a third of the frame: {w}x{h}");
+        // At the corner it stays inside the frame.
+        let corner = BBox { x1: 1800.0, y1: 1000.0, x2: 1919.0, y2: 1079.0 };
+        let [x, y, w, h] = crop_area(&[corner], &[], 1920, 1080);
+        assert!(x + w <= 1920 && y + h <= 1080 && x <= 1800 && y <= 1000, "{x} {y} {w} {h}");
+        // With no objects, around the zone.
+        let [x, _, w, _] = crop_area(&[], &[[0.0, 0.5], [0.5, 0.5], [0.5, 1.0]], 1920, 1080);
+        assert_eq!((x, w), (0, 1920), "a zone half the frame wide, times three, is the whole width");
     }
 
     #[test]

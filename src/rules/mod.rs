@@ -97,6 +97,7 @@ impl CameraRules {
                 tracker: Tracker::new(camera.tracking.clone()),
                 zone: HashMap::new(),
                 present: HashMap::new(),
+                shown: Vec::new(),
                 state: State::Idle,
             })
             .collect();
@@ -121,6 +122,12 @@ impl CameraRules {
             .cloned()
             .collect();
         self.rules.iter_mut().filter_map(|r| r.observe(at, &unmasked, width, height)).collect()
+    }
+
+    /// Per rule: its id, whether its incident is open, and the stationary objects present in
+    /// its zone in the last frame (dwelled or not yet): what a snapshot would show.
+    pub fn present(&self) -> impl Iterator<Item = (&str, bool, &[IncidentObject])> {
+        self.rules.iter().map(|r| (r.rule.id.as_str(), matches!(r.state, State::Open(_)), r.shown.as_slice()))
     }
 
     /// Open incidents and cooldowns by rule id, to keep across a restart.
@@ -174,6 +181,8 @@ struct RuleEngine {
     /// The tracks present in the last frame and when each was last seen: when one is dropped,
     /// presence ends when its coast ran out, not at the frame that noticed.
     present: HashMap<u64, DateTime<Utc>>,
+    /// The objects present in the last frame.
+    shown: Vec<IncidentObject>,
     state: State,
 }
 
@@ -300,6 +309,7 @@ impl RuleEngine {
             open.last_present = Some(at + secs(self.tracker.config().stationary_after));
         }
         let present_at = if present.is_empty() { gone_at } else { Some(at) };
+        self.shown = present;
         self.step(at, present_at, dwelled)
     }
 

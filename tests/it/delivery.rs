@@ -54,20 +54,21 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A broker that wants a password: the wrong one is reported clearly (and never logged), the
-/// reports wait in the outbox, and they arrive once the right one, from a file, is given.
+/// A broker as an IOC runs it (TLS with our CA, passwords, an ACL): the wrong password is
+/// reported clearly (and never logged), the reports wait in the outbox, and they arrive once
+/// the right one, from a file, is given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_reported_clearly_and_lose_nothing() {
     let _serial = heavy().await;
     let dir = temp_dir("delivery-auth");
-    let broker = Mosquitto::start_with_users(&[("box", "right-pw"), ("ioc", "ioc-pw")]);
-    let subscriber = Subscriber::start_as(broker.port, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
+    let plain = free_port();
+    let (broker, mqtt) = secured_broker(&dir, plain, true);
+    let subscriber = Subscriber::start_as(plain, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
     let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
     let cameras = scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port));
     let password = dir.join("mqtt-password");
 
     std::fs::write(&password, "wrong-pw\n").unwrap();
-    let mqtt = format!("username = \"box\"\npassword_file = \"{}\"", password.display());
     let config = daemon_config_with(&dir, broker.port, &mqtt, &cameras);
     let mut daemon = Daemon::start(&config, &dir.join("run1.log"));
     daemon.wait_log("report queued in the outbox", 2, Duration::from_secs(30)).await;
@@ -97,13 +98,95 @@ async fn wrong_credentials_are_reported_clearly_and_lose_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Over TLS: a broker whose certificate is signed by a CA the daemon is given (certificates
-/// made here with openssl) gets the reports; the test listens on the broker's plain listener.
+/// Over TLS and MQTT 3.1.1: a broker whose certificate is signed by a CA the daemon is given
+/// (certificates made here with openssl) gets the reports; the test listens on the broker's
+/// plain listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_go_over_tls_to_a_broker_signed_by_the_configured_ca() {
     let dir = temp_dir("delivery-tls");
+    make_certs(&dir);
+    let (plain, tls) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\npersistence false\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let _broker = Proc(
+        std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for port in [plain, tls] {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < until, "mosquitto not listening on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let subscriber = Subscriber::start(plain, "fieldwatch/#").await;
+    // Over MQTT 3.1.1 too: both protocol versions deliver.
+    let mqtt = format!("ca_file = \"{}\"\nprotocol = \"3.1.1\"", dir.join("ca.crt").display());
+    let config = daemon_config_with(&dir, tls, &mqtt, &scene_camera("rtsp://127.0.0.1:1/cam"));
+    let clip = cache("clips/scene.mp4");
+    let out = dir.join("out");
+    let written =
+        tokio::task::spawn_blocking(move || crate::replay::replay(&clip, &config, &out, &["--publish"])).await.unwrap();
+    subscriber
+        .wait_for(Duration::from_secs(10), "two reports over TLS", |m| {
+            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
+        })
+        .await;
+    let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&subscriber.json_on("/reports")), ids(&written));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The broker got a report but its PUBACK never came back (a relay withholds it), then the box
+/// lost power: after the restart the report is sent again, so it is not lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_puback_never_came_is_sent_again_after_a_restart() {
+    let _serial = heavy().await;
+    let dir = temp_dir("delivery-puback");
+    let broker = Mosquitto::start();
+    let thief = PubackThief::start(broker.port).await;
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let cameras = scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port));
+
+    let through_thief = daemon_config(&dir, thief.port, &cameras);
+    let mut daemon = Daemon::start(&through_thief, &dir.join("run1.log"));
+    let opened = |m: &[(String, Vec<u8>)]| {
+        m.iter().filter(|(t, p)| t.ends_with("/reports") && String::from_utf8_lossy(p).contains("\"opened\"")).count()
+    };
+    subscriber.wait_for(Duration::from_secs(20), "the opened report at the broker", |m| opened(m) >= 1).await;
+    daemon.proc.0.kill().unwrap();
+    daemon.proc.0.wait().unwrap();
+    let (_, out) = fieldwatch(&["outbox", "--config", &through_thief.display().to_string()]);
+    assert!(out.contains(": 1 report(s) waiting"), "no PUBACK, so still in the outbox: {out}");
+
+    let direct = daemon_config(&dir, broker.port, &cameras);
+    let mut again = Daemon::start(&direct, &dir.join("run2.log"));
+    subscriber.wait_for(Duration::from_secs(15), "the opened report again", |m| opened(m) >= 2).await;
+    assert!(again.terminate(Duration::from_secs(10)).0.success());
+    let reports = subscriber.json_on("edge-test/cam-ok/reports");
+    let first: Vec<&serde_json::Value> = reports.iter().filter(|r| r["event"] == "opened").collect();
+    assert_eq!(first[0]["report_id"], first[1]["report_id"], "the same report, sent again");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A CA, and a certificate for `localhost` signed by it, made with openssl in `dir`: `ca.crt`,
+/// `server.crt`, `server.key`.
+fn make_certs(dir: &std::path::Path) {
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl");
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     openssl(&[
@@ -154,79 +237,102 @@ async fn reports_go_over_tls_to_a_broker_signed_by_the_configured_ca() {
     // mosquitto started as root reads its files as the `mosquitto` user.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
 
-    let (plain, tls) = (free_port(), free_port());
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "allow_anonymous true\npersistence false\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let _broker = Proc(
-        std::process::Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+/// A broker as an IOC runs it: TLS on its main port with a certificate signed by our CA,
+/// passwords, and an ACL that lets the box write its status and heartbeat and, if
+/// `reports_allowed`, its reports; a plain listener on `plain` for the test's subscriber
+/// (`ioc`). Returns the broker and the `[mqtt]` keys that reach it as `box`, with the password
+/// in `password_file`.
+fn secured_broker(dir: &std::path::Path, plain: u16, reports_allowed: bool) -> (Mosquitto, String) {
+    make_certs(dir);
+    write_acl(dir, reports_allowed);
+    let tls = format!(
+        "cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\nacl_file {0}/acl\nlistener {plain} 127.0.0.1\n",
+        dir.display()
     );
-    for port in [plain, tls] {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < until, "mosquitto not listening on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let broker = Mosquitto::start_with(&[("box", "right-pw"), ("ioc", "ioc-pw")], &tls);
+    wait_listening(plain, Duration::from_secs(10));
+    let mqtt = format!(
+        "ca_file = \"{}\"\nusername = \"box\"\npassword_file = \"{}\"\nheartbeat_secs = 1",
+        dir.join("ca.crt").display(),
+        dir.join("mqtt-password").display()
+    );
+    (broker, mqtt)
+}
+
+fn write_acl(dir: &std::path::Path, reports_allowed: bool) {
+    let mut acl =
+        "user box\ntopic write fieldwatch/edge-test/status\ntopic write fieldwatch/edge-test/heartbeat\n".to_string();
+    if reports_allowed {
+        acl.push_str("topic write fieldwatch/edge-test/+/reports\n");
     }
-    let subscriber = Subscriber::start(plain, "fieldwatch/#").await;
-    let mqtt = format!("ca_file = \"{}\"", dir.join("ca.crt").display());
-    let config = daemon_config_with(&dir, tls, &mqtt, &scene_camera("rtsp://127.0.0.1:1/cam"));
-    let clip = cache("clips/scene.mp4");
-    let out = dir.join("out");
-    let written =
-        tokio::task::spawn_blocking(move || crate::replay::replay(&clip, &config, &out, &["--publish"])).await.unwrap();
+    acl.push_str("user ioc\ntopic read fieldwatch/#\n");
+    std::fs::write(dir.join("acl"), acl).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("acl"), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// MQTT 5: a broker whose ACL denies the reports' topic says so in its PUBACK. Each report is
+/// tried a few times, then kept as a dead letter with the broker's reason (in the log, the
+/// heartbeat and `fieldwatch outbox`); it does not hold up the queue, and once the ACL is fixed
+/// `fieldwatch outbox --requeue` sends it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_the_acl_denies_become_dead_letters_with_the_reason_and_can_be_requeued() {
+    let _serial = heavy().await;
+    let dir = temp_dir("delivery-acl");
+    let plain = free_port();
+    let (mut broker, mqtt) = secured_broker(&dir, plain, false);
+    std::fs::write(dir.join("mqtt-password"), "right-pw\n").unwrap();
+    let subscriber = Subscriber::start_as(plain, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let config =
+        daemon_config_with(&dir, broker.port, &mqtt, &scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port)));
+    let outbox = |extra: &[&str]| {
+        let config = config.display().to_string();
+        let mut args = vec!["outbox", "--config", &config];
+        args.extend_from_slice(extra);
+        let (code, out) = fieldwatch(&args);
+        assert_eq!(code, 0, "{out}");
+        out
+    };
+
+    let mut daemon = Daemon::start(&config, &dir.join("run1.log"));
+    daemon.wait_log("kept as a dead letter", 2, Duration::from_secs(40)).await;
     subscriber
-        .wait_for(Duration::from_secs(10), "two reports over TLS", |m| {
+        .wait_for(Duration::from_secs(5), "a heartbeat counting both dead letters", |m| {
+            m.iter().any(|(t, p)| {
+                t.ends_with("/heartbeat")
+                    && serde_json::from_slice::<serde_json::Value>(p).is_ok_and(|b| b["outbox"]["dead_letters"] == 2)
+            })
+        })
+        .await;
+    assert!(daemon.terminate(Duration::from_secs(10)).0.success());
+    let log = daemon.log_text();
+    assert!(log.contains("not authorized (0x87)"), "{log}");
+    assert!(subscriber.json_on("/reports").is_empty(), "denied, so nothing reached the IOC");
+    assert!(!subscriber.json_on("edge-test/status").is_empty(), "the status topic is allowed");
+    let out = outbox(&[]);
+    assert!(out.contains(": 0 report(s) waiting") && out.contains("2 dead letter(s)"), "{out}");
+    assert_eq!(out.matches("not authorized (0x87) (topic fieldwatch/edge-test/cam-ok/reports)").count(), 2, "{out}");
+
+    write_acl(&dir, true);
+    broker.restart(); // forgets subscriptions: a new subscriber
+    wait_listening(plain, Duration::from_secs(10));
+    let subscriber = Subscriber::start_as(plain, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
+    assert!(outbox(&["--requeue"]).contains("2 dead letter(s) put back in the queue"));
+    let mut again = Daemon::start(&config, &dir.join("run2.log"));
+    subscriber
+        .wait_for(Duration::from_secs(20), "both reports", |m| {
             m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
         })
         .await;
-    let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&subscriber.json_on("/reports")), ids(&written));
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-/// The broker got a report but its PUBACK never came back (a relay withholds it), then the box
-/// lost power: after the restart the report is sent again, so it is not lost on the way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_whose_puback_never_came_is_sent_again_after_a_restart() {
-    let _serial = heavy().await;
-    let dir = temp_dir("delivery-puback");
-    let broker = Mosquitto::start();
-    let thief = PubackThief::start(broker.port).await;
-    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
-    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
-    let cameras = scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port));
-
-    let through_thief = daemon_config(&dir, thief.port, &cameras);
-    let mut daemon = Daemon::start(&through_thief, &dir.join("run1.log"));
-    let opened = |m: &[(String, Vec<u8>)]| {
-        m.iter().filter(|(t, p)| t.ends_with("/reports") && String::from_utf8_lossy(p).contains("\"opened\"")).count()
-    };
-    subscriber.wait_for(Duration::from_secs(20), "the opened report at the broker", |m| opened(m) >= 1).await;
-    daemon.proc.0.kill().unwrap();
-    daemon.proc.0.wait().unwrap();
-    let (_, out) = fieldwatch(&["outbox", "--config", &through_thief.display().to_string()]);
-    assert!(!out.contains(": 0 report(s)"), "no PUBACK, so still in the outbox: {out}");
-
-    let direct = daemon_config(&dir, broker.port, &cameras);
-    let mut again = Daemon::start(&direct, &dir.join("run2.log"));
-    subscriber.wait_for(Duration::from_secs(15), "the opened report again", |m| opened(m) >= 2).await;
     assert!(again.terminate(Duration::from_secs(10)).0.success());
     let reports = subscriber.json_on("edge-test/cam-ok/reports");
-    let first: Vec<&serde_json::Value> = reports.iter().filter(|r| r["event"] == "opened").collect();
-    assert_eq!(first[0]["report_id"], first[1]["report_id"], "the same report, sent again");
+    let events: Vec<&str> = reports.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events[..2], ["opened", "resolved"], "in their order");
+    let validator = crate::e2e::validator();
+    assert!(reports.iter().all(|r| validator.is_valid(r)));
+    assert!(outbox(&[]).contains("0 dead letter(s)"));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -125,6 +125,14 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
 
     let shot = snapshot(opened);
     assert_eq!((shot.width(), shot.height()), (640, 360));
+    // The opened report also shows where it began: the first frame the object counted in.
+    let first = opened["first_seen"]["observed_at"].as_str().expect("opened carries its first-seen frame");
+    let since = chrono::DateTime::parse_from_rfc3339(first).unwrap();
+    let observed = chrono::DateTime::parse_from_rfc3339(opened["observed_at"].as_str().unwrap()).unwrap();
+    assert!(observed - since >= chrono::TimeDelta::seconds(2), "first seen {since}, observed {observed}");
+    let first_jpeg = base64::engine::general_purpose::STANDARD.decode(opened["first_seen"]["data"].as_str().unwrap());
+    assert_eq!(&first_jpeg.unwrap()[..2], &[0xFF, 0xD8]);
+    assert!(resolved.get("first_seen").is_none(), "only opened reports carry it");
     assert_eq!((opened["snapshot"]["width"].as_u64(), opened["snapshot"]["height"].as_u64()), (Some(640), Some(360)));
     // The box is drawn just outside the object on all four sides; the object itself is red.
     let (x1, y1, x2, y2) = (edges[0] as u32, edges[1] as u32, edges[2] as u32, edges[3] as u32);
@@ -240,7 +248,18 @@ fn the_schema_rejects_broken_reports() {
     for (path, value) in cases {
         assert!(!v.is_valid(&broken(path, value.clone())), "{path} = {value} accepted");
     }
-    let mut missing = good.clone();
-    missing.as_object_mut().unwrap().remove("snapshot");
-    assert!(!v.is_valid(&missing));
+    // A snapshot carries its image inline or names its topic; without either it is broken.
+    let mut separate = good.clone();
+    separate["snapshot"] = serde_json::json!({"content_type": "image/jpeg", "width": 640, "height": 360,
+        "topic": "fieldwatch/d/c/snapshots/0a81d87b-c99e-4741-a407-e7866bcac08a"});
+    assert!(v.is_valid(&separate));
+    separate["snapshot"].as_object_mut().unwrap().remove("topic");
+    assert!(!v.is_valid(&separate));
+    // It may be left out, saying why.
+    let mut omitted = good.clone();
+    omitted.as_object_mut().unwrap().remove("snapshot");
+    omitted["snapshot_omitted"] = "evicted".into();
+    assert!(v.is_valid(&omitted));
+    omitted["snapshot_omitted"] = "lost".into();
+    assert!(!v.is_valid(&omitted));
 }

@@ -50,7 +50,7 @@ fn incidents(reports: &[Value]) -> Vec<Value> {
         .map(|r| {
             let mut r = r.clone();
             let m = r.as_object_mut().unwrap();
-            for volatile in ["report_id", "incident_id", "snapshot"] {
+            for volatile in ["report_id", "incident_id", "snapshot", "first_seen"] {
                 m.remove(volatile);
             }
             r
@@ -126,5 +126,50 @@ async fn replay_can_publish_its_reports_without_speaking_for_the_device() {
     let ids = |rs: &[Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(&published), ids(&written), "the broker got exactly what was written, in order");
     assert!(subscriber.json_on("/status").is_empty(), "a replay must not announce the device online or offline");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `snapshot.mode = "separate"`: each image goes as binary JPEG to its own topic just before
+/// its report, which names that topic instead of carrying the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_snapshots_arrive_on_their_own_topic_before_their_report() {
+    let dir = temp_dir("replay-separate");
+    let broker = Mosquitto::start();
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let cameras = format!("[snapshot]\nmode = \"separate\"\n\n{}", scene_camera("rtsp://127.0.0.1:1/cam"));
+    let config = daemon_config(&dir, broker.port, &cameras);
+    let (clip, out) = (cache("clips/scene.mp4"), dir.join("out"));
+    tokio::task::spawn_blocking(move || replay(&clip, &config, &out, &["--publish"])).await.unwrap();
+    subscriber
+        .wait_for(Duration::from_secs(10), "two published reports", |m| {
+            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
+        })
+        .await;
+    let messages = subscriber.messages();
+    let validator = crate::e2e::validator();
+    for (at, (topic, payload)) in messages.iter().enumerate().filter(|(_, (t, _))| t.ends_with("/reports")) {
+        let report: Value = serde_json::from_slice(payload).unwrap();
+        assert!(validator.is_valid(&report), "{report}");
+        let mut images = vec![("snapshot", &report["snapshot"])];
+        if report["event"] == "opened" {
+            images.push(("first_seen", &report["first_seen"]));
+        }
+        for (field, image) in images {
+            assert!(image.get("data").is_none(), "{field} not inline");
+            let named = image["topic"].as_str().unwrap_or_else(|| panic!("{field} names its topic: {report}"));
+            let expected = format!("fieldwatch/edge-test/cam-ok/snapshots/{}", report["report_id"].as_str().unwrap());
+            let expected = if field == "snapshot" { expected } else { format!("{expected}/first_seen") };
+            assert_eq!(named, expected);
+            let (before, (_, jpeg)) = messages
+                .iter()
+                .enumerate()
+                .find(|(_, (t, _))| t == named)
+                .unwrap_or_else(|| panic!("nothing on {named}"));
+            assert!(before < at, "{named} arrives before {topic}");
+            assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "binary JPEG");
+            let decoded = image::load_from_memory(jpeg).unwrap();
+            assert_eq!(Some(decoded.width() as u64), image["width"].as_u64());
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

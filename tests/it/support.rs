@@ -121,7 +121,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// Waits until something accepts TCP connections on `port`.
-fn wait_listening(port: u16, within: Duration) {
+pub fn wait_listening(port: u16, within: Duration) {
     let until = Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < until, "nothing listening on {port} after {within:?}");
@@ -154,6 +154,12 @@ impl Mosquitto {
 
     /// A broker that admits only `users` (name, password); anonymous if there are none.
     pub fn start_with_users(users: &[(&str, &str)]) -> Self {
+        Self::start_with(users, "")
+    }
+
+    /// [`Mosquitto::start_with_users`] with more configuration after its listener's line
+    /// (`extra`: e.g. TLS files for that listener, a second listener, an `acl_file`).
+    pub fn start_with(users: &[(&str, &str)], extra: &str) -> Self {
         let dir = temp_dir("mosquitto");
         let mut conf = "allow_anonymous true\n".to_string();
         if !users.is_empty() {
@@ -168,6 +174,7 @@ impl Mosquitto {
             }
             conf = format!("allow_anonymous false\npassword_file {}\n", passwords.display());
         }
+        conf.push_str(extra);
         let mut m = Mosquitto { port: free_port(), dir, conf, proc: None };
         m.restart();
         m
@@ -276,6 +283,11 @@ impl Subscriber {
         });
         tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
         Subscriber { messages, task }
+    }
+
+    /// Every message so far, (topic, payload), in the order they arrived.
+    pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
+        self.messages.lock().unwrap().clone()
     }
 
     pub fn json_on(&self, topic_suffix: &str) -> Vec<serde_json::Value> {
