@@ -199,6 +199,7 @@ fn describe_device(
     Arc::new(move || {
         let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
         let secs = previous.0.elapsed().as_secs_f64().max(1e-3);
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         let cams: Vec<serde_json::Value> = cameras
             .iter()
             .enumerate()
@@ -211,8 +212,8 @@ fn describe_device(
                     .then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(report::timestamp))
                     .flatten();
                 serde_json::json!({
-                    "id": id, "frames_per_sec": (fps * 10.0).round() / 10.0, "last_frame_at": last_frame_at,
-                    "connects": c.connects.get(), "reports": c.reports.get(),
+                    "id": id, "state": c.connection_state(now_ms), "frames_per_sec": (fps * 10.0).round() / 10.0,
+                    "last_frame_at": last_frame_at, "connects": c.connects.get(), "reports": c.reports.get(),
                 })
             })
             .collect();
@@ -571,7 +572,7 @@ async fn run_rules(
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
         let events = logic.observe(frame.at, &detections, frame.width, frame.height);
-        evidence.see(&frame, &detections, &logic);
+        evidence.see(&frame, &detections, logic.present());
         let changed = !events.is_empty();
         // Reports are committed before the incident state: a crash in between repeats a
         // report rather than losing one.

@@ -8,7 +8,7 @@
 
 use crate::decode::Frame;
 use crate::detect::{BBox, Detection};
-use crate::rules::{CameraRules, EventKind, IncidentEvent, IncidentObject};
+use crate::rules::{EventKind, IncidentEvent, IncidentObject};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,10 +55,16 @@ impl Evidence {
         detections.iter().filter(|d| self.blur_classes.contains(&d.label)).map(|d| d.bbox).collect()
     }
 
-    /// Notes what each of `rules` saw in `frame` (call it after `rules.observe`).
-    pub fn see(&mut self, frame: &Arc<Frame>, detections: &[Detection], rules: &CameraRules) {
+    /// Notes what the rules saw in `frame`: per rule, whether its incident is open and the
+    /// objects present (`CameraRules::present`, after `observe`).
+    pub fn see<'a>(
+        &mut self,
+        frame: &Arc<Frame>,
+        detections: &[Detection],
+        present: impl IntoIterator<Item = (&'a str, bool, &'a [IncidentObject])>,
+    ) {
         let blur = self.blur(detections);
-        for (rule_id, open, objects) in rules.present() {
+        for (rule_id, open, objects) in present {
             if objects.is_empty() {
                 if !open {
                     self.by_rule.remove(rule_id); // gone before it became a case
@@ -99,4 +105,106 @@ impl Evidence {
 
 fn cut(b: &BBox, frame: &Frame) -> bool {
     b.x1 < EDGE_PX || b.y1 < EDGE_PX || b.x2 > frame.width as f32 - EDGE_PX || b.y2 > frame.height as f32 - EDGE_PX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::seconds(1_800_000_000 + secs)
+    }
+
+    fn frame(secs: i64) -> Arc<Frame> {
+        let (width, height) = (640, 360);
+        let chroma = (width / 2 * height / 2) as usize;
+        Arc::new(Frame {
+            width,
+            height,
+            y: vec![0; (width * height) as usize],
+            u: vec![128; chroma],
+            v: vec![128; chroma],
+            full_range: true,
+            pts_secs: secs as f64,
+            at: at(secs),
+        })
+    }
+
+    fn object(score: f32, x1: f32) -> IncidentObject {
+        let bbox = BBox { x1, y1: 200.0, x2: x1 + 50.0, y2: 250.0 };
+        IncidentObject { track_id: 1, label: "motorbike".into(), score, bbox, since: at(0) }
+    }
+
+    fn event(kind: EventKind, secs: i64, objects: Vec<IncidentObject>) -> IncidentEvent {
+        let rule = Arc::new(crate::rules::tests::rule(|_| {}));
+        IncidentEvent {
+            kind,
+            incident_id: uuid::Uuid::nil(),
+            rule,
+            started_at: at(0),
+            opened_at: at(3),
+            at: at(secs),
+            objects,
+        }
+    }
+
+    /// Feeds `seen` (second, objects) for the rule `sidewalk`, its incident open or not.
+    fn see(evidence: &mut Evidence, secs: i64, open: bool, objects: &[IncidentObject]) -> Arc<Frame> {
+        let f = frame(secs);
+        evidence.see(&f, &[], [("sidewalk", open, objects)]);
+        f
+    }
+
+    #[test]
+    fn opened_shows_the_best_uncut_frame_and_the_first_seen_one() {
+        let mut evidence = Evidence::new(Vec::new());
+        see(&mut evidence, 0, false, &[object(0.7, 100.0)]);
+        see(&mut evidence, 1, false, &[object(0.95, 0.0)]); // the best score, but cut by the left edge
+        see(&mut evidence, 2, false, &[object(0.8, 100.0)]);
+        let now = see(&mut evidence, 3, false, &[object(0.75, 100.0)]);
+        let shots = evidence.take(&event(EventKind::Opened, 3, vec![object(0.75, 100.0)]), &now, &[]);
+        assert_eq!(shots.main.frame.at, at(2), "the best frame with nothing cut");
+        assert_eq!(shots.main.objects[0].score, 0.8, "with the objects as they were in it");
+        assert_eq!(shots.first_seen.map(|s| s.frame.at), Some(at(0)));
+
+        // An update shows the best frame since the last report, and no first-seen frame.
+        see(&mut evidence, 4, true, &[object(0.7, 100.0)]);
+        let now = see(&mut evidence, 5, true, &[object(0.6, 100.0)]);
+        let shots = evidence.take(&event(EventKind::Updated, 5, vec![object(0.6, 100.0)]), &now, &[]);
+        assert_eq!((shots.main.frame.at, shots.first_seen.is_none()), (at(4), true));
+
+        // Resolved shows the cleared scene, now.
+        let now = see(&mut evidence, 9, true, &[]);
+        let shots = evidence.take(&event(EventKind::Resolved, 9, Vec::new()), &now, &[]);
+        assert_eq!((shots.main.frame.at, shots.main.objects.len()), (at(9), 0));
+    }
+
+    #[test]
+    fn objects_that_leave_before_a_case_opens_are_forgotten() {
+        let mut evidence = Evidence::new(Vec::new());
+        see(&mut evidence, 0, false, &[object(0.9, 100.0)]);
+        see(&mut evidence, 1, false, &[]); // gone: no case
+        see(&mut evidence, 5, false, &[object(0.7, 300.0)]);
+        let now = see(&mut evidence, 8, false, &[object(0.7, 300.0)]);
+        let shots = evidence.take(&event(EventKind::Opened, 8, vec![object(0.7, 300.0)]), &now, &[]);
+        assert_eq!(shots.first_seen.map(|s| s.frame.at), Some(at(5)), "first seen is the new object's arrival");
+        assert_eq!(shots.main.frame.at, at(8), "equal frames: the latest");
+    }
+
+    #[test]
+    fn detections_of_blurred_classes_are_kept_with_each_frame() {
+        let mut evidence = Evidence::new(vec!["face".into()]);
+        let f = frame(0);
+        let face = Detection {
+            class_id: 3,
+            label: "face".into(),
+            score: 0.9,
+            bbox: BBox { x1: 1.0, y1: 2.0, x2: 3.0, y2: 4.0 },
+        };
+        let car = Detection { label: "car".into(), ..face.clone() };
+        evidence.see(&f, &[face.clone(), car], [("sidewalk", false, &[object(0.8, 100.0)][..])]);
+        let shots = evidence.take(&event(EventKind::Opened, 0, vec![object(0.8, 100.0)]), &f, &[]);
+        assert_eq!(shots.main.blur, vec![face.bbox]);
+    }
 }

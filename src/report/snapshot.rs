@@ -297,6 +297,70 @@ mod tests {
         assert_eq!((x, w), (0, 1920), "a zone half the frame wide, times three, is the whole width");
     }
 
+    fn checkered_shot(blur: Vec<BBox>) -> Shot {
+        let (width, height) = (640u32, 360u32);
+        let y =
+            (0..width * height).map(|i| if ((i % width) / 2 + (i / width) / 2) % 2 == 0 { 235 } else { 16 }).collect();
+        let chroma = (width / 2 * height / 2) as usize;
+        let frame = crate::decode::Frame {
+            width,
+            height,
+            y,
+            u: vec![128; chroma],
+            v: vec![128; chroma],
+            full_range: false,
+            pts_secs: 0.0,
+            at: chrono::Utc::now(),
+        };
+        let bbox = BBox { x1: 300.0, y1: 200.0, x2: 350.0, y2: 250.0 };
+        let object = crate::rules::IncidentObject {
+            track_id: 1,
+            label: "motorbike".into(),
+            score: 0.9,
+            bbox,
+            since: chrono::Utc::now(),
+        };
+        Shot { frame: std::sync::Arc::new(frame), objects: vec![object], blur }
+    }
+
+    fn origin(crop: bool) -> Origin {
+        let mut style = super::super::SnapshotStyle::new(&Default::default(), Vec::new());
+        style.crop = crop;
+        Origin {
+            device_id: "d".into(),
+            camera_id: "c".into(),
+            camera_name: "Cam".into(),
+            camera_location: String::new(),
+            model_name: "m".into(),
+            config_version: "v".into(),
+            snapshot: style,
+            class_names: Default::default(),
+        }
+    }
+
+    fn contrast(img: &RgbImage, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> f64 {
+        let values: Vec<f64> =
+            x.flat_map(|x| y.clone().map(move |y| (x, y))).map(|(x, y)| img.get_pixel(x, y)[1] as f64).collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn detections_of_blurred_classes_are_blurred_and_crops_move_the_boxes() {
+        let face = BBox { x1: 500.0, y1: 40.0, x2: 600.0, y2: 140.0 };
+        let zone = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0]];
+        let whole = render(&origin(false), &zone, &checkered_shot(vec![face]), "");
+        assert_eq!((whole.image.width(), whole.boxes[0].x1), (640, 300.0));
+        assert!(contrast(&whole.image, 520..580, 60..120) < 20.0, "the face is blurred");
+        assert!(contrast(&whole.image, 100..160, 60..120) > 80.0, "the rest is not");
+
+        let cropped = render(&origin(true), &zone, &checkered_shot(Vec::new()), "first seen");
+        let (w, h) = (cropped.image.width(), cropped.image.height());
+        assert!(w < 640 && h < 360 && w >= 213 && h >= 120, "{w}x{h}");
+        let b = cropped.boxes[0];
+        assert!(b.x1 > 0.0 && b.x2 < w as f32 && (b.x2 - b.x1 - 50.0).abs() < 0.01, "{b:?} in {w}x{h}");
+    }
+
     #[test]
     fn wide_frames_are_scaled_to_the_maximum_width() {
         let (img, scale) = fit_width(RgbImage::new(1920, 1080), 1280);

@@ -379,4 +379,4 @@ fn secs(d: std::time::Duration) -> chrono::TimeDelta {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

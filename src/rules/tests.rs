@@ -13,7 +13,7 @@ use std::time::Duration;
 const W: u32 = 1000;
 const SIZE: f32 = 60.0;
 
-fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
+pub(crate) fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
     let filter =
         Filter { min_score: 0.5, threshold: 0.6, min_area: 0.0, max_area: 1.0, min_ratio: 0.0, max_ratio: 100.0 };
     let mut r = Rule {

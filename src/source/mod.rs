@@ -19,7 +19,7 @@ pub use rtsp::RtspSource;
 use crate::clock::Clock;
 use crate::config::Camera;
 use crate::pipeline::{Closed, EdgeSender, Sent};
-use crate::telemetry::CameraCounters;
+use crate::telemetry::{CameraCounters, LinkState};
 use backon::BackoffBuilder;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::future::Future;
@@ -180,6 +180,8 @@ impl SourceContext {
         self.counters.encoded_frames.inc();
         let at = frame.connection.anchor.time_of(frame.pts_secs);
         self.counters.last_frame_ms.set(at.timestamp_millis().max(0) as u64);
+        self.counters.frame_received_ms.set(chrono::Utc::now().timestamp_millis().max(0) as u64);
+        self.counters.connection.set(LinkState::Streaming);
         self.timeline.saw(at);
         true
     }
@@ -211,6 +213,7 @@ pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: So
     let mut delays = backoff();
     while !ctx.shutdown.is_cancelled() {
         let frames_before = ctx.counters.encoded_frames.get();
+        ctx.counters.connection.set(LinkState::Connecting);
         let outcome = source.run_once(&mut ctx).await;
         if ctx.counters.encoded_frames.get() > frames_before {
             delays = backoff(); // a connection that worked resets the backoff
@@ -221,11 +224,13 @@ pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: So
             Ok(Ended::ByServer) => info!(delay_ms = delay.as_millis() as u64, "stream ended by server; reconnecting"),
             Err(error) => warn!(%error, delay_ms = delay.as_millis() as u64, "camera unavailable; retrying"),
         }
+        ctx.counters.connection.set(LinkState::BackingOff);
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
     }
+    ctx.counters.connection.set(LinkState::Stopped);
 }
 
 #[cfg(test)]

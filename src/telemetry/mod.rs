@@ -4,7 +4,7 @@
 use crate::pipeline::EdgeCounters;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 use tracing_subscriber::EnvFilter;
 
@@ -70,4 +70,72 @@ pub struct CameraCounters {
     pub detect_busy: Counter,
     /// Stream time of the newest access unit, in Unix milliseconds (0: none yet).
     pub last_frame_ms: Counter,
+    /// Where the camera's connection stands, and when (wall clock, Unix ms) a frame last came.
+    pub connection: ConnectionGauge,
+    pub frame_received_ms: Counter,
+}
+
+/// Where a camera's connection stands, as the source sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkState {
+    /// Connecting, or connected and waiting for the first keyframe.
+    Connecting,
+    Streaming,
+    /// Waiting to try again after a failure.
+    BackingOff,
+    Stopped,
+}
+
+/// A frame not received for this long makes a streaming camera count as stalled (until its
+/// `stall_timeout_secs` rebuilds the connection).
+pub const STALLED_AFTER_MS: u64 = 2_000;
+
+#[derive(Debug, Default)]
+pub struct ConnectionGauge(AtomicU8);
+
+impl ConnectionGauge {
+    pub fn set(&self, state: LinkState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> LinkState {
+        match self.0.load(Ordering::Relaxed) {
+            1 => LinkState::Streaming,
+            2 => LinkState::BackingOff,
+            3 => LinkState::Stopped,
+            _ => LinkState::Connecting,
+        }
+    }
+}
+
+impl CameraCounters {
+    /// The connection's state for status and heartbeat: `connecting`, `streaming`, `stalled`
+    /// (streaming, but no frame for [`STALLED_AFTER_MS`]), `backing_off` or `stopped`.
+    pub fn connection_state(&self, now_ms: u64) -> &'static str {
+        match self.connection.get() {
+            LinkState::Connecting => "connecting",
+            LinkState::Streaming if now_ms.saturating_sub(self.frame_received_ms.get()) > STALLED_AFTER_MS => "stalled",
+            LinkState::Streaming => "streaming",
+            LinkState::BackingOff => "backing_off",
+            LinkState::Stopped => "stopped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streaming_camera_without_frames_for_a_while_is_stalled() {
+        let c = CameraCounters::default();
+        assert_eq!(c.connection_state(10_000), "connecting");
+        c.connection.set(LinkState::Streaming);
+        c.frame_received_ms.set(10_000);
+        assert_eq!(c.connection_state(10_000 + STALLED_AFTER_MS), "streaming");
+        assert_eq!(c.connection_state(10_001 + STALLED_AFTER_MS), "stalled");
+        c.connection.set(LinkState::BackingOff);
+        assert_eq!(c.connection_state(10_000), "backing_off");
+    }
 }

@@ -171,6 +171,8 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let fps = ok["frames_per_sec"].as_f64().unwrap();
     assert!((10.0..=20.0).contains(&fps), "cam-ok at {fps} fps (the clip is 15 fps): {late}");
     assert!(ok["last_frame_at"].is_string() && down["last_frame_at"].is_null(), "{late}");
+    assert_eq!(ok["state"], "streaming", "{late}");
+    assert!(["connecting", "backing_off"].contains(&down["state"].as_str().unwrap()), "{late}");
     assert!(late["outbox"]["reports"].is_u64() && late["disk_free_bytes"].is_u64(), "{late}");
 
     // The unreachable camera was retried without disturbing the other; no credentials leaked.
@@ -262,4 +264,17 @@ fn the_schema_rejects_broken_reports() {
     assert!(v.is_valid(&omitted));
     omitted["snapshot_omitted"] = "lost".into();
     assert!(!v.is_valid(&omitted));
+}
+
+/// The example consumers read in `docs/report-v1.md` is a valid report.
+#[test]
+fn the_documented_example_validates() {
+    let doc = std::fs::read_to_string(root().join("docs/report-v1.md")).unwrap();
+    let json = doc.split("```json").nth(1).and_then(|rest| rest.split("```").next()).expect("a json block");
+    let example: Value = serde_json::from_str(json).unwrap();
+    assert!(
+        validator().is_valid(&example),
+        "{:?}",
+        validator().iter_errors(&example).map(|e| e.to_string()).collect::<Vec<_>>()
+    );
 }
