@@ -1,13 +1,15 @@
 //! Delivery: reports per second from the outbox to a local mosquitto with 150 KB snapshots
 //! (sent inline, as base64) at QoS 1 over MQTT 5, and the time from a report being queued to a subscriber having it (loopback).
-//! `cargo bench --bench delivery [-- --reports N --rate BYTES_PER_SEC --out FILE.json]`; CI runs a
+//! `cargo bench --bench delivery [-- --reports N --rate BYTES_PER_SEC --protocol 3.1.1 --out FILE.json]`; CI runs a
 //! short smoke run. With `--rate`, it also drains 10 reports under `outbox.drain_bytes_per_sec`.
 //! Starts its own mosquitto on a free port and stops it at the end.
 
-use fieldwatch::config::{MqttConfig, SnapshotMode};
+use fieldwatch::config::{MqttConfig, MqttProtocol, SnapshotMode};
 use fieldwatch::outbox::Outbox;
 use fieldwatch::publish::{self, Presence, Sending};
-use fieldwatch::report::Images;
+use fieldwatch::report::{Images, Shot, Shots};
+
+mod common;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -49,7 +51,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (throughput, latencies, rate, paced) = runtime.block_on(async {
+    let (throughput, latencies, opening, rate, paced) = runtime.block_on(async {
         // A subscriber that notes when each message arrives.
         let mut opts = MqttOptions::new("bench-sub", "127.0.0.1", port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
@@ -72,7 +74,11 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         let outbox = Arc::new(Outbox::open(&dir.join("outbox.db"), 1 << 30).unwrap());
-        let mqtt = MqttConfig { port, ..Default::default() };
+        let protocol = match arg("--protocol").as_deref() {
+            Some("3.1.1") => MqttProtocol::V311,
+            _ => MqttProtocol::V5,
+        };
+        let mqtt = MqttConfig { port, protocol, ..Default::default() };
         let topic = publish::reports_topic(&mqtt, "bench", "cam");
         let queue = {
             let (outbox, topic) = (outbox.clone(), topic.clone());
@@ -112,6 +118,27 @@ fn main() {
             let at = arrived.recv().await.unwrap();
             latencies.push(at - queued);
         }
+        // And from an incident opening on a 1080p frame to the subscriber: both pictures
+        // (best and first-seen frame) drawn and encoded, the outbox write, delivery.
+        let (event, origin) = common::opened();
+        let frame = Arc::new(common::frame_1080p());
+        let shot = Shot { frame: frame.clone(), objects: event.objects.clone(), blur: vec![] };
+        let shots = Shots { main: shot.clone(), first_seen: Some(shot) };
+        let mut opening = Vec::new();
+        for _ in 0..samples {
+            let opened = Instant::now();
+            let (o, e, s, outbox, topic) =
+                (origin.clone(), event.clone(), shots.clone(), outbox.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || {
+                let report = fieldwatch::report::build(&o, &e, &s);
+                let json = serde_json::to_vec(&report).unwrap();
+                outbox.push("cam", &topic, &json, &report.images).unwrap();
+            })
+            .await
+            .unwrap();
+            let at = arrived.recv().await.unwrap();
+            opening.push(at - opened);
+        }
         stop.cancel();
         let _ = publisher.await;
         // Paced draining: a backlog of 10 sent at `--rate` bytes per second (default 1 MB/s).
@@ -136,27 +163,38 @@ fn main() {
         stop.cancel();
         let _ = publisher.await;
         listener.abort();
-        (throughput, latencies, rate, paced)
+        (throughput, latencies, opening, rate, paced)
     });
     let _ = broker.kill();
     let _ = broker.wait();
     std::fs::remove_dir_all(&dir).ok();
-    let mut sorted = latencies.clone();
-    sorted.sort();
-    let median = sorted[sorted.len() / 2];
-    let p95 = sorted[sorted.len() * 95 / 100];
-    println!("delivery to local mosquitto, MQTT 5, 150 KB snapshots inline, QoS 1");
+    let quantiles = |mut d: Vec<Duration>| {
+        d.sort();
+        (d[d.len() / 2], d[d.len() * 95 / 100], d.len())
+    };
+    let (median, p95, n) = quantiles(latencies);
+    let (open_median, open_p95, _) = quantiles(opening);
+    println!(
+        "delivery to local mosquitto, MQTT {}, 150 KB snapshots inline, QoS 1",
+        arg("--protocol").unwrap_or("5".into())
+    );
     println!("throughput  {throughput:.0} reports/s ({reports} reports)");
     println!(
         "latency     median {:.1} ms, p95 {:.1} ms ({} samples, outbox write to subscriber)",
         ms(median),
         ms(p95),
-        sorted.len()
+        n
+    );
+    println!(
+        "opening     median {:.1} ms, p95 {:.1} ms (incident opened on a 1080p frame to subscriber: two pictures, outbox, delivery)",
+        ms(open_median),
+        ms(open_p95)
     );
     println!("paced       {paced:.0} bytes/s with drain_bytes_per_sec = {rate} (10 reports)");
     let json = serde_json::json!({
-        "reports": reports, "snapshot_bytes": SNAPSHOT_BYTES, "protocol": "5", "reports_per_sec": throughput,
-        "latency_ms": { "median": ms(median), "p95": ms(p95), "samples": sorted.len() },
+        "reports": reports, "snapshot_bytes": SNAPSHOT_BYTES, "protocol": arg("--protocol").unwrap_or("5".into()), "reports_per_sec": throughput,
+        "latency_ms": { "median": ms(median), "p95": ms(p95), "samples": n },
+        "opening_to_subscriber_ms": { "median": ms(open_median), "p95": ms(open_p95), "samples": n },
         "paced": { "limit_bytes_per_sec": rate, "bytes_per_sec": paced },
     });
     if let Some(out) = arg("--out") {

@@ -4,11 +4,13 @@
 //! ONNX Runtime). Prints the median of each stage; no thresholds here — speed goals are read
 //! from these numbers, never asserted in tests.
 
+mod common;
+
+use common::frame_1080p;
 use fieldwatch::config::ModelConfig;
-use fieldwatch::decode::Frame;
 use fieldwatch::detect::{Detector, letterbox};
-use fieldwatch::report::{Origin, build};
-use fieldwatch::rules::{CameraRules, EventKind, IncidentEvent};
+use fieldwatch::report::build;
+use fieldwatch::rules::CameraRules;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,25 +26,6 @@ fn median(mut f: impl FnMut(), runs: usize) -> Duration {
         .collect();
     times.sort();
     times[runs / 2]
-}
-
-fn frame_1080p() -> Frame {
-    let (w, h) = (1920u32, 1080u32);
-    let mut y = vec![90u8; (w * h) as usize];
-    for (i, v) in y.iter_mut().enumerate() {
-        *v = (i % 251) as u8;
-    }
-    let c = (w.div_ceil(2) * h.div_ceil(2)) as usize;
-    Frame {
-        width: w,
-        height: h,
-        y,
-        u: vec![110; c],
-        v: vec![150; c],
-        full_range: false,
-        pts_secs: 0.0,
-        at: chrono::Utc::now(),
-    }
 }
 
 fn main() {
@@ -68,48 +51,13 @@ fn main() {
         println!("detect {name:<12} (1 thread)      {:?}", median(|| drop(detector.detect(&rgb).unwrap()), 10));
     }
 
-    let event = IncidentEvent {
-        kind: EventKind::Opened,
-        incident_id: uuid::Uuid::new_v4(),
-        rule: Arc::new(fieldwatch::config::Rule {
-            id: "sidewalk".into(),
-            violation: "sidewalk_encroachment".into(),
-            category: fieldwatch::config::Category::UrbanOrder,
-            zone: fieldwatch::config::Zone {
-                name: "sidewalk".into(),
-                polygon: vec![[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]],
-                membership: fieldwatch::config::Membership::BottomCenter,
-                inertia: 2,
-            },
-            classes: vec!["red".into()],
-            filters: Default::default(),
-            min_count: 1,
-            dwell: std::time::Duration::from_secs(10),
-            clear_after: std::time::Duration::from_secs(5),
-            cooldown: std::time::Duration::from_secs(60),
-            update_every: None,
-            text: Default::default(),
-        }),
-        started_at: chrono::Utc::now(),
-        opened_at: chrono::Utc::now(),
-        at: chrono::Utc::now(),
-        objects: vec![],
-    };
-    let origin = Origin {
-        device_id: "bench".into(),
-        camera_id: "cam".into(),
-        camera_name: "cam".into(),
-        camera_location: String::new(),
-        model_name: "m".into(),
-        config_version: "v".into(),
-        class_names: Default::default(),
-        snapshot: fieldwatch::report::SnapshotStyle::new(&Default::default(), Vec::new()),
-    };
-    let shots = fieldwatch::report::Shots {
-        main: fieldwatch::report::Shot { frame: std::sync::Arc::new(frame), objects: vec![], blur: vec![] },
-        first_seen: None,
-    };
-    println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &shots)), 10));
+    let (event, origin) = common::opened();
+    let frame = Arc::new(frame);
+    let shot = || fieldwatch::report::Shot { frame: frame.clone(), objects: event.objects.clone(), blur: vec![] };
+    let one = fieldwatch::report::Shots { main: shot(), first_seen: None };
+    let two = fieldwatch::report::Shots { main: shot(), first_seen: Some(shot()) };
+    println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &one)), 10));
+    println!("  opened, with first-seen frame    {:?}", median(|| drop(build(&origin, &event, &two)), 10));
     println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone()));
 }
 

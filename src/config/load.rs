@@ -227,6 +227,19 @@ mod tests {
     }
 
     #[test]
+    fn protocol_and_snapshot_mode_take_only_their_values() {
+        let bad = GOOD.replace("[device]", "[mqtt]\nprotocol = \"4\"\n[snapshot]\nmode = \"sideways\"\n[device]");
+        let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].starts_with("mqtt.protocol: unknown variant `4`, expected `5` or `3.1.1`"), "{found:#?}");
+        assert!(found[1].starts_with("snapshot.mode: unknown variant `sideways`"), "{found:#?}");
+        let no_keep_alive = GOOD.replace("[device]", "[mqtt]\nkeep_alive_secs = 0\n[device]");
+        assert!(problems(&no_keep_alive)[0].to_string().starts_with("mqtt.keep_alive_secs: 0 (off) needs"));
+        let old_broker = no_keep_alive.replace("[mqtt]", "[mqtt]\nprotocol = \"3.1.1\"");
+        assert_eq!(problems(&old_broker), vec![]);
+    }
+
+    #[test]
     fn errors_inside_arrays_are_reported_once_and_the_rest_still_checked() {
         let bad = GOOD
             .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]", "[[0.1, 0.5], [0.9, \"x\"], [0.9, 1.0]]")

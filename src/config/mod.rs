@@ -128,7 +128,7 @@ pub struct MqttConfig {
     pub password_file: PathBuf,
     /// First topic level: reports go to `{prefix}/{device}/{camera}/reports`. Default `fieldwatch`.
     pub topic_prefix: String,
-    /// MQTT keep-alive in seconds, 0 (off) or 5..=65535 (the protocol's limit). Default 30.
+    /// MQTT keep-alive in seconds, 5..=65535 (the protocol's limit); 0 (off) only with 3.1.1. Default 30.
     pub keep_alive_secs: u64,
     /// CA certificate (PEM) that signs the broker's: setting it turns TLS on. Default empty:
     /// plain TCP (only for a broker on the box or a trusted network).

@@ -3,8 +3,8 @@
 //! `check` can fail later.
 
 use super::{
-    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, Problem, Rule, RuleConfig,
-    Templates, Zone,
+    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, MqttProtocol, Problem, Rule,
+    RuleConfig, Templates, Zone,
 };
 use crate::track::TrackerConfig;
 use std::collections::{BTreeMap, HashSet};
@@ -53,6 +53,8 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     }
     if mqtt.keep_alive_secs != 0 && !(5..=65_535).contains(&mqtt.keep_alive_secs) {
         v.problem("mqtt.keep_alive_secs", format!("{} must be 0 (off) or 5..=65535", mqtt.keep_alive_secs));
+    } else if mqtt.keep_alive_secs == 0 && mqtt.protocol == MqttProtocol::V5 {
+        v.problem("mqtt.keep_alive_secs", "0 (off) needs mqtt.protocol = \"3.1.1\"; with MQTT 5 use 5..=65535");
     }
     let set = |p: &std::path::PathBuf| !p.as_os_str().is_empty();
     for (key, path) in [("ca_file", &mqtt.ca_file), ("cert_file", &mqtt.cert_file), ("key_file", &mqtt.key_file)] {

@@ -63,6 +63,8 @@ pub fn connect(
     Ok(match config.protocol {
         MqttProtocol::V5 => {
             let mut options = v5::MqttOptions::new(client_id, config.host.clone(), config.port);
+            // rumqttc's MQTT 5 client cannot turn keep-alive off (validation says so).
+            let keep_alive = keep_alive.max(Duration::from_secs(5));
             options.set_keep_alive(keep_alive).set_max_packet_size(Some(config.max_packet_bytes as u32));
             if let Some((topic, payload)) = will {
                 let qos = v5::mqttbytes::QoS::AtLeastOnce;

@@ -233,14 +233,22 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
     let (mut images, mut snapshot, mut first_seen) = (Images::default(), None, None);
     let mut boxes: Vec<BBox> = shown.objects.iter().map(|o| o.bbox).collect();
     if style.mode != SnapshotMode::None {
-        let picture = snapshot::render(origin, &shown.rule.zone.polygon, &shots.main, "");
+        let zone = &shown.rule.zone.polygon;
+        let first = shots.first_seen.as_ref().filter(|_| style.first_seen);
+        // The two pictures of an opened report are drawn side by side: each is CPU work on the
+        // way from an incident opening to its report.
+        let (main, first) = std::thread::scope(|s| {
+            let first = first.map(|shot| s.spawn(move || (shot.frame.at, picture(origin, zone, shot, "first seen"))));
+            let main = picture(origin, zone, &shots.main, "");
+            (main, first.map(|f| f.join().expect("drawing a snapshot does not panic")))
+        });
+        let (picture, jpeg) = main;
         boxes = picture.boxes;
         snapshot = Some(describe_image(&picture.image, shown.at));
-        images.snapshot = Some(encode_jpeg(&picture.image, style.jpeg_quality));
-        if let Some(first) = shots.first_seen.as_ref().filter(|_| style.first_seen) {
-            let picture = snapshot::render(origin, &shown.rule.zone.polygon, first, "first seen");
-            first_seen = Some(describe_image(&picture.image, first.frame.at));
-            images.first_seen = Some(encode_jpeg(&picture.image, style.jpeg_quality));
+        images.snapshot = Some(jpeg);
+        if let Some((at, (picture, jpeg))) = first {
+            first_seen = Some(describe_image(&picture.image, at));
+            images.first_seen = Some(jpeg);
         }
     }
     let rule = &event.rule;
@@ -287,6 +295,13 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         snapshot_omitted: (style.mode == SnapshotMode::None).then_some(OMITTED_DISABLED),
         images,
     }
+}
+
+/// A shot drawn and encoded as JPEG.
+fn picture(origin: &Origin, zone: &[[f64; 2]], shot: &Shot, caption: &str) -> (snapshot::Picture, Vec<u8>) {
+    let picture = snapshot::render(origin, zone, shot, caption);
+    let jpeg = encode_jpeg(&picture.image, origin.snapshot.jpeg_quality);
+    (picture, jpeg)
 }
 
 fn describe_image(image: &image::RgbImage, at: DateTime<Utc>) -> Snapshot {

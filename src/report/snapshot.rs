@@ -194,9 +194,21 @@ pub fn fit_width(frame: RgbImage, max_width: u32) -> (RgbImage, f32) {
     if max_width == 0 || frame.width() <= max_width {
         return (frame, 1.0);
     }
+    use fast_image_resize::{
+        FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef,
+    };
     let scale = max_width as f32 / frame.width() as f32;
     let height = ((frame.height() as f32 * scale).round() as u32).max(1);
-    (image::imageops::resize(&frame, max_width, height, image::imageops::FilterType::Triangle), scale)
+    // fast_image_resize: about ten times faster than `image`'s resize, and this is on the way
+    // from an incident opening to its report.
+    let src = ImageRef::new(frame.width(), frame.height(), frame.as_raw(), PixelType::U8x3)
+        .expect("RgbImage buffers are width*height*3");
+    let mut scaled = Image::new(max_width, height, PixelType::U8x3);
+    Resizer::new()
+        .resize(&src, &mut scaled, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
+        .expect("source and destination are both U8x3");
+    let scaled = RgbImage::from_raw(max_width, height, scaled.into_vec()).expect("the buffer is width*height*3");
+    (scaled, scale)
 }
 
 pub fn encode_jpeg(frame: &RgbImage, quality: u8) -> Vec<u8> {
