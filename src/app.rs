@@ -220,6 +220,7 @@ fn describe_device(
         previous.0 = Instant::now();
         let depth = outbox.depth().unwrap_or_default();
         serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": started.elapsed().as_secs(),
             "config_version": config_version,
             "model": model,
@@ -227,6 +228,7 @@ fn describe_device(
             "disk_free_bytes": disk_free(&state_dir),
             "outbox": {
                 "reports": depth.reports, "bytes": depth.bytes, "oldest_queued_at": depth.oldest,
+                "oldest_age_secs": depth.oldest_age_secs(),
                 "dead_letters": depth.dead_letters, "evicted_images": depth.evicted_images,
                 "evicted_reports": depth.evicted_reports,
             },

@@ -124,11 +124,12 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
     }
     let depth = outbox.depth()?;
     println!(
-        "outbox {}: {} report(s) waiting, oldest queued at {}; {} dead letter(s); {} bytes (limit {}); \
-         evicted to stay within it: {} report(s), the images of {}",
+        "outbox {}: {} report(s) waiting, oldest queued at {} ({} s ago); {} dead letter(s); {} bytes \
+         (limit {}); evicted to stay within it: {} report(s), the images of {}",
         path.display(),
         depth.reports,
         depth.oldest.as_deref().unwrap_or("-"),
+        depth.oldest_age_secs().map_or("-".into(), |s| s.to_string()),
         depth.dead_letters,
         depth.bytes,
         settings.config.outbox.max_bytes,

@@ -174,6 +174,8 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     assert_eq!(ok["state"], "streaming", "{late}");
     assert!(["connecting", "backing_off"].contains(&down["state"].as_str().unwrap()), "{late}");
     assert!(late["outbox"]["reports"].is_u64() && late["disk_free_bytes"].is_u64(), "{late}");
+    assert!(late["version"].is_string() && late["config_version"].is_string() && late["model"] == "squares", "{late}");
+    assert!(late["outbox"]["dead_letters"] == 0 && late["outbox"].get("oldest_age_secs").is_some(), "{late}");
 
     // The unreachable camera was retried without disturbing the other; no credentials leaked.
     let retries = log.lines().filter(|l| l.contains("cam-down") && l.contains("retrying")).count();
