@@ -26,11 +26,7 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
     broker.restart();
     let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
     let mut again = Daemon::start(&config, &dir.join("run2.log"));
-    subscriber
-        .wait_for(Duration::from_secs(20), "both reports", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(20)).await;
     // Killed while connected: the broker publishes the retained last will.
     again.proc.0.kill().unwrap();
     again.proc.0.wait().unwrap();
@@ -81,11 +77,7 @@ async fn wrong_credentials_are_reported_clearly_and_lose_nothing() {
 
     std::fs::write(&password, "right-pw\n").unwrap();
     let mut again = Daemon::start(&config, &dir.join("run2.log"));
-    subscriber
-        .wait_for(Duration::from_secs(20), "both reports", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(20)).await;
     assert!(again.terminate(Duration::from_secs(10)).0.success());
     let events: Vec<String> = subscriber
         .json_on("edge-test/cam-ok/reports")
@@ -139,11 +131,7 @@ async fn reports_go_over_tls_to_a_broker_signed_by_the_configured_ca() {
     let out = dir.join("out");
     let written =
         tokio::task::spawn_blocking(move || crate::replay::replay(&clip, &config, &out, &["--publish"])).await.unwrap();
-    subscriber
-        .wait_for(Duration::from_secs(10), "two reports over TLS", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(10)).await;
     let ids = |rs: &[serde_json::Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(&subscriber.json_on("/reports")), ids(&written));
     std::fs::remove_dir_all(&dir).ok();
@@ -322,11 +310,7 @@ async fn reports_the_acl_denies_become_dead_letters_with_the_reason_and_can_be_r
     let subscriber = Subscriber::start_as(plain, "fieldwatch/#", Some(("ioc", "ioc-pw"))).await;
     assert!(outbox(&["--requeue"]).contains("2 dead letter(s) put back in the queue"));
     let mut again = Daemon::start(&config, &dir.join("run2.log"));
-    subscriber
-        .wait_for(Duration::from_secs(20), "both reports", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(20)).await;
     assert!(again.terminate(Duration::from_secs(10)).0.success());
     let reports = subscriber.json_on("edge-test/cam-ok/reports");
     let events: Vec<&str> = reports.iter().map(|r| r["event"].as_str().unwrap()).collect();

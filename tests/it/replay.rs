@@ -117,11 +117,7 @@ async fn replay_can_publish_its_reports_without_speaking_for_the_device() {
     let clip = cache("clips/scene.mp4");
     let out = dir.join("out");
     let written = tokio::task::spawn_blocking(move || replay(&clip, &config, &out, &["--publish"])).await.unwrap();
-    subscriber
-        .wait_for(Duration::from_secs(10), "two published reports", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(10)).await;
     let published = subscriber.json_on("edge-test/cam-ok/reports");
     let ids = |rs: &[Value]| rs.iter().map(|r| r["report_id"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(&published), ids(&written), "the broker got exactly what was written, in order");
@@ -140,11 +136,7 @@ async fn separate_snapshots_arrive_on_their_own_topic_before_their_report() {
     let config = daemon_config(&dir, broker.port, &cameras);
     let (clip, out) = (cache("clips/scene.mp4"), dir.join("out"));
     tokio::task::spawn_blocking(move || replay(&clip, &config, &out, &["--publish"])).await.unwrap();
-    subscriber
-        .wait_for(Duration::from_secs(10), "two published reports", |m| {
-            m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= 2
-        })
-        .await;
+    subscriber.wait_for_reports(2, Duration::from_secs(10)).await;
     let messages = subscriber.messages();
     let validator = crate::e2e::validator();
     for (at, (topic, payload)) in messages.iter().enumerate().filter(|(_, (t, _))| t.ends_with("/reports")) {

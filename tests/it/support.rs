@@ -311,6 +311,12 @@ impl Subscriber {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Waits until `n` reports (messages on `…/reports`) have arrived.
+    pub async fn wait_for_reports(&self, n: usize, within: Duration) {
+        let what = format!("{n} reports");
+        self.wait_for(within, &what, |m| m.iter().filter(|(t, _)| t.ends_with("/reports")).count() >= n).await
+    }
 }
 
 impl Drop for Subscriber {
