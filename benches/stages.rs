@@ -81,6 +81,8 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
         name: "cam".into(),
         location: String::new(),
         url: fieldwatch::config::CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap(),
+        transport: fieldwatch::config::TransportConfig::Tcp,
+        decode: fieldwatch::config::DecodeConfig::All,
         detect_fps: 2.0,
         stall_timeout: Duration::from_secs(10),
         reconnect_min: Duration::from_secs(1),

@@ -172,7 +172,8 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
               sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
               dropped_encoded = c.encoded.dropped.get(), replaced_frames = c.frames.dropped.get(),
               dropped_detections = c.detected.dropped.get(), decode_errors = c.decode_errors.get(),
-              reports_failed = c.reports_failed.get(), "camera totals");
+              reports_failed = c.reports_failed.get(), silences = c.silences.get(), blockages = c.blockages.get(),
+              units_decoded = c.units_decoded.get(), keyframes_decoded = c.keyframes_decoded.get(), "camera totals");
     }
     info!("stopped");
     result
@@ -212,8 +213,11 @@ fn describe_device(
                     .then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(report::timestamp))
                     .flatten();
                 serde_json::json!({
-                    "id": id, "state": c.connection_state(now_ms), "frames_per_sec": (fps * 10.0).round() / 10.0,
-                    "last_frame_at": last_frame_at, "connects": c.connects.get(), "reports": c.reports.get(),
+                    "id": id, "state": c.connection_state(now_ms), "last_error": c.last_error(),
+                    "frames_per_sec": (fps * 10.0).round() / 10.0, "last_frame_at": last_frame_at,
+                    "connects": c.connects.get(), "silences": c.silences.get(), "blockages": c.blockages.get(),
+                    "units_decoded": c.units_decoded.get(), "keyframes_decoded": c.keyframes_decoded.get(),
+                    "decode_errors": c.decode_errors.get(), "reports": c.reports.get(),
                 })
             })
             .collect();
@@ -505,7 +509,7 @@ fn start_cameras(
         outputs.push(detected_tx);
         ids.push(camera.id.clone());
 
-        let ctx = SourceContext::new(encoded_tx, clock.clone(), c.clone(), shutdown.clone());
+        let ctx = SourceContext::new(encoded_tx, clock.clone(), c.clone(), shutdown.clone(), camera.stall_timeout);
         let id = camera.id.clone();
         let source = async move {
             crate::testing::maybe_panic("source", &id);
@@ -515,7 +519,7 @@ fn start_cameras(
 
         let (cam, frames, cc) = (camera.clone(), frames_tx.keyed(index), c.clone());
         supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
-            decode::run(&cam.id, cam.detect_fps, encoded_rx, frames, &cc);
+            decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, frames, &cc);
             Ok(())
         });
 

@@ -4,6 +4,9 @@
 //! that camera panic while it is built. Unset, it costs one environment lookup per stage start
 //! and per report. It exists so the tests can prove that a dying stage stops the daemon with a
 //! non-zero exit instead of leaving it half alive, and that a report is not lost to a panic.
+//!
+//! `FIELDWATCH_TEST_BLOCK=STAGE:CAMERA:SECS` makes that stage stop taking work for SECS when it
+//! starts (decode only, today), so the tests can tell a blocked pipeline from a silent camera.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,5 +26,16 @@ pub fn maybe_panic_once(stage: &str, camera: &str) {
     static DONE: AtomicBool = AtomicBool::new(false);
     if asked(stage, camera) && !DONE.swap(true, Ordering::Relaxed) {
         panic!("FIELDWATCH_TEST_PANIC: {stage} of camera {camera} panics once as asked");
+    }
+}
+
+/// Sleeps for the seconds `FIELDWATCH_TEST_BLOCK` gives this stage of this camera, if any.
+pub fn maybe_block(stage: &str, camera: &str) {
+    let Ok(spec) = std::env::var("FIELDWATCH_TEST_BLOCK") else { return };
+    let mut parts = spec.splitn(3, ':');
+    if (parts.next(), parts.next()) == (Some(stage), Some(camera))
+        && let Some(secs) = parts.next().and_then(|s| s.parse::<f64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     }
 }

@@ -15,6 +15,22 @@ pub struct CameraConfig {
     pub location: String,
     /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials never reach logs or reports.
     pub url: Secret,
+    /// User name, instead of one in the URL. Basic and digest authentication both work: the
+    /// camera says which it wants. Default empty.
+    pub username: String,
+    /// Password for `username`. Better kept out of the file: `password_file` or `password_env`.
+    pub password: Secret,
+    /// A file holding the password (trailing newline ignored); a relative path is looked up in
+    /// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`). Default empty.
+    pub password_file: std::path::PathBuf,
+    /// The name of an environment variable holding the password. Default empty.
+    pub password_env: String,
+    /// RTP over the RTSP connection (`tcp`, the default: passes firewalls and NAT, no loss on
+    /// the wire) or over `udp` (less latency on a clean LAN; lost packets are lost).
+    pub transport: TransportConfig,
+    /// `all` (default) decodes every frame; `keyframes` decodes only random-access frames,
+    /// about one per GOP, for low-power boxes: sidewalk encroachment and garbage are slow.
+    pub decode: DecodeConfig,
     /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
     pub detect_fps: f64,
     /// Seconds without a frame before the connection counts as stalled and is rebuilt (at most
@@ -44,6 +60,12 @@ impl Default for CameraConfig {
             name: String::new(),
             location: String::new(),
             url: Secret::default(),
+            username: String::new(),
+            password: Secret::default(),
+            password_file: std::path::PathBuf::new(),
+            password_env: String::new(),
+            transport: TransportConfig::Tcp,
+            decode: DecodeConfig::All,
             detect_fps: 2.0,
             stall_timeout_secs: 10.0,
             reconnect_min_secs: 1.0,
@@ -55,6 +77,20 @@ impl Default for CameraConfig {
             rules: Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportConfig {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeConfig {
+    All,
+    Keyframes,
 }
 
 impl CameraConfig {

@@ -41,6 +41,8 @@ pub struct Camera {
     pub name: String,
     pub location: String,
     pub url: CameraUrl,
+    pub transport: super::TransportConfig,
+    pub decode: super::DecodeConfig,
     pub detect_fps: f64,
     pub stall_timeout: Duration,
     pub reconnect_min: Duration,

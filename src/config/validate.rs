@@ -125,6 +125,44 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     (v.problems, cameras)
 }
 
+/// Takes the camera's credentials from its own keys into `url`, where the URL had none.
+fn credentials(v: &mut Validator, at: &str, cam: &CameraConfig, url: &mut CameraUrl) {
+    let sources = [!cam.password.is_empty(), !cam.password_file.as_os_str().is_empty(), !cam.password_env.is_empty()];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        v.problem(format!("{at}.password"), "give one of password, password_file and password_env");
+        return;
+    }
+    if cam.username.is_empty() {
+        if sources.iter().any(|s| *s) {
+            v.problem(format!("{at}.username"), "required with a password");
+        }
+        return;
+    }
+    if !url.username.is_empty() {
+        v.problem(format!("{at}.username"), "the URL has credentials already: use one or the other");
+        return;
+    }
+    let password = if !cam.password_file.as_os_str().is_empty() {
+        let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if cam.password_file.is_relative() => std::path::PathBuf::from(dir).join(&cam.password_file),
+            _ => cam.password_file.clone(),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim_end_matches(['\n', '\r']).to_string(),
+            Err(e) => return v.problem(format!("{at}.password_file"), format!("cannot read {}: {e}", path.display())),
+        }
+    } else if !cam.password_env.is_empty() {
+        match std::env::var(&cam.password_env) {
+            Ok(value) => value,
+            Err(_) => return v.problem(format!("{at}.password_env"), format!("${} is not set", cam.password_env)),
+        }
+    } else {
+        cam.password.expose().to_string()
+    };
+    url.username = cam.username.clone();
+    url.password = super::Secret::new(password);
+}
+
 fn camera(
     v: &mut Validator,
     at: &str,
@@ -135,7 +173,10 @@ fn camera(
         _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
         parsed => parsed,
     };
-    let url = url.map_err(|message| v.problem(format!("{at}.url"), message)).ok();
+    let mut url = url.map_err(|message| v.problem(format!("{at}.url"), message)).ok();
+    if let Some(url) = &mut url {
+        credentials(v, at, cam, url);
+    }
     v.range_open(&format!("{at}.detect_fps"), cam.detect_fps, 0.0, 60.0);
     let stall_timeout = v.secs_open(&format!("{at}.stall_timeout_secs"), cam.stall_timeout_secs, HOUR);
     let reconnect_min = v.secs_open(&format!("{at}.reconnect_min_secs"), cam.reconnect_min_secs, HOUR);
@@ -201,6 +242,8 @@ fn camera(
         name: cam.display_name().to_string(),
         location: cam.location.clone(),
         url: url?,
+        transport: cam.transport,
+        decode: cam.decode,
         detect_fps: cam.detect_fps,
         stall_timeout,
         reconnect_min,

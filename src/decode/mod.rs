@@ -1,5 +1,6 @@
-//! Decoding: H.264 access units → YUV 4:2:0 frames with libavcodec, sampled at the camera's
-//! `detect_fps` of stream time.
+//! Decoding: H.264 and H.265 access units → YUV 4:2:0 frames with libavcodec, sampled at the
+//! camera's `detect_fps` of stream time. libavcodec follows parameter-set and resolution changes
+//! mid-stream by itself; every frame carries its own size.
 //!
 //! Every access unit must be decoded (P-frames need their references), but only sampled frames
 //! are copied out and offered to the detector. Decoding is CPU work, so each camera gets a
@@ -12,13 +13,17 @@ pub use sampler::Sampler;
 
 use crate::pipeline::{EdgeReceiver, EdgeSender};
 use crate::source::{Connection, EncodedFrame, VideoCodec};
-use crate::telemetry::CameraCounters;
+use crate::config::DecodeConfig;
+use crate::telemetry::{CameraCounters, Throttle};
 use chrono::{DateTime, Utc};
 use ffmpeg_next as ff;
 use image::RgbImage;
 use std::sync::{Arc, Once};
 use std::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
+
+/// Decoding trouble (rejected units, odd pixel formats) is logged at most this often per camera.
+const TROUBLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// RTP's 90 kHz clock: packet timestamps carry seconds in this time base.
 const TIME_BASE: f64 = 90_000.0;
@@ -82,21 +87,29 @@ pub fn init_ffmpeg() {
 }
 
 /// Decodes `camera`'s access units until `input` ends, sending sampled frames to `output`.
+/// With [`DecodeConfig::Keyframes`] only random-access frames reach the decoder, each one
+/// decoded on its own (the decoder is drained after it, so no frame waits for the next GOP).
 pub fn run(
     camera: &str,
     detect_fps: f64,
+    mode: DecodeConfig,
     input: EdgeReceiver<EncodedFrame>,
     output: EdgeSender<Arc<Frame>>,
     counters: &CameraCounters,
 ) {
     crate::testing::maybe_panic("decode", camera);
+    crate::testing::maybe_block("decode", camera);
     // The decoder of the current connection; `None` inside while it could not be opened.
     let mut decoder: Option<(u64, Option<ff::decoder::Video>)> = None;
     let mut sampler = Sampler::new(detect_fps);
     let mut decoded = ff::frame::Video::empty();
+    // After the decoder rejects an access unit, the next keyframe starts it afresh.
+    let mut resync = false;
+    let mut trouble = Throttle::new(TROUBLE_LOG_EVERY);
     while let Some(au) = input.recv() {
         let mut started = Instant::now();
         if decoder.as_ref().map(|(id, _)| *id) != Some(au.connection.id) {
+            // Logged once per connection: a decoder that cannot open does not retry per frame.
             let opened = open(camera, &au.connection)
                 .map_err(
                     |error| warn!(%error, connection = au.connection.id, "decoder unavailable for this connection"),
@@ -104,14 +117,30 @@ pub fn run(
                 .ok();
             decoder = Some((au.connection.id, opened));
             sampler = Sampler::new(detect_fps);
+            resync = false;
         }
         let Some((_, Some(dec))) = decoder.as_mut() else { continue };
+        if (mode == DecodeConfig::Keyframes || resync) && !au.keyframe {
+            continue;
+        }
+        resync = false;
+        counters.units_decoded.inc();
+        if au.keyframe {
+            counters.keyframes_decoded.inc();
+        }
         let mut packet = ff::Packet::copy(&au.data);
         packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
         if let Err(error) = dec.send_packet(&packet) {
             counters.decode_errors.inc();
-            debug!(%error, "decoder rejected an access unit");
+            resync = true;
+            if let Some(held) = trouble.ready(Instant::now()) {
+                warn!(%error, earlier_not_logged = held, "decoder rejected an access unit; skipping to the next keyframe");
+            }
             continue;
+        }
+        if mode == DecodeConfig::Keyframes {
+            // Out with this frame now, not when the next keyframe pushes it out.
+            let _ = dec.send_eof();
         }
         while dec.receive_frame(&mut decoded).is_ok() {
             let pts_secs = decoded.pts().map(|p| p as f64 / TIME_BASE).unwrap_or(au.pts_secs);
@@ -130,9 +159,14 @@ pub fn run(
                 }
                 Err(error) => {
                     counters.decode_errors.inc();
-                    warn!(%error, "frame skipped");
+                    if let Some(held) = trouble.ready(Instant::now()) {
+                        warn!(%error, earlier_not_logged = held, "frame skipped");
+                    }
                 }
             }
+        }
+        if mode == DecodeConfig::Keyframes {
+            dec.flush(); // ready for the next keyframe after the end-of-stream above
         }
         counters.decode_busy.add_since(started);
     }
@@ -143,6 +177,7 @@ fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, Dec
     let codec = connection.codec;
     let id = match codec {
         VideoCodec::H264 => ff::codec::Id::H264,
+        VideoCodec::H265 => ff::codec::Id::HEVC,
     };
     let open_err = |source| DecodeError::Open { camera: camera.to_string(), codec, source };
     let found = ff::decoder::find(id).ok_or(open_err(ff::Error::DecoderNotFound))?;

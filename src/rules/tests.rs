@@ -45,6 +45,8 @@ fn camera(rule: Rule) -> Camera {
         name: "cam".into(),
         location: String::new(),
         url: CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap(),
+        transport: crate::config::TransportConfig::Tcp,
+        decode: crate::config::DecodeConfig::All,
         detect_fps: 2.0,
         stall_timeout: Duration::from_secs(10),
         reconnect_min: Duration::from_secs(1),

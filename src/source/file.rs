@@ -60,7 +60,8 @@ fn open_input(path: &Path) -> Result<ff::format::context::Input, SourceError> {
 fn codec_of(parameters: &ff::codec::Parameters) -> Result<VideoCodec, String> {
     match parameters.id() {
         ff::codec::Id::H264 => Ok(VideoCodec::H264),
-        other => Err(format!("video codec {other:?} is not supported (H.264 is)")),
+        ff::codec::Id::HEVC => Ok(VideoCodec::H265),
+        other => Err(format!("video codec {other:?} is not supported (H.264 and H.265 are)")),
     }
 }
 

@@ -19,18 +19,25 @@ pub use rtsp::RtspSource;
 use crate::clock::Clock;
 use crate::config::Camera;
 use crate::pipeline::{Closed, EdgeSender, Sent};
-use crate::telemetry::{CameraCounters, LinkState};
+use crate::telemetry::{CameraCounters, LinkState, Throttle};
 use backon::BackoffBuilder;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// A connection that streamed this long resets the reconnect backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Packet loss is logged at most this often per camera (with a count of the rest).
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Video codecs the decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
     H264,
+    H265,
 }
 
 /// Maps one connection's stream timestamps to wall time.
@@ -101,9 +108,9 @@ impl Timeline {
 pub enum SourceError {
     #[error("camera {camera}: rtsp {url}: {source}")]
     Rtsp { camera: String, url: String, source: retina::Error },
-    #[error("camera {camera}: {url}: no H.264 video stream offered")]
+    #[error("camera {camera}: {url}: no H.264 or H.265 video stream offered")]
     NoVideo { camera: String, url: String },
-    #[error("camera {camera}: rtsp {url}: no frame for {secs:.1} s (stalled)")]
+    #[error("camera {camera}: rtsp {url}: silent: no frame for {secs:.1} s")]
     Stalled { camera: String, url: String, secs: f64 },
     #[error("clip {path}: {message}")]
     File { path: String, message: String },
@@ -127,28 +134,55 @@ pub struct SourceContext {
     connection: u64,
     /// Set after a loss (network or a full edge): frames are skipped until a keyframe.
     waiting_for_keyframe: bool,
+    /// When this connection's first frame came: a connection healthy long enough resets the
+    /// reconnect backoff.
+    first_frame: Option<Instant>,
+    /// Frames refused by a full edge since this moment: the pipeline is blocked once that lasts
+    /// `blocked_after`.
+    refused_since: Option<Instant>,
+    blocked_after: Duration,
+    loss_log: Throttle,
 }
 
 impl SourceContext {
+    /// A context whose pipeline counts as blocked when it refuses frames for `blocked_after`
+    /// (the camera's stall timeout).
     pub fn new(
         tx: EdgeSender<EncodedFrame>,
         clock: Arc<dyn Clock>,
         counters: Arc<CameraCounters>,
         shutdown: CancellationToken,
+        blocked_after: Duration,
     ) -> Self {
-        Self { tx, timeline: Timeline::new(clock), counters, shutdown, connection: 0, waiting_for_keyframe: true }
+        Self {
+            tx,
+            timeline: Timeline::new(clock),
+            counters,
+            shutdown,
+            connection: 0,
+            waiting_for_keyframe: true,
+            first_frame: None,
+            refused_since: None,
+            blocked_after,
+            loss_log: Throttle::new(LOSS_LOG_EVERY),
+        }
     }
 
     /// Starts the next connection: returns its id; frames wait for a keyframe.
     pub fn next_connection(&mut self) -> u64 {
         self.connection += 1;
         self.waiting_for_keyframe = true;
+        self.first_frame = None;
         self.connection
     }
 
-    /// The stream lost data (packet loss): skip to the next keyframe.
-    pub fn lost(&mut self) {
+    /// The stream lost `packets` (network loss): skip to the next keyframe. Logged at most
+    /// once per [`LOSS_LOG_EVERY`], with how many losses that held back.
+    pub fn lost(&mut self, packets: u64) {
         self.waiting_for_keyframe = true;
+        if let Some(held) = self.loss_log.ready(Instant::now()) {
+            warn!(lost_packets = packets, earlier_losses_not_logged = held, "rtsp packet loss; waiting for a keyframe");
+        }
     }
 
     /// Offers one access unit: skipped until a keyframe after a loss, counted, and sent (from an
@@ -181,16 +215,38 @@ impl SourceContext {
         let at = frame.connection.anchor.time_of(frame.pts_secs);
         self.counters.last_frame_ms.set(at.timestamp_millis().max(0) as u64);
         self.counters.frame_received_ms.set(chrono::Utc::now().timestamp_millis().max(0) as u64);
-        self.counters.connection.set(LinkState::Streaming);
+        if self.counters.connection.get() != LinkState::Blocked {
+            self.counters.connection.set(LinkState::Streaming);
+        }
+        self.first_frame.get_or_insert_with(Instant::now);
         self.timeline.saw(at);
         true
     }
 
     fn after_send(&mut self, sent: Sent) {
-        // A dropped access unit corrupts every frame up to the next keyframe.
-        if sent == Sent::Dropped {
-            self.waiting_for_keyframe = true;
+        if sent != Sent::Dropped {
+            if self.refused_since.take().is_some() && self.counters.connection.get() == LinkState::Blocked {
+                info!("the pipeline takes frames again");
+                self.counters.connection.set(LinkState::Streaming);
+            }
+            return;
         }
+        // A dropped access unit corrupts every frame up to the next keyframe.
+        self.waiting_for_keyframe = true;
+        let since = *self.refused_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.blocked_after && self.counters.connection.get() != LinkState::Blocked {
+            warn!(
+                secs = since.elapsed().as_secs_f64(),
+                "pipeline blocked: the camera sends frames but decoding has not taken them (not a camera fault)"
+            );
+            self.counters.blockages.inc();
+            self.counters.connection.set(LinkState::Blocked);
+        }
+    }
+
+    /// Whether this connection has streamed long enough to count as healthy.
+    fn healthy(&self) -> bool {
+        self.first_frame.is_some_and(|first| first.elapsed() >= HEALTHY_AFTER)
     }
 }
 
@@ -212,17 +268,27 @@ pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: So
     };
     let mut delays = backoff();
     while !ctx.shutdown.is_cancelled() {
-        let frames_before = ctx.counters.encoded_frames.get();
         ctx.counters.connection.set(LinkState::Connecting);
         let outcome = source.run_once(&mut ctx).await;
-        if ctx.counters.encoded_frames.get() > frames_before {
-            delays = backoff(); // a connection that worked resets the backoff
+        if ctx.healthy() {
+            delays = backoff(); // a connection that streamed for a while resets the backoff
         }
+        // One line per attempt, so a failing camera logs once per backoff step, never a storm.
         let delay = delays.next().unwrap_or(camera.reconnect_max);
+        let delay_ms = delay.as_millis() as u64;
         match outcome {
             Ok(Ended::Stopped) => break,
-            Ok(Ended::ByServer) => info!(delay_ms = delay.as_millis() as u64, "stream ended by server; reconnecting"),
-            Err(error) => warn!(%error, delay_ms = delay.as_millis() as u64, "camera unavailable; retrying"),
+            Ok(Ended::ByServer) => {
+                ctx.counters.set_last_error(Some("the server ended the stream".into()));
+                info!(delay_ms, "stream ended by server; reconnecting")
+            }
+            Err(error) => {
+                if matches!(error, SourceError::Stalled { .. }) {
+                    ctx.counters.silences.inc();
+                }
+                ctx.counters.set_last_error(Some(error.to_string()));
+                warn!(%error, delay_ms, "camera unavailable; retrying")
+            }
         }
         ctx.counters.connection.set(LinkState::BackingOff);
         tokio::select! {

@@ -1,5 +1,5 @@
-//! A live camera with `retina`: DESCRIBE, SETUP (TCP), PLAY, then frames until the stream ends,
-//! stalls, fails or shutdown is requested.
+//! A live camera with `retina`: DESCRIBE, SETUP (TCP or UDP), PLAY, then H.264 or H.265 frames
+//! until the stream ends, falls silent, fails or shutdown is requested.
 //!
 //! retina ends a closed stream with `None` and notices a frozen server only after about a
 //! minute, so every `next()` runs under the camera's own stall timeout. After connecting, and
@@ -8,13 +8,13 @@
 //! races the old session on cameras that allow one client.
 
 use super::{Connection, EncodedFrame, Ended, Source, SourceContext, SourceError, VideoCodec};
-use crate::config::Camera;
+use crate::config::{Camera, TransportConfig};
 use futures::StreamExt;
 use retina::client::{Credentials, PlayOptions, SessionGroup, SessionOptions, SetupOptions, Transport};
 use retina::codec::{CodecItem, FrameFormat};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -74,21 +74,26 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
     let mut session = tokio::time::timeout(stall, retina::client::Session::describe(camera.url.url.clone(), options))
         .await
         .map_err(|_| StreamError::Stalled(stall.as_secs_f64()))??;
-    let video = session
+    let (video, codec) = session
         .streams()
         .iter()
-        .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"))
+        .enumerate()
+        .filter(|(_, s)| s.media() == "video")
+        .find_map(|(i, s)| match s.encoding_name().to_ascii_lowercase().as_str() {
+            "h264" => Some((i, VideoCodec::H264)),
+            "h265" => Some((i, VideoCodec::H265)),
+            _ => None,
+        })
         .ok_or(StreamError::NoVideo)?;
-    session
-        .setup(
-            video,
-            SetupOptions::default().transport(Transport::Tcp(Default::default())).frame_format(FrameFormat::SIMPLE),
-        )
-        .await?;
+    let transport = match camera.transport {
+        TransportConfig::Tcp => Transport::Tcp(Default::default()),
+        TransportConfig::Udp => Transport::Udp(Default::default()),
+    };
+    session.setup(video, SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE)).await?;
     let mut frames = session.play(PlayOptions::default()).await?.demuxed()?;
     let id = ctx.next_connection();
     ctx.counters.connects.inc();
-    info!(url = %camera.url.redacted, connection = id, "rtsp playing");
+    info!(url = %camera.url.redacted, connection = id, ?codec, transport = ?camera.transport, "rtsp playing");
 
     // The anchor is taken when the first frame arrives: the one wall-clock reading of this connection.
     let mut connection: Option<Arc<Connection>> = None;
@@ -105,15 +110,14 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
             Ok(Some(Ok(_))) => continue,
         };
         if frame.loss() > 0 {
-            warn!(lost_packets = frame.loss(), "rtsp packet loss; waiting for a keyframe");
-            ctx.lost();
+            ctx.lost(frame.loss() as u64);
         }
         let pts_secs = frame.timestamp().elapsed_secs();
         let connection = connection
             .get_or_insert_with(|| {
                 Arc::new(Connection {
                     id,
-                    codec: VideoCodec::H264,
+                    codec,
                     extradata: Vec::new(), // SIMPLE frames carry parameter sets in band
                     anchor: ctx.timeline.anchor(pts_secs),
                 })

@@ -73,6 +73,15 @@ pub struct CameraCounters {
     /// Where the camera's connection stands, and when (wall clock, Unix ms) a frame last came.
     pub connection: ConnectionGauge,
     pub frame_received_ms: Counter,
+    /// Why the last connection failed, for status (credentials never appear in it).
+    pub last_error: std::sync::Mutex<Option<String>>,
+    /// Connections given up because the camera fell silent (no frame for `stall_timeout`), and
+    /// times frames kept arriving but the pipeline did not take them (blocked).
+    pub silences: Counter,
+    pub blockages: Counter,
+    /// Access units handed to the decoder, and how many of them were keyframes.
+    pub units_decoded: Counter,
+    pub keyframes_decoded: Counter,
 }
 
 /// Where a camera's connection stands, as the source sees it.
@@ -85,6 +94,8 @@ pub enum LinkState {
     /// Waiting to try again after a failure.
     BackingOff,
     Stopped,
+    /// Frames arrive, but the pipeline has not taken them for `stall_timeout`.
+    Blocked,
 }
 
 /// A frame not received for this long makes a streaming camera count as stalled (until its
@@ -104,6 +115,7 @@ impl ConnectionGauge {
             1 => LinkState::Streaming,
             2 => LinkState::BackingOff,
             3 => LinkState::Stopped,
+            4 => LinkState::Blocked,
             _ => LinkState::Connecting,
         }
     }
@@ -111,7 +123,9 @@ impl ConnectionGauge {
 
 impl CameraCounters {
     /// The connection's state for status and heartbeat: `connecting`, `streaming`, `stalled`
-    /// (streaming, but no frame for [`STALLED_AFTER_MS`]), `backing_off` or `stopped`.
+    /// (streaming, but no frame for [`STALLED_AFTER_MS`]; at `stall_timeout` the camera counts
+    /// as silent and is reconnected), `blocked` (frames arrive but are not taken), `backing_off`
+    /// or `stopped`.
     pub fn connection_state(&self, now_ms: u64) -> &'static str {
         match self.connection.get() {
             LinkState::Connecting => "connecting",
@@ -119,7 +133,42 @@ impl CameraCounters {
             LinkState::Streaming => "streaming",
             LinkState::BackingOff => "backing_off",
             LinkState::Stopped => "stopped",
+            LinkState::Blocked => "blocked",
         }
+    }
+
+    pub fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Lets a repeated event be logged at most once per `every`, counting what it held back: the
+/// way to log per-packet or per-frame trouble without a log storm.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self { every, last: None, held: 0 }
+    }
+
+    /// `Some(n)` when this occurrence may be logged, `n` being how many were held back since
+    /// the last one logged; `None` when it must not.
+    pub fn ready(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now - last < self.every) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
     }
 }
 
@@ -137,5 +186,15 @@ mod tests {
         assert_eq!(c.connection_state(10_001 + STALLED_AFTER_MS), "stalled");
         c.connection.set(LinkState::BackingOff);
         assert_eq!(c.connection_state(10_000), "backing_off");
+    }
+
+    #[test]
+    fn a_throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let mut t = Throttle::new(std::time::Duration::from_secs(10));
+        let start = Instant::now();
+        assert_eq!(t.ready(start), Some(0));
+        assert_eq!(t.ready(start + std::time::Duration::from_secs(1)), None);
+        assert_eq!(t.ready(start + std::time::Duration::from_secs(2)), None);
+        assert_eq!(t.ready(start + std::time::Duration::from_secs(11)), Some(2));
     }
 }
