@@ -215,6 +215,7 @@ fn describe_device(
                 serde_json::json!({
                     "id": id, "state": c.connection_state(now_ms), "last_error": c.last_error(),
                     "frames_per_sec": (fps * 10.0).round() / 10.0, "last_frame_at": last_frame_at,
+                    "frame_size": (c.frame_width.get() > 0).then(|| format!("{}x{}", c.frame_width.get(), c.frame_height.get())),
                     "connects": c.connects.get(), "silences": c.silences.get(), "blockages": c.blockages.get(),
                     "units_decoded": c.units_decoded.get(), "keyframes_decoded": c.keyframes_decoded.get(),
                     "decode_errors": c.decode_errors.get(), "reports": c.reports.get(),

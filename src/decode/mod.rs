@@ -11,9 +11,9 @@ mod sampler;
 
 pub use sampler::Sampler;
 
+use crate::config::DecodeConfig;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
 use crate::source::{Connection, EncodedFrame, VideoCodec};
-use crate::config::DecodeConfig;
 use crate::telemetry::{CameraCounters, Throttle};
 use chrono::{DateTime, Utc};
 use ffmpeg_next as ff;
@@ -150,6 +150,8 @@ pub fn run(
             match copy_frame(camera, &decoded, pts_secs, au.connection.anchor.time_of(pts_secs)) {
                 Ok(frame) => {
                     counters.frames_sampled.inc();
+                    counters.frame_width.set(frame.width as u64);
+                    counters.frame_height.set(frame.height as u64);
                     // Time waiting on a full edge is not decoding.
                     counters.decode_busy.add_since(started);
                     if output.send(Arc::new(frame)).is_err() {

@@ -283,9 +283,6 @@ pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: So
                 info!(delay_ms, "stream ended by server; reconnecting")
             }
             Err(error) => {
-                if matches!(error, SourceError::Stalled { .. }) {
-                    ctx.counters.silences.inc();
-                }
                 ctx.counters.set_last_error(Some(error.to_string()));
                 warn!(%error, delay_ms, "camera unavailable; retrying")
             }

@@ -14,7 +14,7 @@ use retina::client::{Credentials, PlayOptions, SessionGroup, SessionOptions, Set
 use retina::codec::{CodecItem, FrameFormat};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -44,16 +44,22 @@ impl Source for RtspSource {
             _ = shutdown.cancelled() => Ok(Ended::Stopped),
             r = stream(camera, options, ctx) => r,
         };
+        let (id, shown) = (camera.id.clone(), url.redacted.clone());
+        let result = result.map_err(|e| match e {
+            StreamError::Rtsp(source) => SourceError::Rtsp { camera: id, url: shown, source },
+            StreamError::NoVideo => SourceError::NoVideo { camera: id, url: shown },
+            StreamError::Stalled(secs) => SourceError::Stalled { camera: id, url: shown, secs },
+        });
+        if let Err(error @ SourceError::Stalled { .. }) = &result {
+            // Said now: the teardown below may itself hang on a frozen camera.
+            warn!(%error, "camera silent: dropping the connection");
+            ctx.counters.silences.inc();
+        }
         // `stream` dropped its session; wait until retina has torn it down before reconnecting.
         if tokio::time::timeout(TEARDOWN_TIMEOUT, group.await_teardown()).await.is_err() {
             debug!("rtsp teardown still pending after {TEARDOWN_TIMEOUT:?}");
         }
-        let (id, shown) = (camera.id.clone(), url.redacted.clone());
-        result.map_err(|e| match e {
-            StreamError::Rtsp(source) => SourceError::Rtsp { camera: id, url: shown, source },
-            StreamError::NoVideo => SourceError::NoVideo { camera: id, url: shown },
-            StreamError::Stalled(secs) => SourceError::Stalled { camera: id, url: shown, secs },
-        })
+        result
     }
 }
 

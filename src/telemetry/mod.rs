@@ -79,6 +79,9 @@ pub struct CameraCounters {
     /// times frames kept arriving but the pipeline did not take them (blocked).
     pub silences: Counter,
     pub blockages: Counter,
+    /// The size of the last decoded frame (it may change mid-stream).
+    pub frame_width: Counter,
+    pub frame_height: Counter,
     /// Access units handed to the decoder, and how many of them were keyframes.
     pub units_decoded: Counter,
     pub keyframes_decoded: Counter,

@@ -6,6 +6,7 @@ mod delivery;
 mod demo;
 mod e2e;
 mod incidents;
+mod ingest;
 mod person_model;
 mod reconnect;
 mod replay;

@@ -221,11 +221,17 @@ impl RtspServer {
 
     /// The same on a given port (0 = pick one), e.g. to bring a camera back where it was.
     pub fn start_on(port: u16, clip: &Path, auth: Option<(&str, &str)>) -> Self {
+        match auth {
+            Some((u, p)) => Self::start_with(port, clip, &["--user", u, "--password", p]),
+            None => Self::start_with(port, clip, &[]),
+        }
+    }
+
+    /// With more of `rtsp_server.py`'s options (`--auth digest`, `--loss 0.05`).
+    pub fn start_with(port: u16, clip: &Path, options: &[&str]) -> Self {
         let mut cmd = Command::new("/usr/bin/python3");
         cmd.arg(root().join("scripts/rtsp_server.py")).arg("--clip").arg(clip).args(["--port", &port.to_string()]);
-        if let Some((u, p)) = auth {
-            cmd.args(["--user", u, "--password", p]);
-        }
+        cmd.args(options);
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 with gi (run scripts/setup)");
         let stdout = child.stdout.take().unwrap();
@@ -235,6 +241,27 @@ impl RtspServer {
             line.trim().strip_prefix("PORT ").unwrap_or_else(|| panic!("rtsp server said {line:?}")).parse().unwrap();
         RtspServer { port, _proc: Proc(child) }
     }
+
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a camera that hangs without closing.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        unsafe { libc::kill(self._proc.0.id() as i32, signal) };
+    }
+}
+
+/// A `[[cameras]]` block: camera `id` at `url` with `extra` keys, one rule for red squares.
+pub fn camera_block(id: &str, url: &str, extra: &str) -> String {
+    plain_camera(url, extra).replacen("id = \"cam-1\"", &format!("id = \"{id}\""), 1)
+}
+
+/// The heartbeat's entry for camera `id` in `beat`.
+pub fn camera_in<'a>(beat: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    let cameras = beat["cameras"].as_array().expect("a heartbeat lists its cameras");
+    cameras.iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no camera {id} in {beat}"))
 }
 
 /// (topic, payload) in arrival order.
