@@ -36,6 +36,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod outbox;
+pub mod probe;
 pub mod pipeline;
 pub mod publish;
 pub mod report;

@@ -52,6 +52,25 @@ enum Command {
         #[arg(long)]
         requeue: bool,
     },
+    /// Connect to a camera as the daemon would, watch it for a few seconds, and print what it
+    /// sends: codec and profile, resolution, frame rate, GOP length, bitrate. Saves one decoded
+    /// frame as JPEG. Exits non-zero, saying why, when it cannot.
+    Probe {
+        /// `rtsp://[user:password@]host[:port]/path`; or give the password in
+        /// `FIELDWATCH_PROBE_PASSWORD` with `--username`.
+        url: String,
+        #[arg(long)]
+        username: Option<String>,
+        /// `tcp` (default) or `udp`.
+        #[arg(long, default_value = "tcp")]
+        transport: String,
+        /// How long to watch, from the first keyframe.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Where to save the decoded frame.
+        #[arg(long, default_value = "probe.jpg")]
+        out: PathBuf,
+    },
     /// Run one camera's pipeline (decode, detect, rules, reports) over a recorded clip as fast
     /// as the machine allows, timed by the clip; print each report and a summary.
     Replay {
@@ -77,7 +96,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Probe { url, username, transport, seconds, out } = cli.command {
+        return probe(&url, username, &transport, seconds, &out);
+    }
     let path = match &cli.command {
+        Command::Probe { .. } => unreachable!("handled above: a probe needs no config"),
         Command::Run { config } | Command::Check { config } | Command::Detect { config, .. } => config.clone(),
         Command::Replay { config, .. } | Command::Outbox { config, .. } => config.clone(),
     };
@@ -93,6 +116,7 @@ fn main() -> ExitCode {
         Command::Run { .. } => run(settings),
         Command::Detect { out, images, .. } => detect(&settings, &out, &images),
         Command::Outbox { requeue, .. } => outbox(&settings, requeue),
+        Command::Probe { .. } => unreachable!("handled above"),
         Command::Replay { clip, camera, out, publish, start, .. } => {
             replay(settings, &clip, &camera, ReplayOptions { out, publish }, start)
         }
@@ -143,6 +167,49 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn probe(url: &str, username: Option<String>, transport: &str, seconds: f64, out: &std::path::Path) -> ExitCode {
+    fieldwatch::telemetry::init_logging("warn");
+    let transport = match transport {
+        "tcp" => config::TransportConfig::Tcp,
+        "udp" => config::TransportConfig::Udp,
+        other => {
+            eprintln!("--transport {other:?}: tcp or udp");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut url = match config::CameraUrl::parse(url) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("{}: {e}", config::redact_url(url));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(username) = username {
+        url.username = username;
+        url.password = config::Secret::new(std::env::var("FIELDWATCH_PROBE_PASSWORD").unwrap_or_default());
+    }
+    let shown = url.redacted.clone();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(fieldwatch::probe::probe(url, transport, seconds, out));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(probed) => {
+            println!("{shown}\n{probed}\nframe       saved to {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("probe {shown}: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(settings: Settings) -> anyhow::Result<()> {

@@ -174,6 +174,33 @@ pub fn run(
     }
 }
 
+/// Decodes `units` (from a keyframe on) until one picture comes out; returns it with the
+/// stream's profile as libavcodec names it. For `fieldwatch probe`.
+pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> {
+    let connection = &units.first().ok_or("no access units")?.connection;
+    let mut dec = open("probe", connection).map_err(|e| e.to_string())?;
+    let mut decoded = ff::frame::Video::empty();
+    let mut picture = None;
+    for (i, au) in units.iter().enumerate() {
+        let mut packet = ff::Packet::copy(&au.data);
+        packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
+        let _ = dec.send_packet(&packet);
+        if i + 1 == units.len() {
+            let _ = dec.send_eof();
+        }
+        if dec.receive_frame(&mut decoded).is_ok() {
+            let pts = decoded.pts().map_or(au.pts_secs, |p| p as f64 / TIME_BASE);
+            picture = Some(copy_frame("probe", &decoded, pts, connection.anchor.time_of(pts)).map_err(|e| e.to_string())?);
+            break;
+        }
+    }
+    let picture = picture.ok_or("no picture could be decoded from what the camera sent")?;
+    // libavcodec's names, e.g. `H264(High)` → `High`.
+    let profile = format!("{:?}", dec.profile());
+    let profile = profile.split_once('(').map_or(profile.as_str(), |(_, p)| p.trim_end_matches(')')).to_string();
+    Ok((picture, profile))
+}
+
 fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, DecodeError> {
     init_ffmpeg();
     let codec = connection.codec;

@@ -201,3 +201,26 @@ async fn four_cameras_where_one_fails_the_other_three_keep_their_frame_rate() {
     assert!(daemon.terminate(Duration::from_secs(10)).0.success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn probe_describes_a_camera_and_says_why_it_cannot_reach_another() {
+    let dir = temp_dir("ingest-probe");
+    let camera = RtspServer::start(&cache("clips/scene_h265.mp4"), None);
+    let jpeg = dir.join("frame.jpg");
+    let (url, out) = (camera.url(), jpeg.display().to_string());
+    let (code, text) = fieldwatch(&["probe", &url, "--seconds", "2", "--out", &out]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("codec       H.265 (Main)"), "{text}");
+    assert!(text.contains("resolution  640x360"), "{text}");
+    assert!(text.contains("GOP         15.0 frames"), "{text}");
+    let fps: f64 = text.split("frame rate  ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((14.0..=16.0).contains(&fps), "{text}");
+    let picture = image::open(&jpeg).unwrap();
+    assert_eq!((picture.width(), picture.height()), (640, 360));
+
+    let dead = format!("rtsp://127.0.0.1:{}/cam", free_port());
+    let (code, text) = fieldwatch(&["probe", &dead, "--seconds", "1"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
