@@ -240,6 +240,33 @@ mod tests {
     }
 
     #[test]
+    fn camera_credentials_come_from_one_place_and_name_the_bad_key() {
+        let with = |keys: &str| GOOD.replace("id = \"cam-1\"", &format!("id = \"cam-1\"\n{keys}"));
+        let first = |keys: &str| problems(&with(keys)).first().map(|p| p.to_string()).unwrap_or_default();
+        assert!(first("password = \"x\"").starts_with("cameras[0].username: required with a password"));
+        assert!(
+            first("username = \"u\"\npassword = \"x\"\npassword_env = \"X\"")
+                .starts_with("cameras[0].password: give one of")
+        );
+        assert!(
+            first("username = \"u\"\npassword_file = \"/nonexistent/pw\"")
+                .starts_with("cameras[0].password_file: cannot read /nonexistent/pw")
+        );
+        assert!(
+            first("username = \"u\"\npassword_env = \"FIELDWATCH_TEST_UNSET_VAR\"")
+                .starts_with("cameras[0].password_env: $FIELDWATCH_TEST_UNSET_VAR is not set")
+        );
+        assert!(first("transport = \"quic\"").starts_with("cameras[0].transport: unknown variant `quic`"));
+        assert!(first("decode = \"some\"").starts_with("cameras[0].decode: unknown variant `some`"));
+        let in_url = GOOD
+            .replace("rtsp://127.0.0.1", "rtsp://a:b@127.0.0.1")
+            .replace("id = \"cam-1\"", "id = \"cam-1\"\nusername = \"u\"");
+        assert!(problems(&in_url)[0].to_string().starts_with("cameras[0].username: the URL has credentials already"));
+        let good = with("username = \"u\"\npassword = \"p\"\ntransport = \"udp\"\ndecode = \"keyframes\"");
+        assert_eq!(problems(&good), vec![]);
+    }
+
+    #[test]
     fn errors_inside_arrays_are_reported_once_and_the_rest_still_checked() {
         let bad = GOOD
             .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]", "[[0.1, 0.5], [0.9, \"x\"], [0.9, 1.0]]")

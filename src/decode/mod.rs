@@ -190,7 +190,8 @@ pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> 
         }
         if dec.receive_frame(&mut decoded).is_ok() {
             let pts = decoded.pts().map_or(au.pts_secs, |p| p as f64 / TIME_BASE);
-            picture = Some(copy_frame("probe", &decoded, pts, connection.anchor.time_of(pts)).map_err(|e| e.to_string())?);
+            picture =
+                Some(copy_frame("probe", &decoded, pts, connection.anchor.time_of(pts)).map_err(|e| e.to_string())?);
             break;
         }
     }

@@ -12,10 +12,21 @@ use std::time::Duration;
 /// A daemon for `cameras` with heartbeats every second, and a subscriber to them.
 async fn watched(dir: &std::path::Path, cameras: &str, env: &[(&str, &str)]) -> (Mosquitto, Subscriber, Daemon) {
     let broker = Mosquitto::start();
+    let (subscriber, daemon) = restart(dir, &broker, cameras, env, "daemon.log").await;
+    (broker, subscriber, daemon)
+}
+
+/// The daemon of [`watched`] (again) with a fresh subscriber, logging to `log`.
+async fn restart(
+    dir: &std::path::Path,
+    broker: &Mosquitto,
+    cameras: &str,
+    env: &[(&str, &str)],
+    log: &str,
+) -> (Subscriber, Daemon) {
     let subscriber = Subscriber::start(broker.port, "fieldwatch/edge-test/heartbeat").await;
     let config = daemon_config_with(dir, broker.port, "heartbeat_secs = 1", cameras);
-    let daemon = Daemon::start_with_env(&config, &dir.join("daemon.log"), env);
-    (broker, subscriber, daemon)
+    (subscriber, Daemon::start_with_env(&config, &dir.join(log), env))
 }
 
 /// Waits for a heartbeat in which `ok` holds for camera `id`; returns that camera's entry.
@@ -73,16 +84,19 @@ async fn basic_and_digest_auth_with_passwords_from_a_file_and_the_environment() 
     let basic = RtspServer::start_with(0, &clip, &["--user", "cam", "--password", "s3cret"]);
     let digest = RtspServer::start_with(0, &clip, &["--user", "cam", "--password", "d1gest", "--auth", "digest"]);
     let wrong = RtspServer::start_with(0, &clip, &["--user", "cam", "--password", "right"]);
-    let password = dir.join("camera-password");
+    let (password, wrong_password) = (dir.join("camera-password"), dir.join("wrong-password"));
     std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::write(&wrong_password, "not-it\n").unwrap();
     let fast = "reconnect_min_secs = 0.5\nreconnect_max_secs = 1";
+    let file = |path: &std::path::Path| format!("username = \"cam\"\npassword_file = \"{}\"", path.display());
     let cameras = [
-        camera_block("basic", &basic.url(), &format!("username = \"cam\"\npassword_file = \"{}\"", password.display())),
+        camera_block("basic", &basic.url(), &file(&password)),
         camera_block("digest", &digest.url(), "username = \"cam\"\npassword_env = \"DIGEST_CAM_PASSWORD\""),
-        camera_block("wrong", &wrong.url(), &format!("username = \"cam\"\npassword = \"not-it\"\n{fast}")),
+        camera_block("wrong", &wrong.url(), &format!("{}\n{fast}", file(&wrong_password))),
     ]
     .concat();
-    let (_broker, subscriber, mut daemon) = watched(&dir, &cameras, &[("DIGEST_CAM_PASSWORD", "d1gest")]).await;
+    let env = [("DIGEST_CAM_PASSWORD", "d1gest")];
+    let (broker, subscriber, mut daemon) = watched(&dir, &cameras, &env).await;
     for id in ["basic", "digest"] {
         beat_where(&subscriber, id, Duration::from_secs(15), streaming).await;
     }
@@ -97,6 +111,11 @@ async fn basic_and_digest_auth_with_passwords_from_a_file_and_the_environment() 
     for secret in ["s3cret", "d1gest", "not-it"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
+    // The password fixed and the daemon restarted: the camera streams.
+    std::fs::write(&wrong_password, "right\n").unwrap();
+    let (subscriber, mut again) = restart(&dir, &broker, &cameras, &env, "fixed.log").await;
+    beat_where(&subscriber, "wrong", Duration::from_secs(15), streaming).await;
+    assert!(again.terminate(Duration::from_secs(10)).0.success());
     std::fs::remove_dir_all(&dir).ok();
 }
 

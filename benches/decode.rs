@@ -1,0 +1,109 @@
+//! Decoding cost: the daemon's decode stage (file source → encoded edge → `decode::run`, as a
+//! camera's frames go) against `ffmpeg -threads 1 -f null -` on the same clip, as frames per
+//! second and their ratio (goal: at least 0.9); and the decoder's CPU per camera with
+//! `decode = "keyframes"` against decoding every frame (goal: lower by at least GOP / 2).
+//!
+//! `cargo bench --bench decode [-- --clip FILE --out FILE.json]`. The default clip is
+//! `.cache/clips/bench_1080p.mp4` (10 s of 1080p25 H.264 High with B-frames, GOP 50, made by
+//! scripts/setup); CI runs a smoke run on the small test scene.
+
+use fieldwatch::config::DecodeConfig;
+use fieldwatch::decode;
+use fieldwatch::pipeline::{self, edge};
+use fieldwatch::source::{FileSource, Source, SourceContext};
+use fieldwatch::telemetry::CameraCounters;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// What one pass of the decode stage over `clip` did.
+struct Pass {
+    wall: Duration,
+    /// Decoder CPU: the decode thread's busy time.
+    busy: Duration,
+    units: u64,
+    keyframes: u64,
+    received: u64,
+}
+
+fn decode_stage(clip: &PathBuf, mode: DecodeConfig) -> Pass {
+    // The file source reads on a blocking thread, which needs the multi-threaded runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let counters = Arc::new(CameraCounters::default());
+    let (encoded_tx, encoded_rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
+    let (frames_tx, frames_rx) = edge(pipeline::FRAMES.lossless(), vec![counters.frames.clone()]);
+    let c = counters.clone();
+    let started = Instant::now();
+    let decoder = std::thread::spawn(move || decode::run("bench", 2.0, mode, encoded_rx, frames_tx, &c));
+    let sink = std::thread::spawn(move || while frames_rx.recv().is_some() {});
+    let mut source = FileSource::open(clip, None).expect("the benchmark clip (run scripts/setup)");
+    let clock = Arc::new(fieldwatch::clock::SystemClock);
+    let mut ctx = SourceContext::new(encoded_tx, clock, counters.clone(), CancellationToken::new(), Duration::MAX);
+    runtime.block_on(source.run_once(&mut ctx)).expect("the clip plays");
+    drop(ctx);
+    decoder.join().unwrap();
+    sink.join().unwrap();
+    Pass {
+        wall: started.elapsed(),
+        busy: Duration::from_nanos(counters.decode_busy.get()),
+        units: counters.units_decoded.get(),
+        keyframes: counters.keyframes_decoded.get(),
+        received: counters.encoded_frames.get(),
+    }
+}
+
+/// Frames per second of `ffmpeg -threads 1` decoding `clip` to nothing.
+fn ffmpeg_fps(clip: &PathBuf, frames: u64) -> f64 {
+    let started = Instant::now();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-threads", "1", "-i"])
+        .arg(clip)
+        .args(["-f", "null", "-"])
+        .status()
+        .expect("ffmpeg (run scripts/setup)");
+    assert!(status.success());
+    frames as f64 / started.elapsed().as_secs_f64()
+}
+
+fn best<T>(runs: usize, mut f: impl FnMut() -> T, key: impl Fn(&T) -> Duration) -> T {
+    (0..runs).map(|_| f()).min_by_key(|r| key(r)).unwrap()
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let clip = arg("--clip").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/clips/bench_1080p.mp4"));
+    let runs = 3;
+    let all = best(runs, || decode_stage(&clip, DecodeConfig::All), |p| p.wall);
+    let stage_fps = all.units as f64 / all.wall.as_secs_f64();
+    let ffmpeg = (0..runs).map(|_| ffmpeg_fps(&clip, all.units)).fold(0.0, f64::max);
+    let keyframes = best(runs, || decode_stage(&clip, DecodeConfig::Keyframes), |p| p.busy);
+    let gop = all.units as f64 / keyframes.keyframes.max(1) as f64;
+    let cpu_ratio = all.busy.as_secs_f64() / keyframes.busy.as_secs_f64().max(1e-9);
+    println!("decode {} ({} frames, GOP {gop:.0}), best of {runs}", clip.display(), all.units);
+    println!("decode stage   {stage_fps:.0} fps");
+    println!("ffmpeg -threads 1  {ffmpeg:.0} fps");
+    println!("ratio          {:.2} (goal at least 0.9)", stage_fps / ffmpeg);
+    println!(
+        "keyframes mode decoder CPU {:.0} ms vs {:.0} ms for every frame: {cpu_ratio:.1}x lower (goal at least GOP/2 = {:.0}); {} of {} units decoded",
+        keyframes.busy.as_secs_f64() * 1e3,
+        all.busy.as_secs_f64() * 1e3,
+        gop / 2.0,
+        keyframes.units,
+        keyframes.received
+    );
+    let json = serde_json::json!({
+        "clip": clip.display().to_string(), "frames": all.units, "gop": gop,
+        "stage_fps": stage_fps, "ffmpeg_threads1_fps": ffmpeg, "ratio": stage_fps / ffmpeg,
+        "decoder_cpu_ms": { "all": all.busy.as_secs_f64() * 1e3, "keyframes": keyframes.busy.as_secs_f64() * 1e3 },
+        "keyframes_cpu_reduction": cpu_ratio,
+    });
+    if let Some(out) = arg("--out") {
+        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    }
+}
