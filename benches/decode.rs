@@ -12,7 +12,7 @@ use fieldwatch::decode;
 use fieldwatch::pipeline::{self, edge};
 use fieldwatch::source::{FileSource, Source, SourceContext};
 use fieldwatch::telemetry::CameraCounters;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ struct Pass {
     received: u64,
 }
 
-fn decode_stage(clip: &PathBuf, mode: DecodeConfig) -> Pass {
+fn decode_stage(clip: &Path, mode: DecodeConfig) -> Pass {
     // The file source reads on a blocking thread, which needs the multi-threaded runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let counters = Arc::new(CameraCounters::default());
@@ -59,7 +59,7 @@ fn decode_stage(clip: &PathBuf, mode: DecodeConfig) -> Pass {
 }
 
 /// Frames per second of `ffmpeg -threads 1` decoding `clip` to nothing.
-fn ffmpeg_fps(clip: &PathBuf, frames: u64) -> f64 {
+fn ffmpeg_fps(clip: &Path, frames: u64) -> f64 {
     let started = Instant::now();
     let status = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-threads", "1", "-i"])
