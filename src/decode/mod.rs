@@ -108,7 +108,7 @@ pub fn run(
     let mut trouble = Throttle::new(TROUBLE_LOG_EVERY);
     while let Some(au) = input.recv() {
         let mut started = Instant::now();
-        if decoder.as_ref().map(|(id, _)| *id) != Some(au.connection.id) {
+        if decoder.as_ref().map(|(id, _)| *id) != Some(au.connection.id) || au.new_parameters {
             // Logged once per connection: a decoder that cannot open does not retry per frame.
             let opened = open(camera, &au.connection)
                 .map_err(

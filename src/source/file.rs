@@ -108,7 +108,9 @@ fn read(path: &Path, start: DateTime<Utc>, ctx: &mut SourceContext) -> Result<En
                 })
             })
             .clone();
-        let frame = EncodedFrame { data: data.to_vec(), pts_secs, keyframe: packet.is_key(), connection };
+        // Parameter sets travel in band here, and libavcodec follows their changes itself.
+        let keyframe = packet.is_key();
+        let frame = EncodedFrame { data: data.to_vec(), pts_secs, keyframe, new_parameters: false, connection };
         if ctx.offer_blocking(frame).is_err() {
             return Ok(Ended::Stopped);
         }

@@ -73,6 +73,9 @@ pub struct EncodedFrame {
     /// Presentation time in seconds on the connection's stream clock.
     pub pts_secs: f64,
     pub keyframe: bool,
+    /// The camera changed its parameter sets (resolution, profile) with this frame: the decoder
+    /// is made afresh for it.
+    pub new_parameters: bool,
     pub connection: Arc<Connection>,
 }
 

@@ -129,8 +129,11 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
                 })
             })
             .clone();
-        let keyframe = frame.is_random_access_point();
-        let encoded = EncodedFrame { pts_secs, keyframe, connection, data: frame.into_data() };
+        let (keyframe, new_parameters) = (frame.is_random_access_point(), frame.has_new_parameters());
+        if new_parameters {
+            info!("the camera changed its video parameters; decoding afresh");
+        }
+        let encoded = EncodedFrame { pts_secs, keyframe, new_parameters, connection, data: frame.into_data() };
         if ctx.offer(encoded).await.is_err() {
             return Ok(Ended::Stopped);
         }

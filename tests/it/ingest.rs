@@ -73,6 +73,9 @@ async fn h265_b_frames_udp_and_a_resolution_change_all_stream() {
     assert!(daemon.terminate(Duration::from_secs(10)).0.success());
     let log = daemon.log_text();
     assert!(log.contains("codec=H265") && log.contains("transport=Udp"), "{log}");
+    let changed =
+        log.lines().filter(|l| l.contains("camera{camera=resize}") && l.contains("changed its video parameters"));
+    assert!(changed.count() >= 1, "the new SPS was noticed and the decoder made afresh:\n{log}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -93,6 +96,7 @@ async fn basic_and_digest_auth_with_passwords_from_a_file_and_the_environment() 
         camera_block("basic", &basic.url(), &file(&password)),
         camera_block("digest", &digest.url(), "username = \"cam\"\npassword_env = \"DIGEST_CAM_PASSWORD\""),
         camera_block("wrong", &wrong.url(), &format!("{}\n{fast}", file(&wrong_password))),
+        camera_block("nopath", &basic.url().replace("/cam", "/nope"), &format!("{}\n{fast}", file(&password))),
     ]
     .concat();
     let env = [("DIGEST_CAM_PASSWORD", "d1gest")];
@@ -102,6 +106,8 @@ async fn basic_and_digest_auth_with_passwords_from_a_file_and_the_environment() 
     }
     let refused = beat_where(&subscriber, "wrong", Duration::from_secs(10), |c| !c["last_error"].is_null()).await;
     assert!(refused["last_error"].as_str().unwrap().contains("401"), "{refused}");
+    let missing = beat_where(&subscriber, "nopath", Duration::from_secs(10), |c| !c["last_error"].is_null()).await;
+    assert!(missing["last_error"].as_str().unwrap().contains("404"), "{missing}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(daemon.terminate(Duration::from_secs(10)).0.success());
     let log = daemon.log_text();
