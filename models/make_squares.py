@@ -16,7 +16,16 @@ Output `output0` is [1, 4 + 2, N] (cx, cy, w, h in model pixels, then one score 
 N = (320/8)^2 anchors, like YOLOv8. Score = 0.5 + 0.5 * short side / long side, so squares score
 ~1.0 and thin slivers ~0.5. Squares must be TILE..MAX_SIZE model pixels on a side.
 
-Usage: make_squares.py OUT.onnx
+Variants (`--variant`), the same detector in the other forms models come in, for the tests of
+each output format and input convention:
+  yolov8 (default)  as above
+  yolov5            output [1, N, 5 + C]: cx, cy, w, h, objectness (1), then the class scores
+  e2e               output [1, K, 6]: x1, y1, x2, y2, score, class of the boxes kept by an
+                    ONNX NonMaxSuppression inside the model, as end-to-end exports (YOLOv10,
+                    YOLO26) give them; K varies
+  fp16_bgr_255      input float16, BGR channel order, 0..255 values; output as yolov8
+
+Usage: make_squares.py [--variant NAME] OUT.onnx
 """
 import sys
 
@@ -60,7 +69,15 @@ def tiles(x, name):
     return node("Reshape", [t, const(f"{name}_s2", np.array([len(CLASSES), n * n, TILE * TILE], np.int64))], f"{name}_tiles")
 
 
-def build():
+def build(variant="yolov8"):
+    input_type, input_name = TensorProto.FLOAT, "images"
+    if variant == "fp16_bgr_255":
+        # float16 BGR 0..255 in, float32 RGB 0..1 for the detector below.
+        input_type, input_name = TensorProto.FLOAT16, "images_bgr255"
+        f = node("Cast", [input_name], "images_f32", to=TensorProto.FLOAT)
+        scaled = node("Mul", [f, const("inv255", np.float32(1 / 255))], "images_unit")
+        nodes.append(helper.make_node("Split", [scaled], ["B_in", "G_in", "R_in"], axis=1, num_outputs=3))
+        node("Concat", ["R_in", "G_in", "B_in"], "images", axis=1)
     const("t_hi", np.float32(0.5))
     const("t_lo", np.float32(0.35))
     const("one", np.float32(1.0))
@@ -124,12 +141,51 @@ def build():
     cy = node("Add", [merge(y0, "y0"), half_h], "cy")
     rows = node("Concat", [cx, cy, "w_m", "h_m", score], "rows", axis=0)  # [4 + C, N, 1]
     n = (SIZE // TILE) ** 2
-    node("Reshape", [rows, const("out_shape", np.array([1, 4 + len(CLASSES), n], np.int64))], "output0")
+    c = len(CLASSES)
+    if variant == "yolov5":
+        flat = node("Reshape", [rows, const("rows2d", np.array([4 + c, n], np.int64))], "rows2d_v")
+        per_anchor = node("Transpose", [flat], "per_anchor", perm=[1, 0])  # [N, 4 + C]
+        nodes.append(helper.make_node("Split", [per_anchor, const("split_box", np.array([4, c], np.int64))],
+                                      ["box", "cls"], axis=1))
+        objectness = const("objectness", np.ones((n, 1), np.float32))
+        out = node("Concat", ["box", objectness, "cls"], "v5_rows", axis=1)
+        node("Reshape", [out, const("out_shape", np.array([1, n, 5 + c], np.int64))], "output0")
+        out_shape = [1, n, 5 + c]
+    elif variant == "e2e":
+        # NMS inside, as end-to-end exports do: ONNX NonMaxSuppression over corner boxes, then
+        # the kept rows as x1, y1, x2, y2, score, class.
+        flat = node("Reshape", [rows, const("rows2d", np.array([4 + c, n], np.int64))], "rows2d_v")
+        per_anchor = node("Transpose", [flat], "per_anchor", perm=[1, 0])  # [N, 4 + C]
+        nodes.append(helper.make_node("Split", [per_anchor, const("split_e2e", np.array([1, 1, 1, 1, c], np.int64))],
+                                      ["ecx", "ecy", "ew", "eh", "ecls"], axis=1))
+        hw, hh = node("Mul", ["ew", "half"], "ehw"), node("Mul", ["eh", "half"], "ehh")
+        x1, y1 = node("Sub", ["ecx", hw], "ex1"), node("Sub", ["ecy", hh], "ey1")
+        x2, y2 = node("Add", ["ecx", hw], "ex2"), node("Add", ["ecy", hh], "ey2")
+        corners = node("Concat", [x1, y1, x2, y2], "ecorners", axis=1)  # [N, 4]
+        boxes = node("Unsqueeze", [corners, const("ax0", np.array([0], np.int64))], "eboxes")  # [1, N, 4]
+        scores = node("Unsqueeze", [node("Transpose", ["ecls"], "ecls_t", perm=[1, 0]), "ax0"], "escores")  # [1, C, N]
+        kept = node("NonMaxSuppression", [boxes, scores, const("max_out", np.array([100], np.int64)),
+                                          const("iou", np.array([0.45], np.float32)),
+                                          const("min_score", np.array([0.25], np.float32))], "kept")  # [K, 3]
+        nodes.append(helper.make_node("Split", [kept, const("split_kept", np.array([1, 1, 1], np.int64))],
+                                      ["k_batch", "k_class", "k_box"], axis=1))
+        box_idx = node("Squeeze", ["k_box", const("ax1", np.array([1], np.int64))], "k_box_i")  # [K]
+        kept_corners = node("Gather", [corners, box_idx], "k_corners", axis=0)  # [K, 4]
+        class_box = node("Concat", ["k_class", "k_box"], "k_class_box", axis=1)  # [K, 2]
+        score_map = node("Squeeze", [scores, "ax0"], "escores_2d")  # [C, N]
+        kept_score = node("Unsqueeze", [node("GatherND", [score_map, class_box], "k_score_1d"), "ax1"], "k_score")
+        kept_class = node("Cast", ["k_class"], "k_class_f", to=TensorProto.FLOAT)
+        out = node("Concat", [kept_corners, kept_score, kept_class], "e2e_rows", axis=1)  # [K, 6]
+        node("Unsqueeze", [out, "ax0"], "output0")
+        out_shape = [1, "detections", 6]
+    else:
+        node("Reshape", [rows, const("out_shape", np.array([1, 4 + c, n], np.int64))], "output0")
+        out_shape = [1, 4 + c, n]
 
     graph = helper.make_graph(
         nodes, "squares",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + len(CLASSES), n])],
+        [helper.make_tensor_value_info(input_name, input_type, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="fieldwatch")
@@ -142,6 +198,10 @@ def build():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    variant = "yolov8"
+    if args[:1] == ["--variant"] and len(args) == 3:
+        variant, args = args[1], args[2:]
+    if len(args) != 1 or variant not in ("yolov8", "yolov5", "e2e", "fp16_bgr_255"):
         sys.exit(__doc__)
-    onnx.save(build(), sys.argv[1])
+    onnx.save(build(variant), args[0])

@@ -147,10 +147,10 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
-    let model = detector.name().to_string();
+    let (model, provider) = (detector.name().to_string(), detector.provider());
     let mut supervisor = Supervisor::default();
     let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
-    let describe = describe_device(&settings, model, &started.counters, outbox.clone());
+    let describe = describe_device(&settings, model, provider, &started.counters, outbox.clone());
     let presence = Presence::Announce(describe);
     let publisher = publish::run(
         config.mqtt.clone(),
@@ -188,6 +188,7 @@ fn sending(config: &Config) -> publish::Sending {
 fn describe_device(
     settings: &Settings,
     model: String,
+    provider: &'static str,
     counters: &[Arc<CameraCounters>],
     outbox: Arc<Outbox>,
 ) -> publish::Describe {
@@ -229,6 +230,7 @@ fn describe_device(
             "uptime_secs": started.elapsed().as_secs(),
             "config_version": config_version,
             "model": model,
+            "provider": provider,
             "clock_synchronized": crate::clock::is_synchronized(),
             "disk_free_bytes": disk_free(&state_dir),
             "outbox": {

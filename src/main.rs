@@ -105,6 +105,13 @@ fn main() -> ExitCode {
         Command::Replay { config, .. } | Command::Outbox { config, .. } => config.clone(),
     };
     let settings = match config::load(&path) {
+        // A config without cameras is enough to try a model on photos or look at the outbox.
+        Ok(s) if s.cameras.is_empty() && matches!(cli.command, Command::Run { .. } | Command::Check { .. }) => {
+            let problems =
+                vec![config::Problem { path: "cameras".into(), message: "at least one camera is required".into() }];
+            eprintln!("{}", config::ConfigError::Invalid { path: path.display().to_string(), problems });
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

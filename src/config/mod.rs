@@ -66,14 +66,66 @@ pub struct ModelConfig {
     pub name: String,
     /// ONNX Runtime shared library. Default: empty, meaning `$ORT_DYLIB_PATH`.
     pub runtime: PathBuf,
-    /// Class names by index. Default: empty, meaning the model's own `names` metadata.
+    /// Class names by index. Default: empty, meaning `labels_file`, else the model's own
+    /// `names` metadata (as Ultralytics exports write it).
     pub labels: Vec<String>,
+    /// A file with one class name per line, in index order. Default empty: not used.
+    pub labels_file: PathBuf,
+    /// How the output reads: `auto` (default: from its shape), `yolov8` (`[1, 4 + C, N]`, also
+    /// YOLO11), `yolov5` (`[1, N, 5 + C]` with objectness, also YOLOv7), `end_to_end`
+    /// (`[1, N, 6]`: x1, y1, x2, y2, score, class, NMS inside, e.g. YOLOv10 and YOLO26).
+    pub format: ModelFormat,
+    /// Channel order the model expects: `rgb` (default, Ultralytics) or `bgr`.
+    pub channel_order: ChannelOrder,
+    /// Pixel values the model expects: `0-1` (default, Ultralytics) or `0-255`.
+    pub pixel_range: PixelRange,
+    /// Input side in pixels for models whose input size is dynamic. Default 640.
+    pub input_size: u32,
     /// Detections scoring below this are discarded before any rule sees them. Default 0.25.
     pub min_score: f32,
     /// Class-wise non-maximum suppression IoU. Default 0.45, as Ultralytics uses.
     pub nms_iou: f32,
     /// ONNX Runtime intra-op threads. Default 1: edge boxes share cores with decoding.
     pub threads: usize,
+    /// Where inference runs: `cpu` (default), `cuda`, `tensorrt` or `openvino`. The GPU ones
+    /// need a build with that cargo feature and an ONNX Runtime library built with them.
+    pub provider: Provider,
+    /// When `provider` is not available: false (default) refuses to start; true logs it and
+    /// runs on the CPU.
+    pub provider_fallback: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    Auto,
+    Yolov8,
+    Yolov5,
+    EndToEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum PixelRange {
+    #[serde(rename = "0-1")]
+    Unit,
+    #[serde(rename = "0-255")]
+    Byte,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    Tensorrt,
+    Openvino,
 }
 
 impl Default for ModelConfig {
@@ -83,9 +135,16 @@ impl Default for ModelConfig {
             name: String::new(),
             runtime: PathBuf::new(),
             labels: Vec::new(),
+            labels_file: PathBuf::new(),
+            format: ModelFormat::Auto,
+            channel_order: ChannelOrder::Rgb,
+            pixel_range: PixelRange::Unit,
+            input_size: 640,
             min_score: 0.25,
             nms_iou: 0.45,
             threads: 1,
+            provider: Provider::Cpu,
+            provider_fallback: false,
         }
     }
 }

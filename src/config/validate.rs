@@ -106,9 +106,6 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         );
     }
 
-    if config.cameras.is_empty() {
-        v.problem("cameras", "at least one camera is required");
-    }
     let class_names = Arc::new(config.class_names.clone());
     let mut ids = HashSet::new();
     let mut cameras = Vec::new();

@@ -1,5 +1,5 @@
-//! Detection: letterbox a frame into the model's input, run ONNX Runtime, decode YOLOv8-layout
-//! output, NMS.
+//! Detection: letterbox a frame into the model's input, run ONNX Runtime, read its output
+//! (YOLOv8, YOLOv5 or end-to-end layout), NMS.
 //!
 //! ONNX Runtime is loaded at run time from a shared library (`model.runtime` or
 //! `$ORT_DYLIB_PATH`), so a missing or wrong library is a start-up error, not a panic. One
@@ -7,12 +7,13 @@
 //! that must stay off the async workers.
 
 mod preprocess;
+mod provider;
 mod yolo;
 
-pub use preprocess::{Letterbox, letterbox};
-pub use yolo::{decode, nms};
+pub use preprocess::{InputStyle, Letterbox, Preprocessor, letterbox};
+pub use yolo::{Layout, decode, nms};
 
-use crate::config::ModelConfig;
+use crate::config::{ChannelOrder, ModelConfig, ModelFormat, PixelRange};
 use crate::decode::Frame;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
 use crate::telemetry::CameraCounters;
@@ -71,6 +72,10 @@ pub enum DetectError {
     Model { path: String, message: String },
     #[error("model {model}: {message}")]
     Layout { model: String, message: String },
+    #[error(
+        "model.provider: {provider} is not available: {reason}; set model.provider_fallback = true to run on the CPU instead"
+    )]
+    Provider { provider: &'static str, reason: String },
     #[error("model {model}: inference failed: {message}")]
     Inference { model: String, message: String },
 }
@@ -97,6 +102,12 @@ pub fn init_runtime(path: &Path) -> Result<Environment, DetectError> {
     Ok(env)
 }
 
+/// The model's input tensor, made once and written in place for every frame.
+enum Input {
+    F32(Tensor<f32>),
+    F16(Tensor<half::f16>),
+}
+
 /// A loaded model and how to read it.
 pub struct Detector {
     session: Session,
@@ -106,6 +117,11 @@ pub struct Detector {
     labels: Vec<String>,
     min_score: f32,
     nms_iou: f32,
+    input: Input,
+    prep: Preprocessor,
+    /// How its output reads: known from the declared shape, else from the first output.
+    format: ModelFormat,
+    provider: &'static str,
 }
 
 impl Detector {
@@ -116,30 +132,59 @@ impl Detector {
         if !config.path.is_file() {
             return Err(model_err("no such file".into()));
         }
-        let session = Session::builder(&env)
+        let builder = Session::builder(&env)
             .and_then(|b| b.with_intra_threads(config.threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_config_entry("session.intra_op.allow_spinning", "0").map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(&config.path))
             .map_err(|e| model_err(e.to_string()))?;
-        let layout = |message: String| DetectError::Layout { model: name.clone(), message };
+        let (builder, provider) = provider::apply(builder, config)?;
+        let mut builder = builder;
+        let session = builder.commit_from_file(&config.path).map_err(|e| model_err(e.to_string()))?;
+        let layout_err = |message: String| DetectError::Layout { model: name.clone(), message };
 
-        let input = session.inputs().first().ok_or_else(|| layout("the model has no input".into()))?;
+        let input = session.inputs().first().ok_or_else(|| layout_err("the model has no input".into()))?;
         let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let side = |d: i64| if d > 0 { d as u32 } else { config.input_size };
         let (input_height, input_width) = match dims.as_slice() {
-            [_, 3, h, w] => (if *h > 0 { *h as u32 } else { 640 }, if *w > 0 { *w as u32 } else { 640 }),
-            other => return Err(layout(format!("input shape {other:?} is not [1, 3, H, W]"))),
+            [_, 3, h, w] => (side(*h), side(*w)),
+            other => return Err(layout_err(format!("input shape {other:?} is not [1, 3, H, W]"))),
         };
-        let labels = if config.labels.is_empty() {
-            let names = session.metadata().ok().and_then(|m| m.custom("names"));
-            names.as_deref().map(parse_names).unwrap_or_default()
-        } else {
-            config.labels.clone()
+        let shape = [1usize, 3, input_height as usize, input_width as usize];
+        let allocator = ort::memory::Allocator::default();
+        let tensor_err = |e: ort::Error| layout_err(format!("cannot make the input tensor: {e}"));
+        let input = match input.dtype().tensor_type() {
+            Some(ort::value::TensorElementType::Float32) => {
+                Input::F32(Tensor::new(&allocator, shape).map_err(tensor_err)?)
+            }
+            Some(ort::value::TensorElementType::Float16) => {
+                Input::F16(Tensor::new(&allocator, shape).map_err(tensor_err)?)
+            }
+            other => return Err(layout_err(format!("input element type {other:?} is not float32 or float16"))),
         };
+        let labels = labels(config, &session)?;
         if labels.is_empty() {
-            return Err(layout("no class names: the model has no `names` metadata; set model.labels".into()));
+            return Err(layout_err(
+                "no class names: the model has no `names` metadata; set model.labels or model.labels_file".into(),
+            ));
         }
-        info!(model = %name, input = %format!("{input_width}x{input_height}"), labels = ?labels, "model loaded");
+        // The declared output shape is read now, so a wrong model fails at start, not per frame;
+        // later outputs are read in the format found here. Only a shape that says too little
+        // waits for the first output.
+        let output = session.outputs().first().ok_or_else(|| layout_err("the model has no output".into()))?;
+        let out_dims: Vec<i64> = output.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let format = match Layout::of(&out_dims, labels.len(), config.format) {
+            Ok(layout) => layout.format(),
+            Err(_) if out_dims.len() != 3 || out_dims.iter().any(|d| *d <= 0) => config.format,
+            Err(message) => return Err(layout_err(message)),
+        };
+        let style = InputStyle {
+            bgr: config.channel_order == ChannelOrder::Bgr,
+            scale: if config.pixel_range == PixelRange::Unit { 1.0 / 255.0 } else { 1.0 },
+        };
+        info!(
+            model = %name, input = %format!("{input_width}x{input_height}"), ?format, provider, labels = ?labels,
+            "model loaded"
+        );
         Ok(Self {
             session,
             name,
@@ -148,6 +193,10 @@ impl Detector {
             labels,
             min_score: config.min_score,
             nms_iou: config.nms_iou,
+            input,
+            prep: Preprocessor::new(input_width, input_height, style),
+            format,
+            provider,
         })
     }
 
@@ -163,35 +212,80 @@ impl Detector {
         (self.input_width, self.input_height)
     }
 
-    /// Detects objects in an RGB frame; boxes are in frame pixels.
-    pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
-        let (tensor, lb) = letterbox(rgb, self.input_width, self.input_height);
-        self.detect_tensor(tensor, &lb)
+    /// The execution provider inference runs on (`cpu`, `cuda`, ...).
+    pub fn provider(&self) -> &'static str {
+        self.provider
     }
 
-    /// Runs an already letterboxed `[1, 3, H, W]` tensor and maps boxes back through `lb`.
-    pub fn detect_tensor(&mut self, tensor: Vec<f32>, lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
-        let infer = |message: String| DetectError::Inference { model: self.name.clone(), message };
-        let shape = [1usize, 3, self.input_height as usize, self.input_width as usize];
-        let input = Tensor::from_array((shape, tensor.into_boxed_slice())).map_err(|e| infer(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![input]).map_err(|e| infer(e.to_string()))?;
+    /// Detects objects in a decoded frame, straight from its YUV planes; boxes in frame pixels.
+    pub fn detect_frame(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
+        let lb = match &mut self.input {
+            Input::F32(t) => self.prep.frame(frame, t.extract_tensor_mut().1, |v| v),
+            Input::F16(t) => self.prep.frame(frame, t.extract_tensor_mut().1, half::f16::from_f32),
+        };
+        self.infer(&lb)
+    }
+
+    /// Detects objects in an RGB image (a photo); boxes in its pixels.
+    pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+        let lb = match &mut self.input {
+            Input::F32(t) => self.prep.rgb(rgb, t.extract_tensor_mut().1, |v| v),
+            Input::F16(t) => self.prep.rgb(rgb, t.extract_tensor_mut().1, half::f16::from_f32),
+        };
+        self.infer(&lb)
+    }
+
+    /// Runs an already letterboxed RGB 0..1 `[1, 3, H, W]` tensor (float models), mapping boxes
+    /// back through `lb`: for comparing with a reference implementation on the same input.
+    pub fn detect_tensor(&mut self, tensor: &[f32], lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
+        match &mut self.input {
+            Input::F32(t) => t.extract_tensor_mut().1.copy_from_slice(tensor),
+            Input::F16(t) => {
+                for (d, v) in t.extract_tensor_mut().1.iter_mut().zip(tensor) {
+                    *d = half::f16::from_f32(*v);
+                }
+            }
+        }
+        self.infer(lb)
+    }
+
+    /// Runs the input tensor as it stands and maps boxes back through `lb`.
+    fn infer(&mut self, lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
+        let name = &self.name;
+        let infer = |message: String| DetectError::Inference { model: name.clone(), message };
+        let outputs = match &self.input {
+            Input::F32(t) => self.session.run(ort::inputs![t]),
+            Input::F16(t) => self.session.run(ort::inputs![t]),
+        }
+        .map_err(|e| infer(e.to_string()))?;
         let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| infer(e.to_string()))?;
         let classes = self.labels.len();
-        let candidates = match **out_shape {
-            [1, rows, n] if rows as usize == 4 + classes => n as usize,
-            ref other => {
-                return Err(DetectError::Layout {
-                    model: self.name.clone(),
-                    message: format!("output shape {other:?} is not [1, 4 + {classes} classes, N]"),
-                });
-            }
-        };
-        let mut dets = nms(decode(data, classes, candidates, lb, self.min_score), self.nms_iou);
+        let layout = Layout::of(out_shape, classes, self.format)
+            .map_err(|message| DetectError::Layout { model: name.clone(), message })?;
+        self.format = layout.format();
+        let found = decode(data, layout, classes, lb, self.min_score);
+        let mut dets = if layout.end_to_end() { found } else { nms(found, self.nms_iou) };
         for d in &mut dets {
             d.label = self.labels[d.class_id].clone();
         }
         Ok(dets)
     }
+}
+
+/// Class names: `model.labels`, else `model.labels_file`, else the model's `names` metadata.
+fn labels(config: &ModelConfig, session: &Session) -> Result<Vec<String>, DetectError> {
+    if !config.labels.is_empty() {
+        return Ok(config.labels.clone());
+    }
+    if !config.labels_file.as_os_str().is_empty() {
+        let text = std::fs::read_to_string(&config.labels_file).map_err(|e| DetectError::Model {
+            path: config.labels_file.display().to_string(),
+            message: format!("model.labels_file: {e}"),
+        })?;
+        return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect());
+    }
+    let names = session.metadata().ok().and_then(|m| m.custom("names"));
+    Ok(names.as_deref().map(parse_names).unwrap_or_default())
 }
 
 /// Parses Ultralytics' `names` metadata: `{0: 'person', 1: 'bicycle'}`.
@@ -228,7 +322,7 @@ pub fn run_worker(
     crate::testing::maybe_panic("detect", camera_ids.first().map(String::as_str).unwrap_or_default());
     while let Some((camera, frame)) = input.recv_keyed() {
         let started = Instant::now();
-        let result = detector.detect(&frame.to_rgb());
+        let result = detector.detect_frame(&frame);
         counters[camera].detect_busy.add_since(started);
         match result {
             Ok(detections) => {

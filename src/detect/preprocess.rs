@@ -1,10 +1,18 @@
 //! Letterboxing: scale the frame to fit the model input without distortion, pad the rest grey
 //! (114, as YOLOv8 was trained), and remember how to map model pixels back to frame pixels.
+//!
+//! A [`Preprocessor`] goes straight from the decoded YUV 4:2:0 frame to the model's input: the
+//! planes are scaled down first (SIMD, `fast_image_resize`), only the small result is converted
+//! to RGB (`yuvutils-rs`), and it is written into the caller's input tensor in the model's
+//! channel order and value range. Its buffers are kept between frames, so steady work allocates
+//! nothing and never makes a full-size RGB image.
 
+use crate::decode::Frame;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef};
 use image::RgbImage;
 
-const PAD: f32 = 114.0 / 255.0;
+/// The letterbox padding, 114 of 255.
+const PAD: f32 = 114.0;
 
 /// Where the frame landed inside the model input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,29 +50,116 @@ impl Letterbox {
     }
 }
 
-/// Builds the `[1, 3, H, W]` float tensor (RGB, 0..1) for `rgb`.
-pub fn letterbox(rgb: &RgbImage, input_width: u32, input_height: u32) -> (Vec<f32>, Letterbox) {
-    let lb = Letterbox::new(rgb.width(), rgb.height(), input_width, input_height);
-    let src = ImageRef::new(rgb.width(), rgb.height(), rgb.as_raw(), PixelType::U8x3)
-        .expect("RgbImage buffers are width*height*3");
-    let mut scaled = Image::new(lb.scaled_width, lb.scaled_height, PixelType::U8x3);
-    Resizer::new()
-        .resize(&src, &mut scaled, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
-        .expect("source and destination are both U8x3");
+/// How a model wants its input: channel order and the value a full-intensity channel has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputStyle {
+    pub bgr: bool,
+    /// 1/255 for inputs in 0..1, 1 for 0..255.
+    pub scale: f32,
+}
 
-    let (w, h) = (input_width as usize, input_height as usize);
-    let plane = w * h;
-    let mut tensor = vec![PAD; 3 * plane];
-    let pixels = scaled.buffer();
-    for y in 0..lb.scaled_height as usize {
-        let row = (y + lb.pad_y as usize) * w + lb.pad_x as usize;
-        let src_row = &pixels[y * lb.scaled_width as usize * 3..(y + 1) * lb.scaled_width as usize * 3];
-        for (x, px) in src_row.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                tensor[c * plane + row + x] = px[c] as f32 / 255.0;
+impl InputStyle {
+    /// RGB in 0..1, as Ultralytics exports expect.
+    pub const ULTRALYTICS: Self = Self { bgr: false, scale: 1.0 / 255.0 };
+}
+
+/// Letterboxes frames into a model's `[1, 3, H, W]` input, reusing its buffers.
+pub struct Preprocessor {
+    input_width: u32,
+    input_height: u32,
+    style: InputStyle,
+    resizer: Resizer,
+    /// The scaled planes and their RGB, kept for the next frame of the same size.
+    planes: Option<[Image<'static>; 3]>,
+    rgb: Vec<u8>,
+}
+
+impl Preprocessor {
+    pub fn new(input_width: u32, input_height: u32, style: InputStyle) -> Self {
+        Self { input_width, input_height, style, resizer: Resizer::new(), planes: None, rgb: Vec::new() }
+    }
+
+    pub fn input_len(&self) -> usize {
+        3 * self.input_width as usize * self.input_height as usize
+    }
+
+    /// Writes `frame`, letterboxed, into `out` (`input_len` values), each value through
+    /// `convert` (to the model's element type).
+    pub fn frame<T: Copy>(&mut self, frame: &Frame, out: &mut [T], convert: impl Fn(f32) -> T) -> Letterbox {
+        let lb = Letterbox::new(frame.width, frame.height, self.input_width, self.input_height);
+        let (sw, sh) = (lb.scaled_width, lb.scaled_height);
+        let (cw, ch) = (sw.div_ceil(2), sh.div_ceil(2));
+        let fits = |p: &[Image<'static>; 3]| (p[0].width(), p[0].height(), p[1].width()) == (sw, sh, cw);
+        if !self.planes.as_ref().is_some_and(fits) {
+            let plane = |w, h| Image::new(w, h, PixelType::U8);
+            self.planes = Some([plane(sw, sh), plane(cw, ch), plane(cw, ch)]);
+        }
+        let planes = self.planes.as_mut().expect("just made");
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        let (fcw, fch) = (frame.width.div_ceil(2), frame.height.div_ceil(2));
+        for (plane, (data, w, h)) in
+            planes.iter_mut().zip([(&frame.y, frame.width, frame.height), (&frame.u, fcw, fch), (&frame.v, fcw, fch)])
+        {
+            let src = ImageRef::new(w, h, data, PixelType::U8).expect("planes are packed width*height");
+            self.resizer.resize(&src, plane, &options).expect("both planes are U8");
+        }
+        let image = yuvutils_rs::YuvPlanarImage {
+            y_plane: planes[0].buffer(),
+            y_stride: sw,
+            u_plane: planes[1].buffer(),
+            u_stride: cw,
+            v_plane: planes[2].buffer(),
+            v_stride: cw,
+            width: sw,
+            height: sh,
+        };
+        let range = if frame.full_range { yuvutils_rs::YuvRange::Full } else { yuvutils_rs::YuvRange::Limited };
+        self.rgb.resize(sw as usize * sh as usize * 3, 0);
+        yuvutils_rs::yuv420_to_rgb(&image, &mut self.rgb, sw * 3, range, yuvutils_rs::YuvStandardMatrix::Bt601)
+            .expect("plane sizes follow the scaled size");
+        self.fill(&lb, out, convert);
+        lb
+    }
+
+    /// [`frame`](Self::frame) for an RGB image (photos, `fieldwatch detect`).
+    pub fn rgb<T: Copy>(&mut self, rgb: &RgbImage, out: &mut [T], convert: impl Fn(f32) -> T) -> Letterbox {
+        let lb = Letterbox::new(rgb.width(), rgb.height(), self.input_width, self.input_height);
+        let src = ImageRef::new(rgb.width(), rgb.height(), rgb.as_raw(), PixelType::U8x3)
+            .expect("RgbImage buffers are width*height*3");
+        let mut scaled = Image::new(lb.scaled_width, lb.scaled_height, PixelType::U8x3);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        self.resizer.resize(&src, &mut scaled, &options).expect("source and destination are both U8x3");
+        self.rgb = scaled.into_vec();
+        self.fill(&lb, out, convert);
+        lb
+    }
+
+    /// Writes the scaled RGB in `self.rgb` into `out`, padded, in the model's order and range.
+    fn fill<T: Copy>(&self, lb: &Letterbox, out: &mut [T], convert: impl Fn(f32) -> T) {
+        let (w, plane) = (self.input_width as usize, self.input_width as usize * self.input_height as usize);
+        assert_eq!(out.len(), 3 * plane, "the input tensor is [1, 3, H, W]");
+        let scale = self.style.scale;
+        out.fill(convert(PAD * scale));
+        let channels = if self.style.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        let sw = lb.scaled_width as usize;
+        for y in 0..lb.scaled_height as usize {
+            let row = (y + lb.pad_y as usize) * w + lb.pad_x as usize;
+            let src_row = &self.rgb[y * sw * 3..(y + 1) * sw * 3];
+            for (c, source) in channels.into_iter().enumerate() {
+                let dst = &mut out[c * plane + row..c * plane + row + sw];
+                for (d, px) in dst.iter_mut().zip(src_row.chunks_exact(3)) {
+                    *d = convert(px[source] as f32 * scale);
+                }
             }
         }
     }
+}
+
+/// The `[1, 3, H, W]` RGB 0..1 tensor for `rgb`, freshly allocated (tests and benchmarks).
+pub fn letterbox(rgb: &RgbImage, input_width: u32, input_height: u32) -> (Vec<f32>, Letterbox) {
+    let mut prep = Preprocessor::new(input_width, input_height, InputStyle::ULTRALYTICS);
+    let mut tensor = vec![0.0; prep.input_len()];
+    let lb = prep.rgb(rgb, &mut tensor, |v| v);
     (tensor, lb)
 }
 
@@ -86,8 +181,47 @@ mod tests {
         rgb.put_pixel(63, 31, image::Rgb([255, 0, 0]));
         let (t, lb) = letterbox(&rgb, 32, 32);
         assert_eq!((lb.pad_x, lb.pad_y, lb.scaled_width, lb.scaled_height), (0, 8, 32, 16));
-        assert!((t[0] - PAD).abs() < 1e-6, "top padding");
+        assert!((t[0] - PAD / 255.0).abs() < 1e-6, "top padding");
         assert!(t[8 * 32] < 0.01, "first scaled row is black");
         assert!(t[23 * 32 + 31] > 0.1, "the red corner pixel is bottom-right of the scaled area");
+    }
+
+    /// A 64x32 frame: mid-grey, with the bottom-right 16x16 pure red (BT.601 limited range).
+    fn red_cornered_frame() -> Frame {
+        let (w, h) = (64usize, 32usize);
+        let mut y = vec![126u8; w * h];
+        let (mut u, mut v) = (vec![128u8; w * h / 4], vec![128u8; w * h / 4]);
+        for row in 16..32 {
+            for col in 48..64 {
+                y[row * w + col] = 81;
+                if row % 2 == 0 && col % 2 == 0 {
+                    u[row / 2 * w / 2 + col / 2] = 90;
+                    v[row / 2 * w / 2 + col / 2] = 240;
+                }
+            }
+        }
+        Frame { width: 64, height: 32, y, u, v, full_range: false, pts_secs: 0.0, at: chrono::Utc::now() }
+    }
+
+    #[test]
+    fn frames_go_from_yuv_to_the_tensor_in_the_models_order_and_range() {
+        let frame = red_cornered_frame();
+        let mut prep = Preprocessor::new(32, 32, InputStyle::ULTRALYTICS);
+        let mut t = vec![0f32; prep.input_len()];
+        let lb = prep.frame(&frame, &mut t, |v| v);
+        assert_eq!((lb.pad_y, lb.scaled_height), (8, 16));
+        let at = |t: &[f32], c: usize, x: usize, y: usize| t[c * 32 * 32 + y * 32 + x];
+        assert!((at(&t, 0, 0, 0) - 114.0 / 255.0).abs() < 1e-6, "padding");
+        let (r, g, b) = (at(&t, 0, 30, 21), at(&t, 1, 30, 21), at(&t, 2, 30, 21));
+        assert!(r > 0.9 && g < 0.1 && b < 0.1, "red corner: {r} {g} {b}");
+        let grey = at(&t, 0, 4, 10);
+        assert!((grey - 0.5).abs() < 0.05, "grey stays grey: {grey}");
+
+        // BGR and 0..255: the same pixel, channels swapped, values in bytes.
+        let mut prep = Preprocessor::new(32, 32, InputStyle { bgr: true, scale: 1.0 });
+        let mut t = vec![0f32; prep.input_len()];
+        prep.frame(&frame, &mut t, |v| v);
+        assert!(at(&t, 2, 30, 21) > 230.0 && at(&t, 0, 30, 21) < 25.0, "red is the last channel, in bytes");
+        assert_eq!(at(&t, 0, 0, 0), 114.0);
     }
 }

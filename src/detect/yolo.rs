@@ -1,29 +1,122 @@
-//! Decoding YOLOv8-layout output and non-maximum suppression — pure functions.
+//! Reading detector output, and non-maximum suppression — pure functions.
 //!
-//! YOLOv8 emits `[1, 4 + C, N]`: for each of N candidates, cx, cy, w, h in model-input pixels,
-//! then one (already sigmoid) score per class. No objectness, no NMS inside the model.
+//! Three layouts, as the common exports write them (boxes in model-input pixels):
+//! - YOLOv8/YOLO11: `[1, 4 + C, N]`: per candidate cx, cy, w, h, then one score per class (no
+//!   objectness, no NMS inside);
+//! - YOLOv5/YOLOv7: `[1, N, 5 + C]`: cx, cy, w, h, objectness, class scores; a class's score is
+//!   objectness times its own;
+//! - end-to-end (YOLOv10, YOLO26): `[1, N, 6]`: x1, y1, x2, y2, score, class, NMS done inside.
 
 use super::preprocess::Letterbox;
 use super::{BBox, Detection};
+use crate::config::ModelFormat;
+
+/// How one model's output reads, with its number of candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Yolov8 { candidates: usize },
+    Yolov5 { candidates: usize },
+    EndToEnd { candidates: usize },
+}
+
+impl Layout {
+    /// The layout of an output of `shape` for a model of `classes` classes, as `format` says or,
+    /// with `auto`, as the shape shows; an error names the shape and what was expected. A
+    /// dimension the model leaves open (-1: the number of detections of an end-to-end export)
+    /// matches nothing.
+    pub fn of(shape: &[i64], classes: usize, format: ModelFormat) -> Result<Self, String> {
+        let c = classes as i64;
+        let [1, a, b] = *shape else {
+            return Err(format!("output shape {shape:?} is not [1, rows, columns]"));
+        };
+        let v8 = a == 4 + c;
+        let v5 = b == 5 + c;
+        let e2e = b == 6;
+        let n = |v: i64| v.max(0) as usize;
+        match format {
+            ModelFormat::Yolov8 if v8 => Ok(Layout::Yolov8 { candidates: n(b) }),
+            ModelFormat::Yolov5 if v5 => Ok(Layout::Yolov5 { candidates: n(a) }),
+            ModelFormat::EndToEnd if e2e => Ok(Layout::EndToEnd { candidates: n(a) }),
+            ModelFormat::Auto => match (v8, v5, e2e) {
+                (true, false, false) => Ok(Layout::Yolov8 { candidates: n(b) }),
+                (false, true, false) => Ok(Layout::Yolov5 { candidates: n(a) }),
+                (false, false, true) => Ok(Layout::EndToEnd { candidates: n(a) }),
+                (false, false, false) => Err(format!(
+                    "output shape {shape:?} fits no known layout for {classes} classes: [1, {}, N] (yolov8), \
+                     [1, N, {}] (yolov5) or [1, N, 6] (end_to_end)",
+                    4 + c,
+                    5 + c
+                )),
+                _ => Err(format!("output shape {shape:?} could be more than one layout: set model.format")),
+            },
+            format => {
+                Err(format!("output shape {shape:?} is not what model.format = {format:?} reads for {classes} classes"))
+            }
+        }
+    }
+
+    /// The format this layout is, to read later outputs of the same model without guessing.
+    pub fn format(&self) -> ModelFormat {
+        match self {
+            Layout::Yolov8 { .. } => ModelFormat::Yolov8,
+            Layout::Yolov5 { .. } => ModelFormat::Yolov5,
+            Layout::EndToEnd { .. } => ModelFormat::EndToEnd,
+        }
+    }
+
+    /// Whether the model has done its own NMS.
+    pub fn end_to_end(&self) -> bool {
+        matches!(self, Layout::EndToEnd { .. })
+    }
+}
 
 /// Turns raw output into frame-pixel detections scoring at least `min_score`, before NMS.
-pub fn decode(output: &[f32], classes: usize, candidates: usize, lb: &Letterbox, min_score: f32) -> Vec<Detection> {
-    let at = |row: usize, i: usize| output[row * candidates + i];
+pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, min_score: f32) -> Vec<Detection> {
     let (fw, fh) = (lb.source_width as f32, lb.source_height as f32);
+    let frame_box = |x1: f32, y1: f32, x2: f32, y2: f32| {
+        let (x1, y1) = lb.to_source(x1, y1);
+        let (x2, y2) = lb.to_source(x2, y2);
+        BBox { x1: x1.clamp(0.0, fw), y1: y1.clamp(0.0, fh), x2: x2.clamp(0.0, fw), y2: y2.clamp(0.0, fh) }
+    };
+    let centred = |cx: f32, cy: f32, w: f32, h: f32| frame_box(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0);
+    let best = |scores: &mut dyn Iterator<Item = (usize, f32)>| {
+        scores.fold((0, f32::MIN), |b, c| if c.1 > b.1 { c } else { b })
+    };
     let mut out = Vec::new();
-    for i in 0..candidates {
-        let (class_id, score) = (0..classes)
-            .map(|c| (c, at(4 + c, i)))
-            .fold((0, f32::MIN), |best, cur| if cur.1 > best.1 { cur } else { best });
-        if score < min_score {
-            continue;
-        }
-        let (cx, cy, w, h) = (at(0, i), at(1, i), at(2, i), at(3, i));
-        let (x1, y1) = lb.to_source(cx - w / 2.0, cy - h / 2.0);
-        let (x2, y2) = lb.to_source(cx + w / 2.0, cy + h / 2.0);
-        let bbox = BBox { x1: x1.clamp(0.0, fw), y1: y1.clamp(0.0, fh), x2: x2.clamp(0.0, fw), y2: y2.clamp(0.0, fh) };
-        if bbox.area() > 0.0 {
+    let mut keep = |class_id: usize, score: f32, bbox: BBox| {
+        if score >= min_score && bbox.area() > 0.0 && class_id < classes {
             out.push(Detection { class_id, label: String::new(), score, bbox });
+        }
+    };
+    match layout {
+        Layout::Yolov8 { candidates: n } => {
+            let at = |row: usize, i: usize| output[row * n + i];
+            for i in 0..n {
+                let (class_id, score) = best(&mut (0..classes).map(|c| (c, at(4 + c, i))));
+                if score >= min_score {
+                    keep(class_id, score, centred(at(0, i), at(1, i), at(2, i), at(3, i)));
+                }
+            }
+        }
+        Layout::Yolov5 { candidates: n } => {
+            let width = 5 + classes;
+            for row in output.chunks_exact(width).take(n) {
+                let objectness = row[4];
+                if objectness < min_score {
+                    continue;
+                }
+                let (class_id, score) = best(&mut (0..classes).map(|c| (c, objectness * row[5 + c])));
+                if score >= min_score {
+                    keep(class_id, score, centred(row[0], row[1], row[2], row[3]));
+                }
+            }
+        }
+        Layout::EndToEnd { candidates: n } => {
+            for row in output.chunks_exact(6).take(n) {
+                if row[4] >= min_score {
+                    keep(row[5].round().max(0.0) as usize, row[4], frame_box(row[0], row[1], row[2], row[3]));
+                }
+            }
         }
     }
     out
@@ -62,10 +155,59 @@ mod tests {
     fn boxes_map_back_through_the_letterbox() {
         let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
         let out = output(&[(100.0, 240.0, 40.0, 20.0, &[0.1, 0.9]), (5.0, 5.0, 4.0, 4.0, &[0.2, 0.1])]);
-        let d = decode(&out, 2, 2, &lb, 0.25);
+        let d = decode(&out, Layout::Yolov8 { candidates: 2 }, 2, &lb, 0.25);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].class_id, 1);
         assert_eq!(d[0].bbox, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 });
+    }
+
+    #[test]
+    fn yolov5_rows_weigh_class_scores_by_objectness() {
+        let lb = Letterbox::new(640, 640, 640, 640);
+        #[rustfmt::skip]
+        let out = [
+            100.0, 100.0, 20.0, 20.0, 0.9, 0.1, 0.8, // class 1 at 0.72
+            300.0, 300.0, 20.0, 20.0, 0.2, 0.9, 0.1, // objectness too low
+        ];
+        let d = decode(&out, Layout::Yolov5 { candidates: 2 }, 2, &lb, 0.25);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].class_id, (d[0].score * 100.0).round()), (1, 72.0));
+        assert_eq!(d[0].bbox, BBox { x1: 90.0, y1: 90.0, x2: 110.0, y2: 110.0 });
+    }
+
+    #[test]
+    fn end_to_end_rows_are_corners_score_and_class() {
+        let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
+        let out = [80.0, 230.0, 120.0, 250.0, 0.9, 1.0, 0.0, 0.0, 1.0, 1.0, 0.1, 0.0];
+        let d = decode(&out, Layout::EndToEnd { candidates: 2 }, 2, &lb, 0.25);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].class_id, d[0].bbox), (1, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 }));
+    }
+
+    #[test]
+    fn the_layout_comes_from_the_shape_or_the_config_and_a_mismatch_names_the_shapes() {
+        use ModelFormat::*;
+        assert_eq!(Layout::of(&[1, 6, 8400], 2, Auto), Ok(Layout::Yolov8 { candidates: 8400 }));
+        assert_eq!(Layout::of(&[1, 25200, 85], 80, Auto), Ok(Layout::Yolov5 { candidates: 25200 }));
+        assert_eq!(Layout::of(&[1, 300, 6], 80, Auto), Ok(Layout::EndToEnd { candidates: 300 }));
+        // One class: [1, N, 6] is both yolov5 and end-to-end.
+        assert!(Layout::of(&[1, 300, 6], 1, Auto).unwrap_err().contains("set model.format"));
+        assert_eq!(Layout::of(&[1, 300, 6], 1, EndToEnd), Ok(Layout::EndToEnd { candidates: 300 }));
+        let wrong = Layout::of(&[1, 84, 8400], 2, Auto).unwrap_err();
+        assert!(wrong.contains("[1, 84, 8400]") && wrong.contains("[1, 6, N]"), "{wrong}");
+        assert!(Layout::of(&[1, 6, 8400], 2, Yolov5).unwrap_err().contains("Yolov5"));
+        assert!(Layout::of(&[6, 8400], 2, Auto).is_err());
+        // An end-to-end export's row count is open, and may even equal 4 + C at run time.
+        assert_eq!(Layout::of(&[1, -1, 6], 2, Auto), Ok(Layout::EndToEnd { candidates: 0 }));
+        assert_eq!(Layout::of(&[1, 6, 6], 2, EndToEnd), Ok(Layout::EndToEnd { candidates: 6 }));
+    }
+
+    #[test]
+    fn nms_handles_ties_and_nothing() {
+        let b = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
+        let d = |score| Detection { class_id: 0, label: String::new(), score, bbox: b };
+        assert_eq!(nms(vec![d(0.5), d(0.5)], 0.45).len(), 1, "equal boxes, equal scores: one kept");
+        assert!(nms(Vec::new(), 0.45).is_empty());
     }
 
     #[test]

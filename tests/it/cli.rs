@@ -142,11 +142,22 @@ fn out_of_range_durations_are_config_errors_with_their_keys() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A technician trying a model on photos needs no cameras in the config; names may come from a
+/// labels file.
 #[test]
 fn detect_writes_json_and_annotated_copies() {
     let dir = temp_dir("cli-detect");
     let (runtime, model) = paths();
-    let config = write(&dir, &good(&runtime, &model));
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, "rouge\nvert\n").unwrap();
+    let text =
+        format!("[model]\npath = \"{model}\"\nruntime = \"{runtime}\"\nlabels_file = \"{}\"\n", labels.display());
+    let config = write(&dir, &text);
+    let (code, out) = fieldwatch(&["check", "--config", &config]);
+    assert!(
+        code == 78 && out.contains("cameras: at least one camera is required"),
+        "run and check need cameras: {out}"
+    );
     let mut img = image::RgbImage::from_pixel(400, 300, image::Rgb([40, 40, 40]));
     for (x0, y0, colour) in [(50u32, 60u32, [250u8, 10, 10]), (250, 150, [10, 250, 10])] {
         paint_square(&mut img, x0, y0, 60, image::Rgb(colour));
@@ -163,7 +174,8 @@ fn detect_writes_json_and_annotated_copies() {
     let labels: Vec<&str> =
         json[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
     assert_eq!(labels.len(), 2, "{json}");
-    assert!(labels.contains(&"red") && labels.contains(&"green"), "{json}");
+    assert!(labels.contains(&"rouge") && labels.contains(&"vert"), "{json}");
+    assert!(json[0]["detections"][0]["score"].as_f64().unwrap() > 0.9, "{json}");
     let annotated = image::open(out_dir.join("scene.detections.jpg")).unwrap().to_rgb8();
     assert_eq!(annotated.dimensions(), (400, 300));
     std::fs::remove_dir_all(&dir).ok();

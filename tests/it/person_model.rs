@@ -54,7 +54,7 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
         );
         let bytes = std::fs::read(cache(&format!("reference/{}", image["tensor"].as_str().unwrap()))).unwrap();
         let tensor: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let got = detector.detect_tensor(tensor, &lb).unwrap();
+        let got = detector.detect_tensor(&tensor, &lb).unwrap();
         let want = image["detections"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{name}: got {got:#?} want {want:#?}");
         for w in want {

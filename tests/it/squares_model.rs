@@ -83,3 +83,90 @@ fn an_empty_scene_has_no_detections() {
     let img = RgbImage::from_pixel(640, 360, Rgb([48, 48, 48]));
     assert!(detector.detect(&img).unwrap().is_empty());
 }
+
+fn load(model: &str, tweak: impl FnOnce(&mut ModelConfig)) -> Result<Detector, fieldwatch::detect::DetectError> {
+    let mut config =
+        ModelConfig { path: root().join("models").join(model), runtime: ort_library(), ..Default::default() };
+    tweak(&mut config);
+    Detector::load(&config)
+}
+
+/// What `detector` finds on seeded layouts, as (class, rounded box) lists.
+fn findings(detector: &mut Detector) -> Vec<Vec<(String, [i32; 4])>> {
+    (0..4u64)
+        .map(|seed| {
+            let (img, _) = layout(&mut StdRng::seed_from_u64(seed), 640, 360);
+            let mut found: Vec<(String, [i32; 4])> = detector
+                .detect(&img)
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.label, [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2].map(|v| v.round() as i32)))
+                .collect();
+            found.sort();
+            found
+        })
+        .collect()
+}
+
+/// The same detector exported the other ways models come (see make_squares.py's variants):
+/// YOLOv5 rows with objectness, end-to-end rows, and a float16 BGR 0..255 input. Each is read
+/// from its output shape, and finds exactly what the YOLOv8 form finds.
+#[test]
+fn every_output_format_and_input_convention_finds_the_same_squares() {
+    let reference = findings(&mut squares_detector());
+    assert!(reference.iter().all(|f| f.len() >= 4));
+    for model in ["squares_yolov5.onnx", "squares_e2e.onnx"] {
+        assert_eq!(findings(&mut load(model, |_| {}).unwrap()), reference, "{model}");
+    }
+    let bgr = |c: &mut ModelConfig| {
+        c.channel_order = fieldwatch::config::ChannelOrder::Bgr;
+        c.pixel_range = fieldwatch::config::PixelRange::Byte;
+    };
+    assert_eq!(findings(&mut load("squares_fp16_bgr_255.onnx", bgr).unwrap()), reference, "float16 BGR 0..255");
+    // Fed as RGB 0..1 it sees nothing it knows: the input convention matters and is configured.
+    let wrong = findings(&mut load("squares_fp16_bgr_255.onnx", |_| {}).unwrap());
+    assert_ne!(wrong, reference);
+}
+
+#[test]
+fn bad_models_are_clear_errors_naming_what_is_wrong() {
+    let dir = temp_dir("bad-models");
+    let not_onnx = dir.join("not.onnx");
+    std::fs::write(&not_onnx, b"this is not a model").unwrap();
+    let error = load("squares.onnx", |c| c.path = not_onnx.clone()).err().unwrap().to_string();
+    assert!(error.starts_with("model.path: cannot load model") && error.contains("not.onnx"), "{error}");
+
+    // Three labels for a two-class output: no layout fits, and the message shows the shapes.
+    let error =
+        load("squares.onnx", |c| c.labels = vec!["a".into(), "b".into(), "c".into()]).err().unwrap().to_string();
+    assert!(error.contains("[1, 6, 1600]") && error.contains("[1, 7, N]"), "{error}");
+    let error = load("squares.onnx", |c| c.format = fieldwatch::config::ModelFormat::Yolov5).err().unwrap().to_string();
+    assert!(error.contains("model.format"), "{error}");
+
+    // No class names at all: an empty labels file.
+    let empty = dir.join("labels.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    let error = load("squares.onnx", |c| c.labels_file = empty.clone()).err().unwrap().to_string();
+    assert!(error.contains("no class names"), "{error}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The PyPI ONNX Runtime is CPU-only and this build has no GPU features: asking for CUDA is an
+/// error naming the key, unless falling back to the CPU is allowed.
+#[test]
+fn an_unavailable_provider_is_refused_or_falls_back_to_the_cpu() {
+    let cuda = |fallback: bool| {
+        move |c: &mut ModelConfig| {
+            c.provider = fieldwatch::config::Provider::Cuda;
+            c.provider_fallback = fallback;
+        }
+    };
+    let error = load("squares.onnx", cuda(false)).err().unwrap().to_string();
+    assert!(
+        error.starts_with("model.provider: cuda is not available") && error.contains("provider_fallback"),
+        "{error}"
+    );
+    let mut detector = load("squares.onnx", cuda(true)).unwrap();
+    assert_eq!(detector.provider(), "cpu");
+    assert_eq!(findings(&mut detector), findings(&mut squares_detector()));
+}
