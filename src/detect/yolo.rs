@@ -124,11 +124,35 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
 
 /// Class-wise greedy NMS: highest score first; drops boxes overlapping a kept box of the same
 /// class by more than `iou`.
-pub fn nms(mut dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
-    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+///
+/// Kept boxes are filed in a coarse grid (32 x 32 cells over the boxes' extent, per class) in
+/// every cell they touch, so a candidate is compared only with kept boxes in the cells it
+/// touches: 8,400 candidates take a fraction of a millisecond instead of comparing each with
+/// every kept box.
+pub fn nms(dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
+    const CELLS: usize = 32;
+    // Sorting indices moves 4 bytes per swap instead of a whole detection.
+    let mut order: Vec<u32> = (0..dets.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| dets[b as usize].score.total_cmp(&dets[a as usize].score));
+    let classes = dets.iter().map(|d| d.class_id + 1).max().unwrap_or(0);
+    let extent = dets.iter().fold(1.0f32, |m, d| m.max(d.bbox.x2).max(d.bbox.y2));
+    let cell_of = |v: f32| ((v.max(0.0) / extent * CELLS as f32) as usize).min(CELLS - 1);
+    let cells = |b: &BBox| {
+        let (x1, x2, y1, y2) = (cell_of(b.x1), cell_of(b.x2), cell_of(b.y1), cell_of(b.y2));
+        (y1..=y2).flat_map(move |y| (x1..=x2).map(move |x| y * CELLS + x))
+    };
+    let mut grid: Vec<Vec<u32>> = vec![Vec::new(); classes * CELLS * CELLS];
     let mut kept: Vec<Detection> = Vec::new();
-    for d in dets {
-        if kept.iter().all(|k| k.class_id != d.class_id || k.bbox.iou(&d.bbox) <= iou) {
+    let mut dets: Vec<Option<Detection>> = dets.into_iter().map(Some).collect();
+    for i in order {
+        let Some(d) = dets[i as usize].take() else { continue };
+        let base = d.class_id * CELLS * CELLS;
+        let overlaps =
+            cells(&d.bbox).any(|cell| grid[base + cell].iter().any(|&k| kept[k as usize].bbox.iou(&d.bbox) > iou));
+        if !overlaps {
+            for cell in cells(&d.bbox) {
+                grid[base + cell].push(kept.len() as u32);
+            }
             kept.push(d);
         }
     }
@@ -200,6 +224,20 @@ mod tests {
         // An end-to-end export's row count is open, and may even equal 4 + C at run time.
         assert_eq!(Layout::of(&[1, -1, 6], 2, Auto), Ok(Layout::EndToEnd { candidates: 0 }));
         assert_eq!(Layout::of(&[1, 6, 6], 2, EndToEnd), Ok(Layout::EndToEnd { candidates: 6 }));
+    }
+
+    #[test]
+    fn nms_finds_overlaps_across_grid_cells() {
+        // Boxes far apart stretch the grid; the overlapping pair straddles cell borders.
+        let d = |score, x1: f32, y1: f32, size: f32| Detection {
+            class_id: 0,
+            label: String::new(),
+            score,
+            bbox: BBox { x1, y1, x2: x1 + size, y2: y1 + size },
+        };
+        let kept = nms(vec![d(0.9, 60.0, 60.0, 40.0), d(0.8, 64.0, 58.0, 40.0), d(0.7, 3000.0, 3000.0, 10.0)], 0.45);
+        let scores: Vec<f32> = kept.iter().map(|k| k.score).collect();
+        assert_eq!(scores, [0.9, 0.7]);
     }
 
     #[test]
