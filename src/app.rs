@@ -220,6 +220,17 @@ fn describe_device(
                     "connects": c.connects.get(), "silences": c.silences.get(), "blockages": c.blockages.get(),
                     "units_decoded": c.units_decoded.get(), "keyframes_decoded": c.keyframes_decoded.get(),
                     "decode_errors": c.decode_errors.get(), "reports": c.reports.get(),
+                    "frames_detected": c.frames_detected.get(),
+                    "busy_ms": {
+                        "decode": c.decode_busy.get() / 1_000_000, "preprocess": c.preprocess_busy.get() / 1_000_000,
+                        "inference": c.detect_busy.get().saturating_sub(c.preprocess_busy.get()) / 1_000_000,
+                        "rules": c.rules_busy.get() / 1_000_000,
+                    },
+                    "dropped": {
+                        "encoded": c.encoded.dropped.get(), "frames_replaced": c.frames.dropped.get(),
+                        "detections": c.detected.dropped.get(),
+                    },
+                    "latency_ms": c.latency.quantiles().map(|(p50, p95)| serde_json::json!({ "p50": p50, "p95": p95 })),
                 })
             })
             .collect();
@@ -580,8 +591,10 @@ async fn run_rules(
             _ = shutdown.cancelled() => return Ok(()),
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
+        let started = Instant::now();
         let events = logic.observe(frame.at, &detections, frame.width, frame.height);
         evidence.see(&frame, &detections, logic.present());
+        counters.rules_busy.add_since(started);
         let changed = !events.is_empty();
         // Reports are committed before the incident state: a crash in between repeats a
         // report rather than losing one.

@@ -24,7 +24,7 @@ use ort::value::Tensor;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// An axis-aligned box in frame pixels.
@@ -218,12 +218,15 @@ impl Detector {
     }
 
     /// Detects objects in a decoded frame, straight from its YUV planes; boxes in frame pixels.
-    pub fn detect_frame(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
+    /// Also says how long the preprocessing took.
+    pub fn detect_frame(&mut self, frame: &Frame) -> (Result<Vec<Detection>, DetectError>, Duration) {
+        let started = Instant::now();
         let lb = match &mut self.input {
             Input::F32(t) => self.prep.frame(frame, t.extract_tensor_mut().1, |v| v),
             Input::F16(t) => self.prep.frame(frame, t.extract_tensor_mut().1, half::f16::from_f32),
         };
-        self.infer(&lb)
+        let preprocessed = started.elapsed();
+        (self.infer(&lb), preprocessed)
     }
 
     /// Detects objects in an RGB image (a photo); boxes in its pixels.
@@ -322,8 +325,11 @@ pub fn run_worker(
     crate::testing::maybe_panic("detect", camera_ids.first().map(String::as_str).unwrap_or_default());
     while let Some((camera, frame)) = input.recv_keyed() {
         let started = Instant::now();
-        let result = detector.detect_frame(&frame);
-        counters[camera].detect_busy.add_since(started);
+        let (result, preprocessing) = detector.detect_frame(&frame);
+        let c = &counters[camera];
+        c.detect_busy.add_since(started);
+        c.preprocess_busy.add(preprocessing.as_nanos() as u64);
+        c.latency.record((chrono::Utc::now() - frame.at).num_milliseconds().clamp(0, u32::MAX as i64) as u32);
         match result {
             Ok(detections) => {
                 counters[camera].frames_detected.inc();

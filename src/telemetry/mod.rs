@@ -79,6 +79,12 @@ pub struct CameraCounters {
     /// times frames kept arriving but the pipeline did not take them (blocked).
     pub silences: Counter,
     pub blockages: Counter,
+    /// Nanoseconds preparing this camera's frames for the model (inside `detect_busy`), and in
+    /// its rules.
+    pub preprocess_busy: Counter,
+    pub rules_busy: Counter,
+    /// From a frame's capture (its stream time) to its detections being ready, recent frames.
+    pub latency: Latencies,
     /// The size of the last decoded frame (it may change mid-stream).
     pub frame_width: Counter,
     pub frame_height: Counter,
@@ -149,6 +155,33 @@ impl CameraCounters {
     }
 }
 
+/// The most recent latencies (milliseconds), for their median and 95th percentile.
+#[derive(Debug, Default)]
+pub struct Latencies(std::sync::Mutex<std::collections::VecDeque<u32>>);
+
+impl Latencies {
+    const KEPT: usize = 512;
+
+    pub fn record(&self, ms: u32) {
+        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == Self::KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(ms);
+    }
+
+    /// (p50, p95) of the recent latencies, if any.
+    pub fn quantiles(&self) -> Option<(u32, u32)> {
+        let mut sorted: Vec<u32> = self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Some((at(0.5), at(0.95)))
+    }
+}
+
 /// Lets a repeated event be logged at most once per `every`, counting what it held back: the
 /// way to log per-packet or per-frame trouble without a log storm.
 #[derive(Debug)]
@@ -189,6 +222,20 @@ mod tests {
         assert_eq!(c.connection_state(10_001 + STALLED_AFTER_MS), "stalled");
         c.connection.set(LinkState::BackingOff);
         assert_eq!(c.connection_state(10_000), "backing_off");
+    }
+
+    #[test]
+    fn latency_quantiles_come_from_the_recent_window() {
+        let l = Latencies::default();
+        assert_eq!(l.quantiles(), None);
+        for ms in 1..=100 {
+            l.record(ms);
+        }
+        assert_eq!(l.quantiles(), Some((51, 95)));
+        for _ in 0..Latencies::KEPT {
+            l.record(7);
+        }
+        assert_eq!(l.quantiles(), Some((7, 7)), "old values leave the window");
     }
 
     #[test]

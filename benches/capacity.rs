@@ -1,0 +1,341 @@
+//! Capacity: how many cameras one box holds. For each number of cameras N it starts N loopback
+//! RTSP cameras (GStreamer, a 720p25 or 1080p25 H.264 High clip), a local mosquitto and the
+//! daemon with the real person model at `detect_fps = 1`, lets it settle, and measures over a
+//! window: detections per second per camera, process CPU and CPU by stage (from the daemon's own
+//! counters in its heartbeat), frame drops by reason, capture-to-detection latency, resident
+//! memory and open files. A step *holds* when every camera keeps 0.95 of `detect_fps` and the
+//! latency shows no backlog (p95 under 3 s). It also measures a bare inference loop on the same
+//! model and threads, the runtime's own limit, to set the daemon's aggregate against.
+//!
+//! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
+//!  [--seconds 30] [--warmup 15] [--threads T] [--soak MINUTES] [--out FILE.json]`
+//! `--find` steps N up from 1 until a step does not hold. `--soak M` runs the first N for M
+//! minutes, printing RSS and open files every minute. CI runs a smoke run of two cameras.
+//! Needs `scripts/setup` (clips, model, ONNX Runtime, GStreamer, mosquitto).
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rtsp_camera(root: &Path, clip: &Path) -> (Proc, u16) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root.join("scripts/rtsp_server.py"))
+        .arg("--clip")
+        .arg(clip)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with gi (run scripts/setup)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("PORT ").expect("the camera says its port").parse().unwrap();
+    (Proc(child), port)
+}
+
+fn mosquitto(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let child =
+        Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Proc(child), port)
+}
+
+/// /proc figures of a process: CPU seconds so far, resident bytes, open files.
+fn proc_stats(pid: u32) -> (f64, u64, usize) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0; // utime, stime (fields 14, 15 of stat)
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (cpu, rss_kb * 1024, fds)
+}
+
+/// The newest heartbeat, as it arrives.
+type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
+
+fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], threads: usize) -> PathBuf {
+    let mut text = format!(
+        "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\nthreads = {threads}\n\
+         [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[log]\nlevel = \"warn\"\n",
+        dir.join("state").display(),
+        root.join(".cache/models/person-yolov8.onnx").display(),
+        root.join(".cache/onnxruntime/libonnxruntime.so").display(),
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[cameras]]\nid = \"cam-{}\"\nurl = \"rtsp://127.0.0.1:{port}/cam\"\ndetect_fps = 1\n\
+             [[cameras.zones]]\nname = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n\
+             [[cameras.rules]]\nid = \"people\"\nviolation = \"obstacle\"\nzone = \"all\"\nclasses = [\"Normal\"]\n",
+            i + 1
+        ));
+    }
+    let path = dir.join("fieldwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Sum over cameras of a heartbeat number at `path` (e.g. `/busy_ms/decode`), per camera too.
+fn per_camera(beat: &Value, path: &str) -> Vec<f64> {
+    beat["cameras"]
+        .as_array()
+        .map(|c| c.iter().map(|c| c.pointer(path).and_then(Value::as_f64).unwrap_or(0.0)).collect())
+        .unwrap_or_default()
+}
+
+struct Step {
+    cameras: usize,
+    json: Value,
+    holds: bool,
+}
+
+fn step(
+    root: &Path,
+    clip: &Path,
+    cameras: usize,
+    threads: usize,
+    warmup: Duration,
+    window: Duration,
+    soak: Option<u64>,
+) -> Step {
+    let dir = std::env::temp_dir().join(format!("fieldwatch-capacity-{}-{cameras}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_broker, mqtt) = mosquitto(&dir);
+    let servers: Vec<(Proc, u16)> = (0..cameras).map(|_| rtsp_camera(root, clip)).collect();
+    let ports: Vec<u16> = servers.iter().map(|(_, p)| *p).collect();
+    let config = config(&dir, root, mqtt, &ports, threads);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let latest: Latest = Arc::default();
+    let listener = {
+        let latest = latest.clone();
+        runtime.spawn(async move {
+            let mut options = MqttOptions::new("capacity-bench", "127.0.0.1", mqtt);
+            options.set_max_packet_size(1 << 20, 1 << 20);
+            let (client, mut events) = AsyncClient::new(options, 16);
+            client.subscribe("fieldwatch/capacity/heartbeat", QoS::AtMostOnce).await.unwrap();
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(beat) = serde_json::from_slice(&p.payload) {
+                            *latest.lock().unwrap() = Some((Instant::now(), beat));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+    };
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let daemon = Proc(
+        Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    std::thread::sleep(warmup);
+    let snapshot = || {
+        let (at, beat) = latest.lock().unwrap().clone().expect("heartbeats arrive (see the daemon log)");
+        let (cpu, rss, fds) = proc_stats(pid);
+        (at, beat, cpu, rss, fds)
+    };
+    if let Some(minutes) = soak {
+        println!("soak: {cameras} cameras for {minutes} min");
+        for minute in 0..=minutes {
+            let (_, _, cpu, rss, fds) = snapshot();
+            println!("  minute {minute:>3}: rss {:.0} MB, open files {fds}, cpu {cpu:.0} s", rss as f64 / 1e6);
+            if minute < minutes {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+    }
+    let (t0, a, cpu0, _, _) = snapshot();
+    std::thread::sleep(window);
+    let (t1, b, cpu1, rss, fds) = snapshot();
+    let secs = (t1 - t0).as_secs_f64();
+    let rate = |path: &str| -> Vec<f64> {
+        per_camera(&b, path).iter().zip(per_camera(&a, path)).map(|(b, a)| (b - a) / secs).collect()
+    };
+    let detections = rate("/frames_detected");
+    let busy = |stage: &str| rate(&format!("/busy_ms/{stage}")).iter().sum::<f64>() / 1000.0;
+    let dropped = |reason: &str| rate(&format!("/dropped/{reason}")).iter().sum::<f64>() * secs;
+    let p95 = per_camera(&b, "/latency_ms/p95").into_iter().fold(0.0, f64::max);
+    let p50 = per_camera(&b, "/latency_ms/p50").into_iter().fold(0.0, f64::max);
+    let holds = detections.iter().all(|d| *d >= 0.95) && p95 < 3000.0;
+    drop(daemon);
+    listener.abort();
+    drop(servers);
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    std::fs::remove_dir_all(&dir).ok();
+    let json = json!({
+        "cameras": cameras, "window_secs": secs, "holds": holds,
+        "detections_per_sec": detections, "aggregate_detections_per_sec": detections.iter().sum::<f64>(),
+        "process_cpu_cores": (cpu1 - cpu0) / secs,
+        "stage_cpu_cores": { "decode": busy("decode"), "preprocess": busy("preprocess"), "inference": busy("inference"), "rules": busy("rules") },
+        "dropped": { "encoded": dropped("encoded"), "frames_replaced": dropped("frames_replaced"), "detections": dropped("detections") },
+        "latency_ms": { "p50": p50, "p95": p95 },
+        "rss_bytes": rss, "open_files": fds,
+    });
+    Step { cameras, json, holds }
+}
+
+/// Detections per second of a bare loop: one frame of the clip through `Detector::detect_frame`.
+fn bare_loop(root: &Path, clip: &Path, threads: usize, seconds: f64) -> f64 {
+    use fieldwatch::config::ModelConfig;
+    let mut detector = fieldwatch::detect::Detector::load(&ModelConfig {
+        path: root.join(".cache/models/person-yolov8.onnx"),
+        runtime: root.join(".cache/onnxruntime/libonnxruntime.so"),
+        threads,
+        ..Default::default()
+    })
+    .expect("the person model (run scripts/setup)");
+    let frame = first_frame(clip);
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed().as_secs_f64() < seconds || n < 3 {
+        let _ = detector.detect_frame(&frame);
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn first_frame(clip: &Path) -> fieldwatch::decode::Frame {
+    use fieldwatch::pipeline::{self, edge};
+    use fieldwatch::source::{FileSource, Source, SourceContext};
+    let counters = Arc::new(fieldwatch::telemetry::CameraCounters::default());
+    let (tx, rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
+    let (ftx, frx) = edge(pipeline::FRAMES.lossless(), vec![counters.frames.clone()]);
+    let c = counters.clone();
+    let decoder = std::thread::spawn(move || {
+        fieldwatch::decode::run("bench", 1.0, fieldwatch::config::DecodeConfig::Keyframes, rx, ftx, &c)
+    });
+    let mut ctx = SourceContext::new(
+        tx,
+        Arc::new(fieldwatch::clock::SystemClock),
+        counters,
+        tokio_util::sync::CancellationToken::new(),
+        Duration::MAX,
+    );
+    let mut source = FileSource::open(clip, None).unwrap();
+    let reader = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _ = runtime.block_on(source.run_once(&mut ctx));
+    });
+    let frame = frx.recv();
+    drop(frx); // the decoder stops at its next frame, and the reader after it
+    let _ = decoder.join();
+    let _ = reader.join();
+    (*frame.expect("a frame from the clip")).clone()
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let clip_name = match arg("--clip").as_deref() {
+        Some("1080") => "street_1080p.mp4",
+        _ => "street_720p.mp4",
+    };
+    let clip = root.join(".cache/clips").join(clip_name);
+    assert!(clip.is_file(), "{} is missing: run scripts/setup", clip.display());
+    let threads: usize = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
+    let seconds =
+        |name: &str, default: u64| Duration::from_secs(arg(name).and_then(|s| s.parse().ok()).unwrap_or(default));
+    let (window, warmup) = (seconds("--seconds", 30), seconds("--warmup", 15));
+    let soak: Option<u64> = arg("--soak").and_then(|m| m.parse().ok());
+    let counts: Vec<usize> = match arg("--cameras") {
+        Some(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        None if flag("--find") || soak.is_none() => (1..=16).collect(),
+        None => vec![5],
+    };
+    let bare = bare_loop(&root, &clip, threads, 10.0);
+    println!(
+        "capacity: {clip_name}, person model, detect_fps 1, model.threads {threads}; bare inference loop {bare:.2}/s"
+    );
+    println!(
+        "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  rss MB  files"
+    );
+    let mut steps = Vec::new();
+    let stop_at_failure = arg("--cameras").is_none();
+    for n in counts {
+        let s = step(&root, &clip, n, threads, warmup, window, soak.filter(|_| steps.is_empty()));
+        let j = &s.json;
+        let d: Vec<f64> = j["detections_per_sec"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
+        let (lo, hi) = d.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let st = &j["stage_cpu_cores"];
+        let dr = &j["dropped"];
+        println!(
+            "{n:>7}  {lo:.2}..{hi:.2} (sum {:.2})  {:>18.2}  {:.2}/{:.2}/{:.2}/{:.3}  {:.0}/{:.0}/{:.0}  {:>6}/{:<6}  {:>6.0}  {:>5}  {}",
+            j["aggregate_detections_per_sec"].as_f64().unwrap(),
+            j["process_cpu_cores"].as_f64().unwrap(),
+            st["decode"].as_f64().unwrap(),
+            st["preprocess"].as_f64().unwrap(),
+            st["inference"].as_f64().unwrap(),
+            st["rules"].as_f64().unwrap(),
+            dr["encoded"].as_f64().unwrap(),
+            dr["frames_replaced"].as_f64().unwrap(),
+            dr["detections"].as_f64().unwrap(),
+            j["latency_ms"]["p50"],
+            j["latency_ms"]["p95"],
+            j["rss_bytes"].as_f64().unwrap() / 1e6,
+            j["open_files"],
+            if s.holds { "holds" } else { "does not hold" },
+        );
+        let failed = !s.holds;
+        steps.push(s);
+        if failed && stop_at_failure {
+            break;
+        }
+    }
+    let largest = steps.iter().filter(|s| s.holds).map(|s| s.cameras).max().unwrap_or(0);
+    let best = steps.iter().filter_map(|s| s.json["aggregate_detections_per_sec"].as_f64()).fold(0.0, f64::max);
+    println!("largest N that holds: {largest}; best aggregate {best:.2}/s = {:.2} of the bare loop", best / bare);
+    let json = json!({
+        "clip": clip_name, "threads": threads, "bare_loop_per_sec": bare, "largest_holding": largest,
+        "aggregate_vs_bare": best / bare, "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
+    });
+    if let Some(out) = arg("--out") {
+        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    }
+}
