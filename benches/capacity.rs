@@ -8,7 +8,8 @@
 //! model and threads, the runtime's own limit, to set the daemon's aggregate against.
 //!
 //! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
-//!  [--seconds 30] [--warmup 15] [--threads T] [--soak MINUTES] [--out FILE.json]`
+//!  [--seconds 30] [--warmup 15] [--threads T] [--workers W] [--arena true] [--soak MINUTES]
+//!  [--out FILE.json]`
 //! `--find` steps N up from 1 until a step does not hold. `--soak M` runs the first N for M
 //! minutes, printing RSS and open files every minute. CI runs a smoke run of two cameras.
 //! Needs `scripts/setup` (clips, model, ONNX Runtime, GStreamer, mosquitto).
@@ -93,9 +94,9 @@ fn proc_stats(pid: u32) -> (f64, u64, usize) {
 /// The newest heartbeat, as it arrives.
 type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
 
-fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], threads: usize) -> PathBuf {
+fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> PathBuf {
     let mut text = format!(
-        "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\nthreads = {threads}\n\
+        "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\n{model}\n\
          [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[log]\nlevel = \"warn\"\n",
         dir.join("state").display(),
         root.join(".cache/models/person-yolov8.onnx").display(),
@@ -132,7 +133,7 @@ fn step(
     root: &Path,
     clip: &Path,
     cameras: usize,
-    threads: usize,
+    model: &str,
     warmup: Duration,
     window: Duration,
     soak: Option<u64>,
@@ -142,7 +143,7 @@ fn step(
     let (_broker, mqtt) = mosquitto(&dir);
     let servers: Vec<(Proc, u16)> = (0..cameras).map(|_| rtsp_camera(root, clip)).collect();
     let ports: Vec<u16> = servers.iter().map(|(_, p)| *p).collect();
-    let config = config(&dir, root, mqtt, &ports, threads);
+    let config = config(&dir, root, mqtt, &ports, model);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let latest: Latest = Arc::default();
     let listener = {
@@ -222,24 +223,33 @@ fn step(
     Step { cameras, json, holds }
 }
 
-/// Detections per second of a bare loop: one frame of the clip through `Detector::detect_frame`.
-fn bare_loop(root: &Path, clip: &Path, threads: usize, seconds: f64) -> f64 {
+/// Detections per second of bare loops, `sessions` in parallel with `threads` each, running one
+/// frame of the clip through `Detector::detect_frame`: the runtime's own limit.
+fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, threads: usize, seconds: f64) -> f64 {
     use fieldwatch::config::ModelConfig;
-    let mut detector = fieldwatch::detect::Detector::load(&ModelConfig {
+    let config = ModelConfig {
         path: root.join(".cache/models/person-yolov8.onnx"),
         runtime: root.join(".cache/onnxruntime/libonnxruntime.so"),
         threads,
         ..Default::default()
-    })
-    .expect("the person model (run scripts/setup)");
-    let frame = first_frame(clip);
-    let started = Instant::now();
-    let mut n = 0;
-    while started.elapsed().as_secs_f64() < seconds || n < 3 {
-        let _ = detector.detect_frame(&frame);
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
+    };
+    let loops: Vec<_> = (0..sessions)
+        .map(|_| {
+            let mut detector =
+                fieldwatch::detect::Detector::load(&config).expect("the person model (run scripts/setup)");
+            let frame = frame.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut n = 0;
+                while started.elapsed().as_secs_f64() < seconds || n < 3 {
+                    let _ = detector.detect_frame(&frame);
+                    n += 1;
+                }
+                n as f64 / started.elapsed().as_secs_f64()
+            })
+        })
+        .collect();
+    loops.into_iter().map(|l| l.join().unwrap()).sum()
 }
 
 fn first_frame(clip: &Path) -> fieldwatch::decode::Frame {
@@ -279,7 +289,11 @@ fn main() {
     };
     let clip = root.join(".cache/clips").join(clip_name);
     assert!(clip.is_file(), "{} is missing: run scripts/setup", clip.display());
-    let threads: usize = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(1);
+    let defaults = fieldwatch::config::ModelConfig::default();
+    let threads: usize = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(defaults.threads);
+    let workers: usize = arg("--workers").and_then(|t| t.parse().ok()).unwrap_or(defaults.workers);
+    let arena = arg("--arena").map_or(defaults.arena, |a| a == "true");
+    let model = format!("threads = {threads}\nworkers = {workers}\narena = {arena}");
     let seconds =
         |name: &str, default: u64| Duration::from_secs(arg(name).and_then(|s| s.parse().ok()).unwrap_or(default));
     let (window, warmup) = (seconds("--seconds", 30), seconds("--warmup", 15));
@@ -289,9 +303,13 @@ fn main() {
         None if flag("--find") || soak.is_none() => (1..=16).collect(),
         None => vec![5],
     };
-    let bare = bare_loop(&root, &clip, threads, 10.0);
+    let frame = first_frame(&clip);
+    let cores = workers * threads;
+    let (parallel, one) = (bare_loop(&root, &frame, workers, threads, 10.0), bare_loop(&root, &frame, 1, cores, 10.0));
+    let bare = parallel.max(one);
     println!(
-        "capacity: {clip_name}, person model, detect_fps 1, model.threads {threads}; bare inference loop {bare:.2}/s"
+        "capacity: {clip_name}, person model, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}; \
+         bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s"
     );
     println!(
         "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  rss MB  files"
@@ -299,7 +317,7 @@ fn main() {
     let mut steps = Vec::new();
     let stop_at_failure = arg("--cameras").is_none();
     for n in counts {
-        let s = step(&root, &clip, n, threads, warmup, window, soak.filter(|_| steps.is_empty()));
+        let s = step(&root, &clip, n, &model, warmup, window, soak.filter(|_| steps.is_empty()));
         let j = &s.json;
         let d: Vec<f64> = j["detections_per_sec"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
         let (lo, hi) = d.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
@@ -332,7 +350,7 @@ fn main() {
     let best = steps.iter().filter_map(|s| s.json["aggregate_detections_per_sec"].as_f64()).fold(0.0, f64::max);
     println!("largest N that holds: {largest}; best aggregate {best:.2}/s = {:.2} of the bare loop", best / bare);
     let json = json!({
-        "clip": clip_name, "threads": threads, "bare_loop_per_sec": bare, "largest_holding": largest,
+        "clip": clip_name, "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
         "aggregate_vs_bare": best / bare, "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
     });
     if let Some(out) = arg("--out") {

@@ -1,8 +1,8 @@
 //! Builds the stages for every camera, wires them with the edges of [`crate::pipeline`], and
 //! watches them. The only module that knows both the stages and the edges between them.
 //!
-//! Per camera: a source task, a decode thread and a rules task. Shared: one detector thread
-//! (one model, all cameras, served fairly) and a report consumer — the MQTT publisher when
+//! Per camera: a source task, a decode thread and a rules task. Shared: `model.workers`
+//! detector threads (one model, all cameras, served fairly) and a report consumer — the MQTT publisher when
 //! live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
 //! `start_cameras`; only the source and the edges' policies differ.
 //!
@@ -110,6 +110,15 @@ pub fn load_detector(config: &Config) -> Result<Detector, AppError> {
     Ok(detector)
 }
 
+/// One detector per inference worker (`model.workers`), each with a session of its own.
+fn load_detectors(config: &Config) -> Result<Vec<Detector>, AppError> {
+    let mut detectors = vec![load_detector(config)?];
+    for _ in 1..config.model.workers.max(1) {
+        detectors.push(Detector::load(&config.model)?);
+    }
+    Ok(detectors)
+}
+
 /// The frame edges' policies: live drops frames when something is slow; replay never drops.
 /// (Reports are never dropped either way: the outbox live, a blocking edge in replay.)
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +141,7 @@ impl Policies {
 /// Runs the daemon until `shutdown` is cancelled or a stage fails.
 pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), AppError> {
     let config = &settings.config;
-    let detector = load_detector(config)?;
+    let detectors = load_detectors(config)?;
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
     // Disk first: a state directory that cannot be written stops us before anything runs.
@@ -147,9 +156,9 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
-    let (model, provider) = (detector.name().to_string(), detector.provider());
+    let (model, provider) = (detectors[0].name().to_string(), detectors[0].provider());
     let mut supervisor = Supervisor::default();
-    let started = start_cameras(&mut supervisor, &settings, cameras, detector, Policies::LIVE, clock, &shutdown);
+    let started = start_cameras(&mut supervisor, &settings, cameras, detectors, Policies::LIVE, clock, &shutdown);
     let describe = describe_device(&settings, model, provider, &started.counters, outbox.clone());
     let presence = Presence::Announce(describe);
     let publisher = publish::run(
@@ -228,7 +237,7 @@ fn describe_device(
                     },
                     "dropped": {
                         "encoded": c.encoded.dropped.get(), "frames_replaced": c.frames.dropped.get(),
-                        "detections": c.detected.dropped.get(),
+                        "detections": c.detected.dropped.get(), "stale": c.frames_stale.get(),
                     },
                     "latency_ms": c.latency.quantiles().map(|(p50, p95)| serde_json::json!({ "p50": p50, "p95": p95 })),
                 })
@@ -321,7 +330,8 @@ pub async fn replay(
         id: camera_id.to_string(),
         known: settings.cameras.iter().map(|c| c.id.clone()).collect(),
     })?;
-    let detector = load_detector(config)?;
+    // One worker: frames are detected in stream order, so a replay is the same every time.
+    let detectors = vec![load_detector(config)?];
     let video_secs = clip.duration_secs();
     let started_at = Instant::now();
 
@@ -359,7 +369,7 @@ pub async fn replay(
     let clock = Arc::new(crate::clock::SystemClock);
     // Replay keeps no state: it must not touch what the live daemon remembers.
     let cameras = vec![CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) }];
-    let started = start_cameras(&mut supervisor, settings, cameras, detector, Policies::LOSSLESS, clock, &shutdown);
+    let started = start_cameras(&mut supervisor, settings, cameras, detectors, Policies::LOSSLESS, clock, &shutdown);
     supervisor.watch(&shutdown, Until::Done).await;
     supervisor.result()?;
 
@@ -503,7 +513,7 @@ fn start_cameras(
     supervisor: &mut Supervisor,
     settings: &Settings,
     cameras: Vec<CameraStart>,
-    detector: Detector,
+    detectors: Vec<Detector>,
     policies: Policies,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
@@ -542,7 +552,7 @@ fn start_cameras(
             camera_id: camera.id.clone(),
             camera_name: camera.name.clone(),
             camera_location: camera.location.clone(),
-            model_name: detector.name().to_string(),
+            model_name: detectors[0].name().to_string(),
             config_version: version.clone(),
             class_names: camera.class_names.clone(),
             snapshot: report::SnapshotStyle::new(&config.snapshot, camera.privacy_masks.clone()),
@@ -550,13 +560,17 @@ fn start_cameras(
         let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
     }
-    drop(frames_tx); // the decoders hold their own; the detector ends when they have all gone
+    drop(frames_tx); // the decoders hold their own; the detectors end when they have all gone
     let frames = frames_rx.closer();
-    let detect_counters = counters.clone();
-    supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
-        detect::run_worker(detector, frames_rx, outputs, detect_counters, ids);
-        Ok(())
-    });
+    // Every worker takes the next camera's newest frame from the same edge.
+    let frames_rx = Arc::new(frames_rx);
+    for detector in detectors {
+        let (rx, outputs, counters, ids) = (frames_rx.clone(), outputs.clone(), counters.clone(), ids.clone());
+        supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
+            detect::run_worker(detector, &rx, outputs, counters, ids);
+            Ok(())
+        });
+    }
     Started { counters, frames }
 }
 
@@ -586,11 +600,19 @@ async fn run_rules(
             Err(error) => warn!(%error, "incident state unreadable; starting afresh"),
         }
     }
+    let mut last_at = None;
     loop {
         let Detected { frame, detections } = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
+        // With several inference workers a later frame can finish first: rules see stream time
+        // only forwards, so the earlier one is dropped (counted).
+        if last_at.is_some_and(|last| frame.at <= last) {
+            counters.frames_stale.inc();
+            continue;
+        }
+        last_at = Some(frame.at);
         let started = Instant::now();
         let events = logic.observe(frame.at, &detections, frame.width, frame.height);
         evidence.see(&frame, &detections, logic.present());

@@ -31,7 +31,8 @@ pub enum WhenFull {
     /// The new item is discarded and counted; the sender hears [`Sent::Dropped`].
     DropNewest,
     /// Each sender key holds at most one waiting item: a newer one replaces it (counted) and
-    /// keeps its turn, so keys are served in turn and the consumer sees fresh items.
+    /// keeps its place. The receiver takes the waiting key served least recently, so under
+    /// overload every key loses the same share, whatever the phase of its arrivals.
     NewestWinsPerKey,
 }
 
@@ -100,6 +101,9 @@ struct State<T> {
     senders: usize,
     receiver: bool,
     closed: bool,
+    /// Per key, when it was last served (a count of receptions; 0: never).
+    served: Vec<u64>,
+    receptions: u64,
 }
 
 /// Creates an edge with one sender key per entry of `counters` (one for a plain edge, one per
@@ -108,7 +112,14 @@ pub fn edge<T>(spec: EdgeSpec, counters: Vec<Arc<EdgeCounters>>) -> (EdgeSender<
     assert!(!counters.is_empty() && spec.capacity > 0, "an edge needs a key and room for an item");
     let shared = Arc::new(Shared {
         spec,
-        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, closed: false }),
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            senders: 1,
+            receiver: true,
+            closed: false,
+            served: vec![0; counters.len()],
+            receptions: 0,
+        }),
         threads: Condvar::new(),
         tasks: tokio::sync::Notify::new(),
         counters,
@@ -173,7 +184,19 @@ impl<T> Shared<T> {
         if s.closed {
             return Some(None);
         }
-        match s.items.pop_front() {
+        let next = match self.spec.when_full {
+            WhenFull::NewestWinsPerKey => {
+                let least_recent = (0..s.items.len()).min_by_key(|&i| s.served[s.items[i].0]);
+                least_recent.and_then(|i| s.items.remove(i))
+            }
+            _ => s.items.pop_front(),
+        };
+        if let Some((key, _)) = &next {
+            s.receptions += 1;
+            let now = s.receptions;
+            s.served[*key] = now;
+        }
+        match next {
             Some(item) => {
                 drop(s);
                 self.wake();
@@ -326,6 +349,34 @@ mod tests {
 
     fn counters(n: usize) -> Vec<Arc<EdgeCounters>> {
         (0..n).map(|_| Arc::default()).collect()
+    }
+
+    /// Four keys each sending one item per second to a consumer that can take 3.5 a second,
+    /// all arriving in the same phase: every key gets within 10% of the others' share.
+    #[test]
+    fn under_overload_every_key_loses_the_same_share() {
+        let c = counters(4);
+        let (tx0, rx) = edge::<u32>(FRAMES, c.clone());
+        let senders: Vec<_> = (0..4).map(|k| tx0.keyed(k)).collect();
+        let mut served = [0u32; 4];
+        // Time in ms; the consumer takes 280 ms per item; key k sends at 1000 * s + 10 * k.
+        let mut free_at = 0;
+        for ms in 0..60_000u32 {
+            for (k, tx) in senders.iter().enumerate() {
+                if ms % 1000 == 10 * k as u32 {
+                    tx.send(ms).unwrap();
+                }
+            }
+            if ms >= free_at
+                && let Some((key, _)) = rx.shared.try_recv().flatten()
+            {
+                served[key] += 1;
+                free_at = ms + 280;
+            }
+        }
+        let (lo, hi) = (*served.iter().min().unwrap() as f64, *served.iter().max().unwrap() as f64);
+        assert!(hi / lo <= 1.1, "shares {served:?}");
+        assert!(served.iter().sum::<u32>() >= 200, "the consumer stays busy: {served:?}");
     }
 
     #[test]

@@ -85,8 +85,16 @@ pub struct ModelConfig {
     pub min_score: f32,
     /// Class-wise non-maximum suppression IoU. Default 0.45, as Ultralytics uses.
     pub nms_iou: f32,
-    /// ONNX Runtime intra-op threads. Default 1: edge boxes share cores with decoding.
+    /// ONNX Runtime intra-op threads per inference worker. Default 1.
     pub threads: usize,
+    /// Inference workers, each a session of its own taking the next camera's newest frame.
+    /// Default 2: on a 2-core box two single-thread sessions in parallel outrun one session
+    /// with two threads (see the capacity benchmark). A box with one camera can use 1.
+    pub workers: usize,
+    /// ONNX Runtime's memory arena and memory patterns on the CPU: faster first runs, but they
+    /// keep the peak of every run resident. Default false: less memory, same steady speed
+    /// (see the capacity benchmark).
+    pub arena: bool,
     /// Where inference runs: `cpu` (default), `cuda`, `tensorrt` or `openvino`. The GPU ones
     /// need a build with that cargo feature and an ONNX Runtime library built with them.
     pub provider: Provider,
@@ -143,6 +151,8 @@ impl Default for ModelConfig {
             min_score: 0.25,
             nms_iou: 0.45,
             threads: 1,
+            workers: 2,
+            arena: false,
             provider: Provider::Cpu,
             provider_fallback: false,
         }

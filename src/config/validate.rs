@@ -37,6 +37,9 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     }
     v.range("model.min_score", model.min_score as f64, 0.0, 1.0);
     v.range("model.nms_iou", model.nms_iou as f64, 0.0, 1.0);
+    if !(1..=16).contains(&model.workers) {
+        v.problem("model.workers", format!("{} is outside 1..=16", model.workers));
+    }
     if model.threads == 0 {
         v.problem("model.threads", "must be at least 1");
     }

@@ -136,7 +136,15 @@ impl Detector {
             .and_then(|b| b.with_intra_threads(config.threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_config_entry("session.intra_op.allow_spinning", "0").map_err(Into::into))
+            .and_then(|b| b.with_memory_pattern(config.arena).map_err(Into::into))
             .map_err(|e| model_err(e.to_string()))?;
+        // The CPU provider's arena keeps every run's peak resident; without it memory follows use.
+        let builder = match config.arena {
+            true => builder,
+            false => builder
+                .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .map_err(|e| model_err(e.to_string()))?,
+        };
         let (builder, provider) = provider::apply(builder, config)?;
         let mut builder = builder;
         let session = builder.commit_from_file(&config.path).map_err(|e| model_err(e.to_string()))?;
@@ -317,7 +325,7 @@ pub struct Detected {
 /// the camera whose frames come with key `i`.
 pub fn run_worker(
     mut detector: Detector,
-    input: EdgeReceiver<Arc<Frame>>,
+    input: &EdgeReceiver<Arc<Frame>>,
     outputs: Vec<EdgeSender<Detected>>,
     counters: Vec<Arc<CameraCounters>>,
     camera_ids: Vec<String>,

@@ -83,6 +83,9 @@ pub struct CameraCounters {
     /// its rules.
     pub preprocess_busy: Counter,
     pub rules_busy: Counter,
+    /// Detected frames that arrived after a later one (several inference workers) and were
+    /// dropped before the rules.
+    pub frames_stale: Counter,
     /// From a frame's capture (its stream time) to its detections being ready, recent frames.
     pub latency: Latencies,
     /// The size of the last decoded frame (it may change mid-stream).
