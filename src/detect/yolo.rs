@@ -131,9 +131,17 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
 /// every kept box.
 pub fn nms(dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
     const CELLS: usize = 32;
-    // Sorting indices moves 4 bytes per swap instead of a whole detection.
-    let mut order: Vec<u32> = (0..dets.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| dets[b as usize].score.total_cmp(&dets[a as usize].score));
+    // Sorted as plain integers: the score's bits in total order (highest first) above the index.
+    let mut order: Vec<u64> = dets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let bits = d.score.to_bits() as i32;
+            let ordered = (bits ^ (((bits >> 31) as u32) >> 1) as i32) as u32 ^ 0x8000_0000; // ascending
+            (u64::from(!ordered) << 32) | i as u64
+        })
+        .collect();
+    order.sort_unstable();
     let classes = dets.iter().map(|d| d.class_id + 1).max().unwrap_or(0);
     let extent = dets.iter().fold(1.0f32, |m, d| m.max(d.bbox.x2).max(d.bbox.y2));
     let cell_of = |v: f32| ((v.max(0.0) / extent * CELLS as f32) as usize).min(CELLS - 1);
@@ -142,21 +150,21 @@ pub fn nms(dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
         (y1..=y2).flat_map(move |y| (x1..=x2).map(move |x| y * CELLS + x))
     };
     let mut grid: Vec<Vec<u32>> = vec![Vec::new(); classes * CELLS * CELLS];
-    let mut kept: Vec<Detection> = Vec::new();
-    let mut dets: Vec<Option<Detection>> = dets.into_iter().map(Some).collect();
-    for i in order {
-        let Some(d) = dets[i as usize].take() else { continue };
+    let mut kept: Vec<u32> = Vec::new();
+    for key in order {
+        let i = key as u32; // the low half
+        let d = &dets[i as usize];
         let base = d.class_id * CELLS * CELLS;
         let overlaps =
-            cells(&d.bbox).any(|cell| grid[base + cell].iter().any(|&k| kept[k as usize].bbox.iou(&d.bbox) > iou));
+            cells(&d.bbox).any(|cell| grid[base + cell].iter().any(|&k| dets[k as usize].bbox.iou(&d.bbox) > iou));
         if !overlaps {
             for cell in cells(&d.bbox) {
-                grid[base + cell].push(kept.len() as u32);
+                grid[base + cell].push(i);
             }
-            kept.push(d);
+            kept.push(i);
         }
     }
-    kept
+    kept.into_iter().map(|i| dets[i as usize].clone()).collect()
 }
 
 #[cfg(test)]
