@@ -119,23 +119,9 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
         max_ratio: 100.0,
     };
     rule.filters = [("motorbike".to_string(), filter)].into();
-    let camera = fieldwatch::config::Camera {
-        id: "cam".into(),
-        name: "cam".into(),
-        location: String::new(),
-        url: fieldwatch::config::CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap(),
-        transport: fieldwatch::config::TransportConfig::Tcp,
-        decode: fieldwatch::config::DecodeConfig::All,
-        detect_fps: 2.0,
-        stall_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_secs(1),
-        reconnect_max: Duration::from_secs(30),
-        masks: Vec::new(),
-        privacy_masks: Vec::new(),
-        tracking: Default::default(),
-        rules: vec![Arc::new(rule)],
-        class_names: Default::default(),
-    };
+    let url = fieldwatch::config::CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap();
+    let camera =
+        fieldwatch::config::Camera { rules: vec![Arc::new(rule)], ..fieldwatch::config::Camera::at("cam", url) };
     let bike = |x: f32, y: f32| Detection {
         class_id: 0,
         label: "motorbike".into(),

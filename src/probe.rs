@@ -5,7 +5,7 @@
 //! says why.
 
 use crate::clock::SystemClock;
-use crate::config::{Camera, CameraUrl, DecodeConfig, TransportConfig};
+use crate::config::{Camera, CameraUrl, TransportConfig};
 use crate::pipeline::{self, edge};
 use crate::source::{EncodedFrame, RtspSource, Source, SourceContext, VideoCodec};
 use std::fmt;
@@ -49,24 +49,8 @@ impl fmt::Display for Probed {
 /// Watches `url` for `seconds` from its first keyframe over `transport`, saving one decoded
 /// frame to `jpeg`.
 pub async fn probe(url: CameraUrl, transport: TransportConfig, seconds: f64, jpeg: &Path) -> Result<Probed, String> {
-    let stall = Duration::from_secs(10);
-    let camera = Arc::new(Camera {
-        id: "probe".into(),
-        name: "probe".into(),
-        location: String::new(),
-        url,
-        transport,
-        decode: DecodeConfig::All,
-        detect_fps: 1.0,
-        stall_timeout: stall,
-        reconnect_min: stall,
-        reconnect_max: stall,
-        masks: Vec::new(),
-        privacy_masks: Vec::new(),
-        tracking: Default::default(),
-        rules: Vec::new(),
-        class_names: Default::default(),
-    });
+    let camera = Arc::new(Camera { transport, ..Camera::at("probe", url) });
+    let stall = camera.stall_timeout;
     let (tx, rx) = edge::<EncodedFrame>(pipeline::ENCODED.lossless(), vec![Arc::default()]);
     let stop = CancellationToken::new();
     let mut ctx = SourceContext::new(tx, Arc::new(SystemClock), Arc::default(), stop.clone(), stall);

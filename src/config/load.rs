@@ -57,8 +57,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         Some(mut config) if problems.is_empty() => {
             // Read once here (validation checked it can be): the publisher sees only `password`.
             if let Some(path) = config.mqtt.password_path() {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                config.mqtt.password = super::Secret::new(text.trim_end_matches(['\n', '\r']));
+                config.mqtt.password = super::Secret::new(super::read_password(&path).unwrap_or_default());
             }
             Ok(Settings { config, cameras })
         }

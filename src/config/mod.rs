@@ -324,14 +324,22 @@ impl Default for LogConfig {
 impl MqttConfig {
     /// The password file as it will be read: relative paths are systemd credentials.
     pub fn password_path(&self) -> Option<PathBuf> {
-        if self.password_file.as_os_str().is_empty() {
-            return None;
-        }
-        match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if self.password_file.is_relative() => Some(PathBuf::from(dir).join(&self.password_file)),
-            _ => Some(self.password_file.clone()),
-        }
+        (!self.password_file.as_os_str().is_empty()).then(|| credential_path(&self.password_file))
     }
+}
+
+/// Where a password file named in the config is read: a relative path is a systemd credential,
+/// looked up in `$CREDENTIALS_DIRECTORY` (`LoadCredential=`).
+pub fn credential_path(file: &std::path::Path) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if file.is_relative() => PathBuf::from(dir).join(file),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// A password file's content, without its trailing newline.
+pub fn read_password(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// A string that must not be printed: `Debug` and `Serialize` show `***`.

@@ -55,6 +55,31 @@ pub struct Camera {
     pub class_names: Arc<BTreeMap<String, Text>>,
 }
 
+impl Camera {
+    /// Camera `id` at `url` with every other setting at its default (see `CameraConfig`) and no
+    /// rules: for `fieldwatch probe`, and for tests and benchmarks of one stage.
+    pub fn at(id: &str, url: CameraUrl) -> Self {
+        let defaults = super::CameraConfig::default();
+        Self {
+            id: id.into(),
+            name: id.into(),
+            location: String::new(),
+            url,
+            transport: defaults.transport,
+            decode: defaults.decode,
+            detect_fps: defaults.detect_fps,
+            stall_timeout: Duration::from_secs_f64(defaults.stall_timeout_secs),
+            reconnect_min: Duration::from_secs_f64(defaults.reconnect_min_secs),
+            reconnect_max: Duration::from_secs_f64(defaults.reconnect_max_secs),
+            masks: Vec::new(),
+            privacy_masks: Vec::new(),
+            tracking: TrackerConfig::default(),
+            rules: Vec::new(),
+            class_names: Arc::default(),
+        }
+    }
+}
+
 /// An RTSP URL without its credentials, the credentials, and a form safe to log.
 #[derive(Debug, Clone)]
 pub struct CameraUrl {

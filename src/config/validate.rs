@@ -91,7 +91,7 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         } else if mqtt.username.is_empty() {
             v.problem("mqtt.password_file", "set without mqtt.username");
         }
-        if let Err(e) = std::fs::read_to_string(&path) {
+        if let Err(e) = super::read_password(&path) {
             v.problem("mqtt.password_file", format!("cannot read {}: {e}", path.display()));
         }
     }
@@ -143,12 +143,9 @@ fn credentials(v: &mut Validator, at: &str, cam: &CameraConfig, url: &mut Camera
         return;
     }
     let password = if !cam.password_file.as_os_str().is_empty() {
-        let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if cam.password_file.is_relative() => std::path::PathBuf::from(dir).join(&cam.password_file),
-            _ => cam.password_file.clone(),
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim_end_matches(['\n', '\r']).to_string(),
+        let path = super::credential_path(&cam.password_file);
+        match super::read_password(&path) {
+            Ok(text) => text,
             Err(e) => return v.problem(format!("{at}.password_file"), format!("cannot read {}: {e}", path.display())),
         }
     } else if !cam.password_env.is_empty() {

@@ -145,8 +145,7 @@ impl Detector {
                 .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
                 .map_err(|e| model_err(e.to_string()))?,
         };
-        let (builder, provider) = provider::apply(builder, config)?;
-        let mut builder = builder;
+        let (mut builder, provider) = provider::apply(builder, config)?;
         let session = builder.commit_from_file(&config.path).map_err(|e| model_err(e.to_string()))?;
         let layout_err = |message: String| DetectError::Layout { model: name.clone(), message };
 

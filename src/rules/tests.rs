@@ -40,23 +40,7 @@ pub(crate) fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
 }
 
 fn camera(rule: Rule) -> Camera {
-    Camera {
-        id: "cam".into(),
-        name: "cam".into(),
-        location: String::new(),
-        url: CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap(),
-        transport: crate::config::TransportConfig::Tcp,
-        decode: crate::config::DecodeConfig::All,
-        detect_fps: 2.0,
-        stall_timeout: Duration::from_secs(10),
-        reconnect_min: Duration::from_secs(1),
-        reconnect_max: Duration::from_secs(30),
-        masks: Vec::new(),
-        privacy_masks: Vec::new(),
-        tracking: TrackerConfig::default(),
-        rules: vec![Arc::new(rule)],
-        class_names: Arc::default(),
-    }
+    Camera { rules: vec![Arc::new(rule)], ..Camera::at("cam", CameraUrl::parse("rtsp://127.0.0.1/cam").unwrap()) }
 }
 
 fn t(secs: f64) -> DateTime<Utc> {
