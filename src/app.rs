@@ -2,8 +2,8 @@
 //! watches them. The only module that knows both the stages and the edges between them.
 //!
 //! Per camera: a source task, a decode thread and a rules task. Shared: `model.workers`
-//! detector threads (one model, all cameras, served fairly) and a report consumer — the MQTT publisher when
-//! live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
+//! detector threads (one model, all cameras, served fairly) and a report consumer — the MQTT
+//! publisher when live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
 //! `start_cameras`; only the source and the edges' policies differ.
 //!
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
@@ -76,28 +76,21 @@ pub fn config_version(config: &Config) -> String {
 
 /// Checks that every class a rule or `snapshot.blur_classes` names exists in the model.
 pub fn check_classes(config: &Config, labels: &[String]) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for (i, class) in config.snapshot.blur_classes.iter().enumerate() {
-        if !labels.contains(class) {
-            problems.push(Problem {
-                path: format!("snapshot.blur_classes[{i}]"),
-                message: format!("{class:?} is not a class of the model (it has {labels:?})"),
-            });
-        }
-    }
-    for (i, cam) in config.cameras.iter().enumerate() {
-        for (j, rule) in cam.rules.iter().enumerate() {
-            for (k, class) in rule.classes.iter().enumerate() {
-                if !labels.contains(class) {
-                    problems.push(Problem {
-                        path: format!("cameras[{i}].rules[{j}].classes[{k}]"),
-                        message: format!("{class:?} is not a class of the model (it has {labels:?})"),
-                    });
-                }
-            }
-        }
-    }
-    problems
+    let blurred =
+        config.snapshot.blur_classes.iter().enumerate().map(|(i, c)| (format!("snapshot.blur_classes[{i}]"), c));
+    let ruled = config.cameras.iter().enumerate().flat_map(|(i, cam)| {
+        cam.rules.iter().enumerate().flat_map(move |(j, rule)| {
+            rule.classes.iter().enumerate().map(move |(k, c)| (format!("cameras[{i}].rules[{j}].classes[{k}]"), c))
+        })
+    });
+    blurred
+        .chain(ruled)
+        .filter(|(_, class)| !labels.contains(class))
+        .map(|(path, class)| Problem {
+            path,
+            message: format!("{class:?} is not a class of the model (it has {labels:?})"),
+        })
+        .collect()
 }
 
 /// Loads the model and checks the rules' classes against it: what `check` and `run` share.
