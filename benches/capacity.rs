@@ -14,6 +14,8 @@
 //! minutes, printing RSS and open files every minute. CI runs a smoke run of two cameras.
 //! Needs `scripts/setup` (clips, model, ONNX Runtime, GStreamer, mosquitto).
 
+mod common;
+
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -253,32 +255,12 @@ fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, th
 }
 
 fn first_frame(clip: &Path) -> fieldwatch::decode::Frame {
-    use fieldwatch::pipeline::{self, edge};
-    use fieldwatch::source::{FileSource, Source, SourceContext};
-    let counters = Arc::new(fieldwatch::telemetry::CameraCounters::default());
-    let (tx, rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
-    let (ftx, frx) = edge(pipeline::FRAMES.lossless(), vec![counters.frames.clone()]);
-    let c = counters.clone();
-    let decoder = std::thread::spawn(move || {
-        fieldwatch::decode::run("bench", 1.0, fieldwatch::config::DecodeConfig::Keyframes, rx, ftx, &c)
+    let mut first = None;
+    common::decode_clip(clip, fieldwatch::config::DecodeConfig::Keyframes, 1.0, |frame| {
+        first = Some(frame);
+        false
     });
-    let mut ctx = SourceContext::new(
-        tx,
-        Arc::new(fieldwatch::clock::SystemClock),
-        counters,
-        tokio_util::sync::CancellationToken::new(),
-        Duration::MAX,
-    );
-    let mut source = FileSource::open(clip, None).unwrap();
-    let reader = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let _ = runtime.block_on(source.run_once(&mut ctx));
-    });
-    let frame = frx.recv();
-    drop(frx); // the decoder stops at its next frame, and the reader after it
-    let _ = decoder.join();
-    let _ = reader.join();
-    (*frame.expect("a frame from the clip")).clone()
+    (*first.expect("a frame from the clip")).clone()
 }
 
 fn main() {

@@ -7,15 +7,11 @@
 //! `.cache/clips/bench_1080p.mp4` (10 s of 1080p25 H.264 High with B-frames, GOP 50, made by
 //! scripts/setup); CI runs a smoke run on the small test scene.
 
+mod common;
+
 use fieldwatch::config::DecodeConfig;
-use fieldwatch::decode;
-use fieldwatch::pipeline::{self, edge};
-use fieldwatch::source::{FileSource, Source, SourceContext};
-use fieldwatch::telemetry::CameraCounters;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -33,22 +29,8 @@ struct Pass {
 }
 
 fn decode_stage(clip: &Path, mode: DecodeConfig) -> Pass {
-    // The file source reads on a blocking thread, which needs the multi-threaded runtime.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let counters = Arc::new(CameraCounters::default());
-    let (encoded_tx, encoded_rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
-    let (frames_tx, frames_rx) = edge(pipeline::FRAMES.lossless(), vec![counters.frames.clone()]);
-    let c = counters.clone();
     let started = Instant::now();
-    let decoder = std::thread::spawn(move || decode::run("bench", 2.0, mode, encoded_rx, frames_tx, &c));
-    let sink = std::thread::spawn(move || while frames_rx.recv().is_some() {});
-    let mut source = FileSource::open(clip, None).expect("the benchmark clip (run scripts/setup)");
-    let clock = Arc::new(fieldwatch::clock::SystemClock);
-    let mut ctx = SourceContext::new(encoded_tx, clock, counters.clone(), CancellationToken::new(), Duration::MAX);
-    runtime.block_on(source.run_once(&mut ctx)).expect("the clip plays");
-    drop(ctx);
-    decoder.join().unwrap();
-    sink.join().unwrap();
+    let counters = common::decode_clip(clip, mode, 2.0, |_| true);
     Pass {
         wall: started.elapsed(),
         busy: Duration::from_nanos(counters.decode_busy.get()),

@@ -1,4 +1,6 @@
-//! What the benchmarks share: a 1080p frame, an `opened` event and the camera it comes from.
+//! What the benchmarks share: a 1080p frame, an `opened` event and the camera it comes from, and
+//! a clip decoded the way a camera's frames go. Each benchmark uses some of it.
+#![allow(dead_code)]
 
 use fieldwatch::decode::Frame;
 use fieldwatch::report::Origin;
@@ -70,4 +72,41 @@ pub fn opened() -> (IncidentEvent, Origin) {
         snapshot: fieldwatch::report::SnapshotStyle::new(&Default::default(), Vec::new()),
     };
     (event, origin)
+}
+
+/// Plays `clip` through the daemon's file source, encoded edge and decode stage (`mode`,
+/// sampling at `detect_fps`), handing each sampled frame to `each` until it says `false`.
+/// Returns the camera's counters (decode busy time, units decoded...).
+pub fn decode_clip(
+    clip: &std::path::Path,
+    mode: fieldwatch::config::DecodeConfig,
+    detect_fps: f64,
+    mut each: impl FnMut(Arc<Frame>) -> bool,
+) -> Arc<fieldwatch::telemetry::CameraCounters> {
+    use fieldwatch::pipeline::{self, edge};
+    use fieldwatch::source::{FileSource, Source, SourceContext};
+    let counters = Arc::new(fieldwatch::telemetry::CameraCounters::default());
+    let (encoded_tx, encoded_rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
+    let (frames_tx, frames_rx) = edge(pipeline::FRAMES.lossless(), vec![counters.frames.clone()]);
+    let c = counters.clone();
+    let decoder =
+        std::thread::spawn(move || fieldwatch::decode::run("bench", detect_fps, mode, encoded_rx, frames_tx, &c));
+    let mut source = FileSource::open(clip, None).expect("the benchmark clip (run scripts/setup)");
+    let clock = Arc::new(fieldwatch::clock::SystemClock);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut ctx = SourceContext::new(encoded_tx, clock, counters.clone(), stop, std::time::Duration::MAX);
+    let reader = std::thread::spawn(move || {
+        // The file source reads on a blocking thread, which needs the multi-threaded runtime.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.block_on(source.run_once(&mut ctx)).map(drop)
+    });
+    while let Some(frame) = frames_rx.recv() {
+        if !each(frame) {
+            break;
+        }
+    }
+    drop(frames_rx); // the decoder stops at its next frame, and the reader after it
+    decoder.join().unwrap();
+    reader.join().unwrap().expect("the clip plays");
+    counters
 }

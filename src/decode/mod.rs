@@ -128,9 +128,7 @@ pub fn run(
         if au.keyframe {
             counters.keyframes_decoded.inc();
         }
-        let mut packet = ff::Packet::copy(&au.data);
-        packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
-        if let Err(error) = dec.send_packet(&packet) {
+        if let Err(error) = dec.send_packet(&packet(&au)) {
             counters.decode_errors.inc();
             resync = true;
             if let Some(held) = trouble.ready(Instant::now()) {
@@ -182,9 +180,7 @@ pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> 
     let mut decoded = ff::frame::Video::empty();
     let mut picture = None;
     for (i, au) in units.iter().enumerate() {
-        let mut packet = ff::Packet::copy(&au.data);
-        packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
-        let _ = dec.send_packet(&packet);
+        let _ = dec.send_packet(&packet(au));
         if i + 1 == units.len() {
             let _ = dec.send_eof();
         }
@@ -200,6 +196,13 @@ pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> 
     let profile = format!("{:?}", dec.profile());
     let profile = profile.split_once('(').map_or(profile.as_str(), |(_, p)| p.trim_end_matches(')')).to_string();
     Ok((picture, profile))
+}
+
+/// An access unit as libavcodec takes it, timestamped in the RTP time base.
+fn packet(au: &EncodedFrame) -> ff::Packet {
+    let mut packet = ff::Packet::copy(&au.data);
+    packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
+    packet
 }
 
 fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, DecodeError> {
