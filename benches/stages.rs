@@ -46,7 +46,13 @@ fn overlapping_candidates() -> Vec<Detection> {
             let jitter = |v: f32, n: f32| v + (n - 0.5) * size * 0.2;
             let (x, y, s) = (jitter(cx, next()), jitter(cy, next()), size * (0.9 + next() * 0.2));
             let bbox = BBox { x1: x - s / 2.0, y1: y - s / 2.0, x2: x + s / 2.0, y2: y + s / 2.0 };
-            out.push(Detection { class_id: object % 3, label: String::new(), score: 0.3 + next() * 0.7, bbox });
+            out.push(Detection {
+                model: 0,
+                class_id: object % 3,
+                label: String::new(),
+                score: 0.3 + next() * 0.7,
+                bbox,
+            });
         }
     }
     out
@@ -123,6 +129,7 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
     let camera =
         fieldwatch::config::Camera { rules: vec![Arc::new(rule)], ..fieldwatch::config::Camera::at("cam", url) };
     let bike = |x: f32, y: f32| Detection {
+        model: 0,
         class_id: 0,
         label: "motorbike".into(),
         score: 0.9,

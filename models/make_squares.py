@@ -24,6 +24,8 @@ each output format and input convention:
                     ONNX NonMaxSuppression inside the model, as end-to-end exports (YOLOv10,
                     YOLO26) give them; K varies
   fp16_bgr_255      input float16, BGR channel order, 0..255 values; output as yolov8
+  batch             a dynamic batch dimension: input [N, 3, H, W], output [N, 4 + C, anchors]
+                    (the yolov8 detector applied to each image by an ONNX Scan)
 
 Usage: make_squares.py [--variant NAME] OUT.onnx
 """
@@ -182,12 +184,15 @@ def build(variant="yolov8"):
         node("Reshape", [rows, const("out_shape", np.array([1, 4 + c, n], np.int64))], "output0")
         out_shape = [1, 4 + c, n]
 
-    graph = helper.make_graph(
-        nodes, "squares",
-        [helper.make_tensor_value_info(input_name, input_type, [1, 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
-        inits,
-    )
+    if variant == "batch":
+        graph = batched(out_shape)
+    else:
+        graph = helper.make_graph(
+            nodes, "squares",
+            [helper.make_tensor_value_info(input_name, input_type, [1, 3, SIZE, SIZE])],
+            [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
+            inits,
+        )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="fieldwatch")
     model.ir_version = 8
     names = "{" + ", ".join(f"{i}: '{c}'" for i, c in enumerate(CLASSES)) + "}"
@@ -197,11 +202,30 @@ def build(variant="yolov8"):
     return model
 
 
+def batched(out_shape):
+    """The one-image graph as the body of a Scan over the batch: [N, 3, H, W] -> [N, 4 + C, A]."""
+    node("Unsqueeze", ["image", const("ax_batch", np.array([0], np.int64))], "images")
+    nodes.insert(0, nodes.pop())  # graphs list nodes in order: the image comes first
+    node("Squeeze", ["output0", "ax_batch"], "rows_out")
+    body = helper.make_graph(
+        nodes, "squares_one",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("rows_out", TensorProto.FLOAT, out_shape[1:])],
+        inits,
+    )
+    scan = helper.make_node("Scan", ["batch_images"], ["output0"], name="per_image", body=body, num_scan_inputs=1)
+    return helper.make_graph(
+        [scan], "squares_batch",
+        [helper.make_tensor_value_info("batch_images", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch"] + out_shape[1:])],
+    )
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     variant = "yolov8"
     if args[:1] == ["--variant"] and len(args) == 3:
         variant, args = args[1], args[2:]
-    if len(args) != 1 or variant not in ("yolov8", "yolov5", "e2e", "fp16_bgr_255"):
+    if len(args) != 1 or variant not in ("yolov8", "yolov5", "e2e", "fp16_bgr_255", "batch"):
         sys.exit(__doc__)
     onnx.save(build(variant), args[0])

@@ -1,17 +1,16 @@
 //! Builds the stages for every camera, wires them with the edges of [`crate::pipeline`], and
 //! watches them. The only module that knows both the stages and the edges between them.
 //!
-//! Per camera: a source task, a decode thread and a rules task. Shared: `model.workers`
-//! detector threads (one model, all cameras, served fairly) and a report consumer — the MQTT
-//! publisher when live ([`run`]), the replay writer in [`replay`]. Live and replay run the same stages through
-//! `start_cameras`; only the source and the edges' policies differ.
+//! Per camera: a source task, a decode thread and a rules task. Shared: per model, `workers`
+//! inference threads serving every camera whose rules read it, fairly; and a report consumer —
+//! the MQTT publisher when live ([`run`]), the replay writer in [`replay`]. Live and replay run
+//! the same stages through `start_cameras`; only the source and the edges' policies differ.
 //!
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
 //! before shutdown stops the daemon with a non-zero exit naming it.
 
 use crate::clock::Clock;
-use crate::config::{Camera, Config, Problem, Settings, SnapshotMode};
-use crate::decode::Frame;
+use crate::config::{Camera, Config, ModelConfig, Problem, Settings, SnapshotMode};
 use crate::detect::{DetectError, Detected, Detector};
 use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSender, EdgeSpec, edge};
@@ -21,7 +20,7 @@ use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::state::{StateError, StateFile};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
-use crate::telemetry::CameraCounters;
+use crate::telemetry::{CameraCounters, ModelCounters};
 use crate::{decode, detect};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -74,42 +73,61 @@ pub fn config_version(config: &Config) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks that every class a rule or `snapshot.blur_classes` names exists in the model.
-pub fn check_classes(config: &Config, labels: &[String]) -> Vec<Problem> {
-    let blurred =
-        config.snapshot.blur_classes.iter().enumerate().map(|(i, c)| (format!("snapshot.blur_classes[{i}]"), c));
-    let ruled = config.cameras.iter().enumerate().flat_map(|(i, cam)| {
-        cam.rules.iter().enumerate().flat_map(move |(j, rule)| {
-            rule.classes.iter().enumerate().map(move |(k, c)| (format!("cameras[{i}].rules[{j}].classes[{k}]"), c))
-        })
-    });
-    blurred
-        .chain(ruled)
-        .filter(|(_, class)| !labels.contains(class))
-        .map(|(path, class)| Problem {
-            path,
-            message: format!("{class:?} is not a class of the model (it has {labels:?})"),
-        })
-        .collect()
+/// Checks that every class a rule names exists in the model it reads, and every class of
+/// `snapshot.blur_classes` in some model. `labels[m]` are model m's classes (`Config::all_models`
+/// order); a model left out (`None`) is not checked.
+pub fn check_classes(settings: &Settings, labels: &[Option<&[String]>]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let all: Vec<&String> = labels.iter().flatten().flat_map(|l| l.iter()).collect();
+    for (i, class) in settings.config.snapshot.blur_classes.iter().enumerate() {
+        if !all.contains(&class) {
+            problems.push(Problem {
+                path: format!("snapshot.blur_classes[{i}]"),
+                message: format!("{class:?} is not a class of any model (they have {all:?})"),
+            });
+        }
+    }
+    for (i, camera) in settings.cameras.iter().enumerate() {
+        for (j, rule) in camera.rules.iter().enumerate() {
+            let Some(Some(known)) = labels.get(rule.model) else { continue };
+            for (k, class) in rule.classes.iter().enumerate().filter(|(_, c)| !known.contains(c)) {
+                problems.push(Problem {
+                    path: format!("cameras[{i}].rules[{j}].classes[{k}]"),
+                    message: format!("{class:?} is not a class of the model (it has {known:?})"),
+                });
+            }
+        }
+    }
+    problems
 }
 
-/// Loads the model and checks the rules' classes against it: what `check` and `run` share.
-pub fn load_detector(config: &Config) -> Result<Detector, AppError> {
-    let detector = Detector::load(&config.model)?;
-    let mismatches = check_classes(config, detector.labels());
+/// Loads `workers(m)` detectors of every model m (`Config::all_models` order; 0 skips it: no
+/// camera uses it) and checks the rules' classes against them: what `check`, `run` and `replay`
+/// share. Each detector has a session of its own, for one inference worker.
+pub fn load_models(
+    settings: &Settings,
+    workers: impl Fn(usize, &ModelConfig) -> usize,
+) -> Result<Vec<Vec<Detector>>, AppError> {
+    let mut loaded = Vec::new();
+    for (index, model) in settings.config.all_models().iter().enumerate() {
+        let detectors = (0..workers(index, model)).map(|_| Detector::load(model)).collect::<Result<Vec<_>, _>>()?;
+        loaded.push(detectors);
+    }
+    let labels: Vec<Option<&[String]>> = loaded.iter().map(|d| d.first().map(Detector::labels)).collect();
+    let mismatches = check_classes(settings, &labels);
     if !mismatches.is_empty() {
         return Err(AppError::Mismatch(mismatches));
     }
-    Ok(detector)
+    Ok(loaded)
 }
 
-/// One detector per inference worker (`model.workers`), each with a session of its own.
-fn load_detectors(config: &Config) -> Result<Vec<Detector>, AppError> {
-    let mut detectors = vec![load_detector(config)?];
-    for _ in 1..config.model.workers.max(1) {
-        detectors.push(Detector::load(&config.model)?);
+/// The models some camera's rules read (`[model]` for a camera without rules).
+fn used_models(settings: &Settings) -> Vec<bool> {
+    let mut used = vec![false; settings.config.all_models().len()];
+    for m in settings.cameras.iter().flat_map(|c| c.models()) {
+        used[m] = true;
     }
-    Ok(detectors)
+    used
 }
 
 /// The frame edges' policies: live drops frames when something is slow; replay never drops.
@@ -134,7 +152,8 @@ impl Policies {
 /// Runs the daemon until `shutdown` is cancelled or a stage fails.
 pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), AppError> {
     let config = &settings.config;
-    let detectors = load_detectors(config)?;
+    let used = used_models(&settings);
+    let models = load_models(&settings, |i, m| if used[i] { m.workers } else { 0 })?;
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
     // Disk first: a state directory that cannot be written stops us before anything runs.
@@ -149,10 +168,9 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
-    let (model, provider) = (detectors[0].name().to_string(), detectors[0].provider());
     let mut supervisor = Supervisor::default();
-    let started = start_cameras(&mut supervisor, &settings, cameras, detectors, Policies::LIVE, clock, &shutdown);
-    let describe = describe_device(&settings, model, provider, &started.counters, outbox.clone());
+    let started = start_cameras(&mut supervisor, &settings, cameras, models, Policies::LIVE, clock, &shutdown);
+    let describe = describe_device(&settings, &started, outbox.clone());
     let presence = Presence::Announce(describe);
     let publisher = publish::run(
         config.mqtt.clone(),
@@ -166,7 +184,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
-    started.frames.close(); // frames not yet looked at have no value now
+    started.frames.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
     let result = supervisor.result().map_err(AppError::from);
     for (camera, c) in settings.cameras.iter().zip(&started.counters) {
@@ -187,14 +205,11 @@ fn sending(config: &Config) -> publish::Sending {
 
 /// What the status and heartbeat say about the device: versions, clock, disk, outbox, and per
 /// camera its frame rate since the last heartbeat, last frame, connects and reports.
-fn describe_device(
-    settings: &Settings,
-    model: String,
-    provider: &'static str,
-    counters: &[Arc<CameraCounters>],
-    outbox: Arc<Outbox>,
-) -> publish::Describe {
+fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) -> publish::Describe {
     let config_version = config_version(&settings.config);
+    let counters = &started.counters;
+    let models = started.models.clone();
+    let (model, provider) = (models[0].name.clone(), models[0].provider);
     let state_dir = settings.state_dir().clone();
     let cameras: Vec<(String, Arc<CameraCounters>)> =
         settings.cameras.iter().map(|c| c.id.clone()).zip(counters.iter().cloned()).collect();
@@ -237,6 +252,18 @@ fn describe_device(
             })
             .collect();
         previous.0 = Instant::now();
+        let models: Vec<serde_json::Value> = models
+            .iter()
+            .map(|m| {
+                let s = &m.stats;
+                serde_json::json!({
+                    "name": m.name, "provider": m.provider, "workers": m.workers, "batch_limit": m.batch_limit,
+                    "runs": s.runs.get(), "frames": s.frames.get(), "failures": s.failures.get(),
+                    "mean_batch": (s.mean_batch() * 100.0).round() / 100.0, "largest_batch": s.largest_batch.get(),
+                    "busy_ms": s.busy.get() / 1_000_000,
+                })
+            })
+            .collect();
         let depth = outbox.depth().unwrap_or_default();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -244,6 +271,7 @@ fn describe_device(
             "config_version": config_version,
             "model": model,
             "provider": provider,
+            "models": models,
             "clock_synchronized": crate::clock::is_synchronized(),
             "disk_free_bytes": disk_free(&state_dir),
             "outbox": {
@@ -323,8 +351,9 @@ pub async fn replay(
         id: camera_id.to_string(),
         known: settings.cameras.iter().map(|c| c.id.clone()).collect(),
     })?;
-    // One worker: frames are detected in stream order, so a replay is the same every time.
-    let detectors = vec![load_detector(config)?];
+    // One worker per model: frames are detected in stream order, so a replay is the same every time.
+    let used = camera.models();
+    let models = load_models(settings, |i, _| used.contains(&i) as usize)?;
     let video_secs = clip.duration_secs();
     let started_at = Instant::now();
 
@@ -362,7 +391,7 @@ pub async fn replay(
     let clock = Arc::new(crate::clock::SystemClock);
     // Replay keeps no state: it must not touch what the live daemon remembers.
     let cameras = vec![CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) }];
-    let started = start_cameras(&mut supervisor, settings, cameras, detectors, Policies::LOSSLESS, clock, &shutdown);
+    let started = start_cameras(&mut supervisor, settings, cameras, models, Policies::LOSSLESS, clock, &shutdown);
     supervisor.watch(&shutdown, Until::Done).await;
     supervisor.result()?;
 
@@ -496,35 +525,66 @@ struct CameraStart {
 /// Handles on the stages [`start_cameras`] started.
 struct Started {
     counters: Vec<Arc<CameraCounters>>,
-    /// Stops the shared detector at shutdown.
-    frames: EdgeCloser,
+    /// The models running, with their counters.
+    models: Vec<ModelStatus>,
+    /// Stop the models' inference workers at shutdown.
+    frames: Vec<EdgeCloser>,
 }
 
-/// Starts source, decode and rules for each camera and the shared detector, under `supervisor`,
-/// with edges of `policies`; each camera's reports go to its `sink`.
+/// A running model as the status shows it.
+#[derive(Clone)]
+struct ModelStatus {
+    name: String,
+    provider: &'static str,
+    workers: usize,
+    batch_limit: usize,
+    stats: Arc<ModelCounters>,
+}
+
+/// Starts source, decode and rules for each camera and the inference workers of every model
+/// with detectors (`models[m]`, one per worker), under `supervisor`, with edges of `policies`;
+/// each camera's reports go to its `sink`.
+///
+/// Each model has one frames edge keyed by camera. A camera's decoder feeds the first model its
+/// rules read; each model's workers pass the frame, with what they found added, to the camera's
+/// next model, and the last one to its rules: the rules see every model's results of a frame
+/// together, and each model serves the cameras fairly on its own.
 fn start_cameras(
     supervisor: &mut Supervisor,
     settings: &Settings,
     cameras: Vec<CameraStart>,
-    detectors: Vec<Detector>,
+    models: Vec<Vec<Detector>>,
     policies: Policies,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
 ) -> Started {
     let config = &settings.config;
     let version = config_version(config);
+    let model_names: Vec<String> = config.all_models().into_iter().map(|m| m.name).collect();
     let counters: Vec<Arc<CameraCounters>> = cameras.iter().map(|_| Arc::default()).collect();
-    let (frames_tx, frames_rx) =
-        edge::<Arc<Frame>>(policies.frames, counters.iter().map(|c| c.frames.clone()).collect());
-    let mut outputs = Vec::new();
+    let frame_edges: Vec<(EdgeSender<Detected>, EdgeReceiver<Detected>)> =
+        models.iter().map(|_| edge(policies.frames, counters.iter().map(|c| c.frames.clone()).collect())).collect();
+    // outputs[m][camera]: where model m sends that camera's frames next.
+    let mut outputs: Vec<Vec<Option<EdgeSender<Detected>>>> = models.iter().map(|_| Vec::new()).collect();
     let mut ids = Vec::new();
     for (index, CameraStart { camera, run: run_source, state, sink }) in cameras.into_iter().enumerate() {
         let c = &counters[index];
         let span = info_span!("camera", camera = %camera.id);
         let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
         let (detected_tx, detected_rx) = edge(policies.detections, vec![c.detected.clone()]);
-        outputs.push(detected_tx);
         ids.push(camera.id.clone());
+        let route = camera.models();
+        for (m, out) in outputs.iter_mut().enumerate() {
+            let next = match route.iter().position(|r| *r == m) {
+                None => None,
+                Some(step) => match route.get(step + 1) {
+                    Some(&after) => Some(frame_edges[after].0.keyed(index)),
+                    None => Some(detected_tx.clone()),
+                },
+            };
+            out.push(next);
+        }
+        drop(detected_tx);
 
         let ctx = SourceContext::new(encoded_tx, clock.clone(), c.clone(), shutdown.clone(), camera.stall_timeout);
         let id = camera.id.clone();
@@ -534,7 +594,7 @@ fn start_cameras(
         };
         supervisor.spawn(Stage::of("source", &camera.id), source.instrument(span.clone()));
 
-        let (cam, frames, cc) = (camera.clone(), frames_tx.keyed(index), c.clone());
+        let (cam, frames, cc) = (camera.clone(), frame_edges[route[0]].0.keyed(index), c.clone());
         supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
             decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, frames, &cc);
             Ok(())
@@ -545,7 +605,7 @@ fn start_cameras(
             camera_id: camera.id.clone(),
             camera_name: camera.name.clone(),
             camera_location: camera.location.clone(),
-            model_name: detectors[0].name().to_string(),
+            model_names: model_names.clone(),
             config_version: version.clone(),
             class_names: camera.class_names.clone(),
             snapshot: report::SnapshotStyle::new(&config.snapshot, camera.privacy_masks.clone()),
@@ -553,18 +613,39 @@ fn start_cameras(
         let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
         supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
     }
-    drop(frames_tx); // the decoders hold their own; the detectors end when they have all gone
-    let frames = frames_rx.closer();
-    // Every worker takes the next camera's newest frame from the same edge.
-    let frames_rx = Arc::new(frames_rx);
-    for detector in detectors {
-        let (rx, outputs, counters, ids) = (frames_rx.clone(), outputs.clone(), counters.clone(), ids.clone());
-        supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
-            detect::run_worker(detector, &rx, outputs, counters, ids);
-            Ok(())
+    let mut running = Vec::new();
+    let mut closers = Vec::new();
+    for (m, ((detectors, (tx, rx)), outputs)) in models.into_iter().zip(frame_edges).zip(outputs).enumerate() {
+        drop(tx); // the senders are the decoders' and the previous models' workers'
+        let Some(first) = detectors.first() else { continue };
+        let stats = Arc::new(ModelCounters::default());
+        running.push(ModelStatus {
+            name: first.name().to_string(),
+            provider: first.provider(),
+            workers: detectors.len(),
+            batch_limit: first.max_batch(),
+            stats: stats.clone(),
         });
+        closers.push(rx.closer());
+        // Every worker of a model takes the next cameras' newest frames from the same edge.
+        let input = Arc::new(rx);
+        for detector in detectors {
+            let worker = detect::Worker {
+                detector,
+                model: m,
+                input: input.clone(),
+                outputs: outputs.clone(),
+                counters: counters.clone(),
+                stats: stats.clone(),
+                camera_ids: ids.clone(),
+            };
+            supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
+                worker.run();
+                Ok(())
+            });
+        }
     }
-    Started { counters, frames }
+    Started { counters, models: running, frames: closers }
 }
 
 /// Applies `camera`'s rules to each detection result; events become reports. With a `state`
@@ -599,6 +680,9 @@ async fn run_rules(
             _ = shutdown.cancelled() => return Ok(()),
             d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
         };
+        counters.frames_detected.inc();
+        counters.detections.add(detections.len() as u64);
+        counters.latency.record((chrono::Utc::now() - frame.at).num_milliseconds().clamp(0, u32::MAX as i64) as u32);
         // With several inference workers a later frame can finish first: rules see stream time
         // only forwards, so the earlier one is dropped (counted).
         if last_at.is_some_and(|last| frame.at <= last) {

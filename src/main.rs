@@ -39,6 +39,9 @@ enum Command {
         /// Folder for annotated copies (`NAME.detections.jpg`).
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// The model to run, by name (`[models.NAME]`, or `[model]`'s name). Default: `[model]`.
+        #[arg(long)]
+        model: Option<String>,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -121,7 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { .. } => check(&settings, &path),
         Command::Run { .. } => run(settings),
-        Command::Detect { out, images, .. } => detect(&settings, &out, &images),
+        Command::Detect { out, images, model, .. } => detect(&settings, model.as_deref(), &out, &images),
         Command::Outbox { requeue, .. } => outbox(&settings, requeue),
         Command::Probe { .. } => unreachable!("handled above"),
         Command::Replay { clip, camera, out, publish, start, .. } => {
@@ -142,7 +145,7 @@ fn main() -> ExitCode {
 /// Validates the config (done by loading it) and checks its rules against the model's classes.
 fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn");
-    app::load_detector(&settings.config)?;
+    app::load_models(settings, |_, _| 1)?;
     println!("config {} is valid (version {})", path.display(), app::config_version(&settings.config));
     Ok(())
 }
@@ -269,9 +272,17 @@ async fn watch_signals(shutdown: CancellationToken) {
     std::process::exit(130);
 }
 
-fn detect(settings: &Settings, out: &std::path::Path, images: &[PathBuf]) -> anyhow::Result<()> {
+fn detect(settings: &Settings, model: Option<&str>, out: &std::path::Path, images: &[PathBuf]) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn");
-    let mut detector = fieldwatch::detect::Detector::load(&settings.config.model).map_err(AppError::from)?;
+    let models = settings.config.all_models();
+    let chosen = match model {
+        None => &models[0],
+        Some(name) => models.iter().find(|m| m.name == name).with_context(|| {
+            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            format!("--model: no model {name:?} in the config (it has {names:?})")
+        })?,
+    };
+    let mut detector = fieldwatch::detect::Detector::load(chosen).map_err(AppError::from)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut results = Vec::new();
     for path in images {

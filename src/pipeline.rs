@@ -6,7 +6,7 @@
 //! | edge (live)              | capacity           | when full                                     |
 //! |--------------------------|--------------------|-----------------------------------------------|
 //! | source → decode          | 64 AUs             | drop the newest; the source skips to a keyframe |
-//! | decode → detect          | 1 frame per camera | newest wins per camera; the replaced one counted |
+//! | decode → model (→ model) | 1 frame per camera | newest wins per camera; the replaced one counted |
 //! | detect → rules           | 4                  | drop the newest result, counted                |
 //! | rules → replay output    | 256                | block: reports are never dropped               |
 //!
@@ -178,32 +178,36 @@ impl<T> Shared<T> {
         Ok(Ok(outcome))
     }
 
-    /// One attempt to receive; `None` means "empty, wait and retry".
-    fn try_recv(&self) -> Option<Option<(usize, T)>> {
+    /// One attempt to receive up to `max` items (each of a different key under
+    /// `NewestWinsPerKey`); `None` means "empty, wait and retry", an empty batch "ended".
+    fn try_recv(&self, max: usize) -> Option<Vec<(usize, T)>> {
         let mut s = self.lock();
         if s.closed {
-            return Some(None);
+            return Some(Vec::new());
         }
-        let next = match self.spec.when_full {
-            WhenFull::NewestWinsPerKey => {
-                let least_recent = (0..s.items.len()).min_by_key(|&i| s.served[s.items[i].0]);
-                least_recent.and_then(|i| s.items.remove(i))
-            }
-            _ => s.items.pop_front(),
-        };
-        if let Some((key, _)) = &next {
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let next = match self.spec.when_full {
+                WhenFull::NewestWinsPerKey => {
+                    let least_recent = (0..s.items.len()).min_by_key(|&i| s.served[s.items[i].0]);
+                    least_recent.and_then(|i| s.items.remove(i))
+                }
+                _ => s.items.pop_front(),
+            };
+            let Some(item) = next else { break };
             s.receptions += 1;
             let now = s.receptions;
-            s.served[*key] = now;
+            s.served[item.0] = now;
+            batch.push(item);
         }
-        match next {
-            Some(item) => {
+        match batch.is_empty() {
+            false => {
                 drop(s);
                 self.wake();
-                Some(Some(item))
+                Some(batch)
             }
-            None if s.senders == 0 => Some(None),
-            None => None,
+            true if s.senders == 0 => Some(batch),
+            true => None,
         }
     }
 }
@@ -273,9 +277,16 @@ pub struct EdgeReceiver<T> {
 impl<T> EdgeReceiver<T> {
     /// Receives from a thread with the sender's key; `None` once closed or drained.
     pub fn recv_keyed(&self) -> Option<(usize, T)> {
+        self.recv_batch(1).pop()
+    }
+
+    /// Receives from a thread as many items as are waiting, at most `max`, with their keys
+    /// (keys served least recently first); waits while there are none. Empty once closed or
+    /// drained.
+    pub fn recv_batch(&self, max: usize) -> Vec<(usize, T)> {
         loop {
-            if let Some(result) = self.shared.try_recv() {
-                return result;
+            if let Some(batch) = self.shared.try_recv(max) {
+                return batch;
             }
             let s = self.shared.lock();
             if s.items.is_empty() && s.senders > 0 && !s.closed {
@@ -295,8 +306,8 @@ impl<T> EdgeReceiver<T> {
             let notified = self.shared.tasks.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(result) = self.shared.try_recv() {
-                return result.map(|(_, item)| item);
+            if let Some(mut batch) = self.shared.try_recv(1) {
+                return batch.pop().map(|(_, item)| item);
             }
             notified.await;
         }
@@ -368,7 +379,7 @@ mod tests {
                 }
             }
             if ms >= free_at
-                && let Some((key, _)) = rx.shared.try_recv().flatten()
+                && let Some((key, _)) = rx.shared.try_recv(1).and_then(|mut b| b.pop())
             {
                 served[key] += 1;
                 free_at = ms + 280;
@@ -393,6 +404,21 @@ mod tests {
         rx.close();
         assert!(rx.recv().is_none());
         assert_eq!(tx0.send(3.0), Err(Closed));
+    }
+
+    #[test]
+    fn a_batch_takes_each_waiting_key_once_least_recently_served_first() {
+        let (tx0, rx) = edge::<u32>(FRAMES, counters(3));
+        let (tx1, tx2) = (tx0.keyed(1), tx0.keyed(2));
+        tx1.send(10).unwrap();
+        assert_eq!(rx.recv_batch(4), vec![(1, 10)]);
+        for (tx, v) in [(&tx0, 0), (&tx1, 11), (&tx2, 20), (&tx0, 1)] {
+            tx.send(v).unwrap();
+        }
+        assert_eq!(rx.recv_batch(2), vec![(0, 1), (2, 20)], "key 1 was served last; key 0's newest");
+        assert_eq!(rx.recv_batch(2), vec![(1, 11)]);
+        drop((tx0, tx1, tx2));
+        assert!(rx.recv_batch(2).is_empty(), "ended");
     }
 
     #[test]

@@ -386,6 +386,7 @@ mod tests {
 
     fn det(x: f32, y: f32, size: f32) -> Detection {
         Detection {
+            model: 0,
             class_id: 0,
             label: "motorbike".into(),
             score: 0.9,

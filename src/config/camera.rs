@@ -190,6 +190,9 @@ pub struct RuleConfig {
     pub category: Category,
     /// The zone (by name) this rule watches. Required.
     pub zone: String,
+    /// The model whose detections this rule reads, by name (see `[models.NAME]`). Default
+    /// empty: `[model]`.
+    pub model: String,
     /// Model class names that count. Required, at least one.
     pub classes: Vec<String>,
     /// Least score of a detection to be considered at all. Default 0.5.
@@ -230,6 +233,7 @@ impl Default for RuleConfig {
             violation: String::new(),
             category: Category::UrbanOrder,
             zone: String::new(),
+            model: String::new(),
             classes: Vec::new(),
             min_score: 0.5,
             threshold: 0.6,

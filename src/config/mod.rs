@@ -23,7 +23,12 @@ use std::path::PathBuf;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub device: DeviceConfig,
+    /// The model rules use unless they name another.
     pub model: ModelConfig,
+    /// Further models by name, for rules that name them (`model = "garbage"` in a rule): a
+    /// camera runs every model its rules use on each sampled frame, and its rules see their
+    /// results joined. Same keys as `[model]`; `runtime` defaults to `[model]`'s.
+    pub models: BTreeMap<String, ModelConfig>,
     pub mqtt: MqttConfig,
     pub outbox: OutboxConfig,
     pub snapshot: SnapshotConfig,
@@ -60,9 +65,13 @@ impl Default for DeviceConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Where these settings are in the file (`model`, `models.garbage`), for messages.
+    #[serde(skip)]
+    pub key: String,
     /// ONNX model file (YOLOv8 output layout). Required.
     pub path: PathBuf,
-    /// Name used in reports. Default: the file stem of `path`.
+    /// Name used in reports and by rules. Default: the file stem of `path` for `[model]`, the
+    /// table's name for `[models.NAME]`.
     pub name: String,
     /// ONNX Runtime shared library. Default: empty, meaning `$ORT_DYLIB_PATH`.
     pub runtime: PathBuf,
@@ -91,6 +100,10 @@ pub struct ModelConfig {
     /// Default 2: on a 2-core box two single-thread sessions in parallel outrun one session
     /// with two threads (see the capacity benchmark). A box with one camera can use 1.
     pub workers: usize,
+    /// Most frames (one per camera, each its newest) run together in one inference when the
+    /// model's batch dimension is dynamic. Default 4; 1 turns batching off. A model with a
+    /// fixed batch of 1 always runs one frame.
+    pub batch: usize,
     /// ONNX Runtime's memory arena and memory patterns on the CPU: faster first runs, but they
     /// keep the peak of every run resident. Default false: less memory, same steady speed
     /// (see the capacity benchmark).
@@ -139,6 +152,7 @@ pub enum Provider {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            key: "model".into(),
             path: PathBuf::new(),
             name: String::new(),
             runtime: PathBuf::new(),
@@ -152,10 +166,27 @@ impl Default for ModelConfig {
             nms_iou: 0.45,
             threads: 1,
             workers: 2,
+            batch: 4,
             arena: false,
             provider: Provider::Cpu,
             provider_fallback: false,
         }
+    }
+}
+
+impl Config {
+    /// Every model, `[model]` first, then `[models.NAME]` in name order, each with its name
+    /// and key set and the runtime library inherited from `[model]`; a rule's model is an
+    /// index into this list.
+    pub fn all_models(&self) -> Vec<ModelConfig> {
+        let primary = ModelConfig { key: "model".into(), name: self.model.display_name(), ..self.model.clone() };
+        let extras = self.models.iter().map(|(name, m)| ModelConfig {
+            key: format!("models.{name}"),
+            name: name.clone(),
+            runtime: if m.runtime.as_os_str().is_empty() { self.model.runtime.clone() } else { m.runtime.clone() },
+            ..m.clone()
+        });
+        std::iter::once(primary).chain(extras).collect()
     }
 }
 

@@ -56,6 +56,18 @@ pub struct Camera {
 }
 
 impl Camera {
+    /// The models its rules read, as indexes into `Config::all_models`, in order; `[model]`
+    /// alone for a camera without rules, so it is still watched.
+    pub fn models(&self) -> Vec<usize> {
+        let mut models: Vec<usize> = self.rules.iter().map(|r| r.model).collect();
+        models.sort_unstable();
+        models.dedup();
+        if models.is_empty() {
+            models.push(0);
+        }
+        models
+    }
+
     /// Camera `id` at `url` with every other setting at its default (see `CameraConfig`) and no
     /// rules: for `fieldwatch probe`, and for tests and benchmarks of one stage.
     pub fn at(id: &str, url: CameraUrl) -> Self {
@@ -130,6 +142,8 @@ pub struct Rule {
     pub violation: String,
     pub category: Category,
     pub zone: Zone,
+    /// The model whose detections it reads: an index into `Config::all_models`.
+    pub model: usize,
     pub classes: Vec<String>,
     /// Filters for each of `classes`.
     pub filters: BTreeMap<String, Filter>,

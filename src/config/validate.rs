@@ -3,8 +3,8 @@
 //! `check` can fail later.
 
 use super::{
-    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, MqttProtocol, Problem, Rule,
-    RuleConfig, Templates, Zone,
+    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, ModelConfig, MqttProtocol, Problem,
+    Rule, RuleConfig, Templates, Zone,
 };
 use crate::track::TrackerConfig;
 use std::collections::{BTreeMap, HashSet};
@@ -24,24 +24,19 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         v.problem("device.state_dir", "required: a directory for open incidents and cooldowns");
     }
 
-    let model = &config.model;
-    if model.path.as_os_str().is_empty() {
-        v.problem("model.path", "required: the ONNX model file");
-    } else if !model.path.is_file() {
-        v.problem("model.path", format!("no such file: {}", model.path.display()));
+    let models = config.all_models();
+    for model in &models {
+        check_model(&mut v, model);
     }
-    match model.runtime_path() {
-        None => v.problem("model.runtime", "required: the ONNX Runtime library (or set ORT_DYLIB_PATH)"),
-        Some(p) if !p.is_file() => v.problem("model.runtime", format!("no such file: {}", p.display())),
-        Some(_) => {}
+    let model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    for (name, m) in &config.models {
+        check_topic_level(&mut v, &format!("models.{name}"), name);
+        if !m.name.is_empty() && m.name != *name {
+            v.problem(format!("models.{name}.name"), "the table's own name is the model's name: leave this out");
+        }
     }
-    v.range("model.min_score", model.min_score as f64, 0.0, 1.0);
-    v.range("model.nms_iou", model.nms_iou as f64, 0.0, 1.0);
-    if !(1..=16).contains(&model.workers) {
-        v.problem("model.workers", format!("{} is outside 1..=16", model.workers));
-    }
-    if model.threads == 0 {
-        v.problem("model.threads", "must be at least 1");
+    if config.models.contains_key(&models[0].name) {
+        v.problem(format!("models.{}", models[0].name), "has the name of [model]: give one of them another name");
     }
 
     let mqtt = &config.mqtt;
@@ -118,11 +113,37 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         if !cam.id.is_empty() && !ids.insert(cam.id.as_str()) {
             v.problem(format!("{at}.id"), format!("duplicate camera id {:?}", cam.id));
         }
-        if let Some(camera) = camera(&mut v, &at, cam, &class_names) {
+        if let Some(camera) = camera(&mut v, &at, cam, &class_names, &model_names) {
             cameras.push(Arc::new(camera));
         }
     }
     (v.problems, cameras)
+}
+
+/// One model's settings; `model.key` says where they are in the file.
+fn check_model(v: &mut Validator, model: &ModelConfig) {
+    let key = &model.key;
+    if model.path.as_os_str().is_empty() {
+        v.problem(format!("{key}.path"), "required: the ONNX model file");
+    } else if !model.path.is_file() {
+        v.problem(format!("{key}.path"), format!("no such file: {}", model.path.display()));
+    }
+    match model.runtime_path() {
+        None => v.problem(format!("{key}.runtime"), "required: the ONNX Runtime library (or set ORT_DYLIB_PATH)"),
+        Some(p) if !p.is_file() => v.problem(format!("{key}.runtime"), format!("no such file: {}", p.display())),
+        Some(_) => {}
+    }
+    v.range(&format!("{key}.min_score"), model.min_score as f64, 0.0, 1.0);
+    v.range(&format!("{key}.nms_iou"), model.nms_iou as f64, 0.0, 1.0);
+    if !(1..=16).contains(&model.workers) {
+        v.problem(format!("{key}.workers"), format!("{} is outside 1..=16", model.workers));
+    }
+    if !(1..=64).contains(&model.batch) {
+        v.problem(format!("{key}.batch"), format!("{} is outside 1..=64", model.batch));
+    }
+    if model.threads == 0 {
+        v.problem(format!("{key}.threads"), "must be at least 1");
+    }
 }
 
 /// Takes the camera's credentials from its own keys into `url`, where the URL had none.
@@ -165,6 +186,7 @@ fn camera(
     at: &str,
     cam: &CameraConfig,
     class_names: &Arc<BTreeMap<String, super::Text>>,
+    models: &[String],
 ) -> Option<Camera> {
     let url = match CameraUrl::parse(cam.url.expose()) {
         _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
@@ -230,7 +252,7 @@ fn camera(
             };
             v.problem(format!("{at}.zone"), message);
         }
-        if let Some(built) = self::rule(v, &at, rule, zone) {
+        if let Some(built) = self::rule(v, &at, rule, zone, models) {
             rules.push(Arc::new(built));
         }
     }
@@ -278,7 +300,14 @@ fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerCo
     }
 }
 
-fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>) -> Option<Rule> {
+fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>, models: &[String]) -> Option<Rule> {
+    let model = match rule.model.as_str() {
+        "" => Some(0),
+        name => models.iter().position(|m| m == name),
+    };
+    if model.is_none() {
+        v.problem(format!("{at}.model"), format!("{:?} is not a model of the config (it has {models:?})", rule.model));
+    }
     if rule.violation.is_empty() {
         v.problem(format!("{at}.violation"), "required, e.g. \"sidewalk_encroachment\"");
     }
@@ -341,6 +370,7 @@ fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>) -> O
         violation: rule.violation.clone(),
         category: rule.category,
         zone: zone?,
+        model: model?,
         classes: rule.classes.clone(),
         filters,
         min_count: rule.min_count,

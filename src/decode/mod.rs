@@ -45,6 +45,37 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Encodes an RGB image as a camera sends it (YUV 4:2:0, BT.601, limited range): photos
+    /// go through the same path as decoded frames (tests, benchmarks, reference comparisons).
+    pub fn from_rgb(rgb: &RgbImage, at: DateTime<Utc>) -> Frame {
+        use yuvutils_rs::{BufferStoreMut, YuvChromaSubsampling, YuvPlanarImageMut};
+        let (width, height) = rgb.dimensions();
+        let mut planes = YuvPlanarImageMut::alloc(width, height, YuvChromaSubsampling::Yuv420);
+        yuvutils_rs::rgb_to_yuv420(
+            &mut planes,
+            rgb.as_raw(),
+            width * 3,
+            yuvutils_rs::YuvRange::Limited,
+            yuvutils_rs::YuvStandardMatrix::Bt601,
+            yuvutils_rs::YuvConversionMode::Balanced,
+        )
+        .expect("planes allocated for this size");
+        let owned = |b: BufferStoreMut<'_, u8>| match b {
+            BufferStoreMut::Owned(v) => v,
+            BufferStoreMut::Borrowed(s) => s.to_vec(),
+        };
+        Frame {
+            width,
+            height,
+            y: owned(planes.y_plane),
+            u: owned(planes.u_plane),
+            v: owned(planes.v_plane),
+            full_range: false,
+            pts_secs: 0.0,
+            at,
+        }
+    }
+
     fn chroma_width(&self) -> u32 {
         self.width.div_ceil(2)
     }
@@ -89,12 +120,12 @@ pub fn init_ffmpeg() {
 /// Decodes `camera`'s access units until `input` ends, sending sampled frames to `output`.
 /// With [`DecodeConfig::Keyframes`] only random-access frames reach the decoder, each one
 /// decoded on its own (the decoder is drained after it, so no frame waits for the next GOP).
-pub fn run(
+pub fn run<T: From<Arc<Frame>>>(
     camera: &str,
     detect_fps: f64,
     mode: DecodeConfig,
     input: EdgeReceiver<EncodedFrame>,
-    output: EdgeSender<Arc<Frame>>,
+    output: EdgeSender<T>,
     counters: &CameraCounters,
 ) {
     crate::testing::maybe_panic("decode", camera);
@@ -152,7 +183,7 @@ pub fn run(
                     counters.frame_height.set(frame.height as u64);
                     // Time waiting on a full edge is not decoding.
                     counters.decode_busy.add_since(started);
-                    if output.send(Arc::new(frame)).is_err() {
+                    if output.send(Arc::new(frame).into()).is_err() {
                         return;
                     }
                     started = Instant::now();

@@ -2,9 +2,11 @@
 //! (YOLOv8, YOLOv5 or end-to-end layout), NMS.
 //!
 //! ONNX Runtime is loaded at run time from a shared library (`model.runtime` or
-//! `$ORT_DYLIB_PATH`), so a missing or wrong library is a start-up error, not a panic. One
-//! [`Detector`] serves every camera from its own thread ([`run_worker`]); inference is CPU work
-//! that must stay off the async workers.
+//! `$ORT_DYLIB_PATH`), so a missing or wrong library is a start-up error, not a panic. Each
+//! model runs in [`Worker`] threads (`workers` of them, each with a [`Detector`] of its own)
+//! that serve every camera using it; inference is CPU work that must stay off the async
+//! workers. A model whose batch dimension is dynamic runs the frames waiting from several
+//! cameras in one inference.
 
 mod preprocess;
 mod provider;
@@ -16,7 +18,7 @@ pub use yolo::{Layout, decode, nms};
 use crate::config::{ChannelOrder, ModelConfig, ModelFormat, PixelRange};
 use crate::decode::Frame;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
-use crate::telemetry::CameraCounters;
+use crate::telemetry::{CameraCounters, ModelCounters};
 use image::RgbImage;
 use ort::environment::Environment;
 use ort::session::Session;
@@ -56,39 +58,43 @@ impl BBox {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Detection {
+    /// The model that found it: an index into `Config::all_models`.
+    #[serde(skip)]
+    pub model: usize,
     pub class_id: usize,
     pub label: String,
     pub score: f32,
     pub bbox: BBox,
 }
 
+/// What went wrong with a model; `key` is where its settings are (`model`, `models.garbage`).
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("model.runtime: no ONNX Runtime library configured (set model.runtime or ORT_DYLIB_PATH)")]
-    NoRuntime,
-    #[error("model.runtime: cannot load ONNX Runtime from {path}: {message}")]
-    Runtime { path: String, message: String },
-    #[error("model.path: cannot load model {path}: {message}")]
-    Model { path: String, message: String },
+    #[error("{key}.runtime: no ONNX Runtime library configured (set {key}.runtime or ORT_DYLIB_PATH)")]
+    NoRuntime { key: String },
+    #[error("{key}.runtime: cannot load ONNX Runtime from {path}: {message}")]
+    Runtime { key: String, path: String, message: String },
+    #[error("{key}.path: cannot load model {path}: {message}")]
+    Model { key: String, path: String, message: String },
     #[error("model {model}: {message}")]
     Layout { model: String, message: String },
     #[error(
-        "model.provider: {provider} is not available: {reason}; set model.provider_fallback = true to run on the CPU instead"
+        "{key}.provider: {provider} is not available: {reason}; set {key}.provider_fallback = true to run on the CPU instead"
     )]
-    Provider { provider: &'static str, reason: String },
+    Provider { key: String, provider: &'static str, reason: String },
     #[error("model {model}: inference failed: {message}")]
     Inference { model: String, message: String },
 }
 
 /// Loads the ONNX Runtime library and creates its environment, once per process; sessions
 /// need the environment alive, so it is kept for the life of the process.
-pub fn init_runtime(path: &Path) -> Result<Environment, DetectError> {
+pub fn init_runtime(key: &str, path: &Path) -> Result<Environment, DetectError> {
     static RUNTIME: Mutex<Option<Environment>> = Mutex::new(None);
     let mut runtime = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(env) = runtime.as_ref() {
         return Ok(env.clone());
     }
-    let err = |message: String| DetectError::Runtime { path: path.display().to_string(), message };
+    let err = |message: String| DetectError::Runtime { key: key.into(), path: path.display().to_string(), message };
     if !path.is_file() {
         return Err(err("no such file".into()));
     }
@@ -102,10 +108,30 @@ pub fn init_runtime(path: &Path) -> Result<Environment, DetectError> {
     Ok(env)
 }
 
-/// The model's input tensor, made once and written in place for every frame.
+/// The model's input tensor for one batch size, made once and written in place after.
 enum Input {
     F32(Tensor<f32>),
     F16(Tensor<half::f16>),
+}
+
+impl Input {
+    /// Writes image `index` of the batch with `write`, which fills one `[3, H, W]` slice
+    /// through the conversion to the tensor's element type.
+    fn write<W>(&mut self, index: usize, len: usize, write: W) -> Letterbox
+    where
+        W: FnOnce(InputSlice<'_>) -> Letterbox,
+    {
+        match self {
+            Input::F32(t) => write(InputSlice::F32(&mut t.extract_tensor_mut().1[index * len..(index + 1) * len])),
+            Input::F16(t) => write(InputSlice::F16(&mut t.extract_tensor_mut().1[index * len..(index + 1) * len])),
+        }
+    }
+}
+
+/// One image's part of an input tensor.
+enum InputSlice<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [half::f16]),
 }
 
 /// A loaded model and how to read it.
@@ -114,10 +140,13 @@ pub struct Detector {
     name: String,
     input_width: u32,
     input_height: u32,
+    /// Whether the input is float16 (else float32).
+    half: bool,
+    /// Input tensors by batch size (index 0: one frame), each made when first needed.
+    inputs: Vec<Option<Input>>,
     labels: Vec<String>,
     min_score: f32,
     nms_iou: f32,
-    input: Input,
     prep: Preprocessor,
     /// How its output reads: known from the declared shape, else from the first output.
     format: ModelFormat,
@@ -126,9 +155,12 @@ pub struct Detector {
 
 impl Detector {
     pub fn load(config: &ModelConfig) -> Result<Self, DetectError> {
-        let env = init_runtime(&config.runtime_path().ok_or(DetectError::NoRuntime)?)?;
+        let key = &config.key;
+        let env =
+            init_runtime(key, &config.runtime_path().ok_or_else(|| DetectError::NoRuntime { key: key.clone() })?)?;
         let name = config.display_name();
-        let model_err = |message: String| DetectError::Model { path: config.path.display().to_string(), message };
+        let model_err =
+            |message: String| DetectError::Model { key: key.clone(), path: config.path.display().to_string(), message };
         if !config.path.is_file() {
             return Err(model_err("no such file".into()));
         }
@@ -152,33 +184,32 @@ impl Detector {
         let input = session.inputs().first().ok_or_else(|| layout_err("the model has no input".into()))?;
         let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
         let side = |d: i64| if d > 0 { d as u32 } else { config.input_size };
-        let (input_height, input_width) = match dims.as_slice() {
-            [_, 3, h, w] => (side(*h), side(*w)),
-            other => return Err(layout_err(format!("input shape {other:?} is not [1, 3, H, W]"))),
+        let (batch, input_height, input_width) = match dims.as_slice() {
+            [1, 3, h, w] => (1, side(*h), side(*w)),
+            // A batch dimension left open: several cameras' frames can run together.
+            [b, 3, h, w] if *b <= 0 => (config.batch.max(1), side(*h), side(*w)),
+            other => return Err(layout_err(format!("input shape {other:?} is not [1, 3, H, W] or [N, 3, H, W]"))),
         };
-        let shape = [1usize, 3, input_height as usize, input_width as usize];
-        let allocator = ort::memory::Allocator::default();
-        let tensor_err = |e: ort::Error| layout_err(format!("cannot make the input tensor: {e}"));
-        let input = match input.dtype().tensor_type() {
-            Some(ort::value::TensorElementType::Float32) => {
-                Input::F32(Tensor::new(&allocator, shape).map_err(tensor_err)?)
-            }
-            Some(ort::value::TensorElementType::Float16) => {
-                Input::F16(Tensor::new(&allocator, shape).map_err(tensor_err)?)
-            }
+        let half = match input.dtype().tensor_type() {
+            Some(ort::value::TensorElementType::Float32) => false,
+            Some(ort::value::TensorElementType::Float16) => true,
             other => return Err(layout_err(format!("input element type {other:?} is not float32 or float16"))),
         };
         let labels = labels(config, &session)?;
         if labels.is_empty() {
-            return Err(layout_err(
-                "no class names: the model has no `names` metadata; set model.labels or model.labels_file".into(),
-            ));
+            return Err(layout_err(format!(
+                "no class names: the model has no `names` metadata; set {key}.labels or {key}.labels_file"
+            )));
         }
         // The declared output shape is read now, so a wrong model fails at start, not per frame;
         // later outputs are read in the format found here. Only a shape that says too little
         // waits for the first output.
         let output = session.outputs().first().ok_or_else(|| layout_err("the model has no output".into()))?;
-        let out_dims: Vec<i64> = output.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut out_dims: Vec<i64> =
+            output.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        if batch > 1 && out_dims.len() == 3 {
+            out_dims[0] = 1; // one image's part of a batch's output
+        }
         let format = match Layout::of(&out_dims, labels.len(), config.format) {
             Ok(layout) => layout.format(),
             Err(_) if out_dims.len() != 3 || out_dims.iter().any(|d| *d <= 0) => config.format,
@@ -189,22 +220,25 @@ impl Detector {
             scale: if config.pixel_range == PixelRange::Unit { 1.0 / 255.0 } else { 1.0 },
         };
         info!(
-            model = %name, input = %format!("{input_width}x{input_height}"), ?format, provider, labels = ?labels,
+            model = %name, input = %format!("{input_width}x{input_height}"), batch, ?format, provider, labels = ?labels,
             "model loaded"
         );
-        Ok(Self {
+        let mut detector = Self {
             session,
             name,
             input_width,
             input_height,
+            half,
+            inputs: (0..batch).map(|_| None).collect(),
             labels,
             min_score: config.min_score,
             nms_iou: config.nms_iou,
-            input,
             prep: Preprocessor::new(input_width, input_height, style),
             format,
             provider,
-        })
+        };
+        detector.input(1)?; // a model whose input cannot be made fails now
+        Ok(detector)
     }
 
     pub fn name(&self) -> &str {
@@ -219,66 +253,122 @@ impl Detector {
         (self.input_width, self.input_height)
     }
 
+    /// The most frames one run takes: 1, or `model.batch` for a model with a dynamic batch.
+    pub fn max_batch(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// The execution provider inference runs on (`cpu`, `cuda`, ...).
     pub fn provider(&self) -> &'static str {
         self.provider
     }
 
-    /// Detects objects in a decoded frame, straight from its YUV planes; boxes in frame pixels.
-    /// Also says how long the preprocessing took.
-    pub fn detect_frame(&mut self, frame: &Frame) -> (Result<Vec<Detection>, DetectError>, Duration) {
+    /// The input tensor for a batch of `n`, made the first time.
+    fn input(&mut self, n: usize) -> Result<&mut Input, DetectError> {
+        let shape = [n, 3, self.input_height as usize, self.input_width as usize];
+        let slot = &mut self.inputs[n - 1];
+        if slot.is_none() {
+            let allocator = ort::memory::Allocator::default();
+            let made = match self.half {
+                false => Tensor::new(&allocator, shape).map(Input::F32),
+                true => Tensor::new(&allocator, shape).map(Input::F16),
+            };
+            let made = made.map_err(|e| DetectError::Layout {
+                model: self.name.clone(),
+                message: format!("cannot make the input tensor: {e}"),
+            })?;
+            *slot = Some(made);
+        }
+        Ok(slot.as_mut().expect("just made"))
+    }
+
+    /// Detects objects in decoded frames, straight from their YUV planes, in one run (at most
+    /// [`max_batch`](Self::max_batch)); boxes in each frame's pixels. Also says how long the
+    /// preprocessing took.
+    pub fn detect_frames(&mut self, frames: &[&Frame]) -> (Result<Vec<Vec<Detection>>, DetectError>, Duration) {
         let started = Instant::now();
-        let lb = match &mut self.input {
-            Input::F32(t) => self.prep.frame(frame, t.extract_tensor_mut().1, |v| v),
-            Input::F16(t) => self.prep.frame(frame, t.extract_tensor_mut().1, half::f16::from_f32),
+        let len = self.prep.input_len();
+        let input = match self.input(frames.len()) {
+            Ok(_) => self.inputs[frames.len() - 1].as_mut().expect("made"),
+            Err(e) => return (Err(e), started.elapsed()),
         };
+        let prep = &mut self.prep;
+        let boxes: Vec<Letterbox> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| {
+                input.write(i, len, |slice| match slice {
+                    InputSlice::F32(out) => prep.frame(frame, out, |v| v),
+                    InputSlice::F16(out) => prep.frame(frame, out, half::f16::from_f32),
+                })
+            })
+            .collect();
         let preprocessed = started.elapsed();
-        (self.infer(&lb), preprocessed)
+        (self.infer(&boxes), preprocessed)
+    }
+
+    /// Detects objects in one decoded frame (see [`detect_frames`](Self::detect_frames)).
+    pub fn detect_frame(&mut self, frame: &Frame) -> (Result<Vec<Detection>, DetectError>, Duration) {
+        let (result, preprocessed) = self.detect_frames(&[frame]);
+        (result.map(|mut all| all.pop().unwrap_or_default()), preprocessed)
     }
 
     /// Detects objects in an RGB image (a photo); boxes in its pixels.
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
-        let lb = match &mut self.input {
-            Input::F32(t) => self.prep.rgb(rgb, t.extract_tensor_mut().1, |v| v),
-            Input::F16(t) => self.prep.rgb(rgb, t.extract_tensor_mut().1, half::f16::from_f32),
-        };
-        self.infer(&lb)
+        let len = self.prep.input_len();
+        self.input(1)?;
+        let (input, prep) = (self.inputs[0].as_mut().expect("made"), &mut self.prep);
+        let lb = input.write(0, len, |slice| match slice {
+            InputSlice::F32(out) => prep.rgb(rgb, out, |v| v),
+            InputSlice::F16(out) => prep.rgb(rgb, out, half::f16::from_f32),
+        });
+        Ok(self.infer(&[lb])?.pop().unwrap_or_default())
     }
 
     /// Runs an already letterboxed RGB 0..1 `[1, 3, H, W]` tensor (float models), mapping boxes
     /// back through `lb`: for comparing with a reference implementation on the same input.
     pub fn detect_tensor(&mut self, tensor: &[f32], lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
-        match &mut self.input {
-            Input::F32(t) => t.extract_tensor_mut().1.copy_from_slice(tensor),
-            Input::F16(t) => {
-                for (d, v) in t.extract_tensor_mut().1.iter_mut().zip(tensor) {
-                    *d = half::f16::from_f32(*v);
-                }
+        let len = self.prep.input_len();
+        self.input(1)?.write(0, len, |slice| {
+            match slice {
+                InputSlice::F32(out) => out.copy_from_slice(tensor),
+                InputSlice::F16(out) => out.iter_mut().zip(tensor).for_each(|(d, v)| *d = half::f16::from_f32(*v)),
             }
-        }
-        self.infer(lb)
+            *lb
+        });
+        Ok(self.infer(std::slice::from_ref(lb))?.pop().unwrap_or_default())
     }
 
-    /// Runs the input tensor as it stands and maps boxes back through `lb`.
-    fn infer(&mut self, lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
+    /// Runs the input tensor of `boxes.len()` images and maps each image's boxes back through
+    /// its letterbox.
+    fn infer(&mut self, boxes: &[Letterbox]) -> Result<Vec<Vec<Detection>>, DetectError> {
         let name = &self.name;
         let infer = |message: String| DetectError::Inference { model: name.clone(), message };
-        let outputs = match &self.input {
+        let outputs = match self.inputs[boxes.len() - 1].as_ref().expect("written before the run") {
             Input::F32(t) => self.session.run(ort::inputs![t]),
             Input::F16(t) => self.session.run(ort::inputs![t]),
         }
         .map_err(|e| infer(e.to_string()))?;
         let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| infer(e.to_string()))?;
         let classes = self.labels.len();
-        let layout = Layout::of(out_shape, classes, self.format)
+        // Each image's part of the output reads as a batch of one.
+        let one: Vec<i64> = out_shape.iter().enumerate().map(|(i, d)| if i == 0 { 1 } else { *d }).collect();
+        let layout = Layout::of(&one, classes, self.format)
             .map_err(|message| DetectError::Layout { model: name.clone(), message })?;
         self.format = layout.format();
-        let found = decode(data, layout, classes, lb, self.min_score);
-        let mut dets = if layout.end_to_end() { found } else { nms(found, self.nms_iou) };
-        for d in &mut dets {
-            d.label = self.labels[d.class_id].clone();
-        }
-        Ok(dets)
+        let per_image = data.len() / boxes.len();
+        Ok(boxes
+            .iter()
+            .zip(data.chunks_exact(per_image))
+            .map(|(lb, data)| {
+                let found = decode(data, layout, classes, lb, self.min_score);
+                let mut dets = if layout.end_to_end() { found } else { nms(found, self.nms_iou) };
+                for d in &mut dets {
+                    d.label = self.labels[d.class_id].clone();
+                }
+                dets
+            })
+            .collect())
     }
 }
 
@@ -289,8 +379,9 @@ fn labels(config: &ModelConfig, session: &Session) -> Result<Vec<String>, Detect
     }
     if !config.labels_file.as_os_str().is_empty() {
         let text = std::fs::read_to_string(&config.labels_file).map_err(|e| DetectError::Model {
+            key: config.key.clone(),
             path: config.labels_file.display().to_string(),
-            message: format!("model.labels_file: {e}"),
+            message: format!("{}.labels_file: {e}", config.key),
         })?;
         return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect());
     }
@@ -314,37 +405,70 @@ fn parse_names(raw: &str) -> Vec<String> {
     names.into_iter().map(|(_, n)| n).collect()
 }
 
-/// What the detector hands to a camera's rules: the frame and what was found in it.
+/// A frame on its way through the models its camera's rules read, with what they found so
+/// far; after the last model it goes to the camera's rules.
 pub struct Detected {
     pub frame: Arc<Frame>,
     pub detections: Vec<Detection>,
 }
 
-/// Serves every camera's frames until `input` ends; `outputs[i]` and `counters[i]` belong to
-/// the camera whose frames come with key `i`.
-pub fn run_worker(
-    mut detector: Detector,
-    input: &EdgeReceiver<Arc<Frame>>,
-    outputs: Vec<EdgeSender<Detected>>,
-    counters: Vec<Arc<CameraCounters>>,
-    camera_ids: Vec<String>,
-) {
-    crate::testing::maybe_panic("detect", camera_ids.first().map(String::as_str).unwrap_or_default());
-    while let Some((camera, frame)) = input.recv_keyed() {
-        let started = Instant::now();
-        let (result, preprocessing) = detector.detect_frame(&frame);
-        let c = &counters[camera];
-        c.detect_busy.add_since(started);
-        c.preprocess_busy.add(preprocessing.as_nanos() as u64);
-        c.latency.record((chrono::Utc::now() - frame.at).num_milliseconds().clamp(0, u32::MAX as i64) as u32);
-        match result {
-            Ok(detections) => {
-                counters[camera].frames_detected.inc();
-                counters[camera].detections.add(detections.len() as u64);
-                // A closed output means that camera is shutting down; the others go on.
-                let _ = outputs[camera].send(Detected { frame, detections });
+impl From<Arc<Frame>> for Detected {
+    fn from(frame: Arc<Frame>) -> Self {
+        Self { frame, detections: Vec::new() }
+    }
+}
+
+/// One model's inference worker: its index among the models, the edge it takes frames from
+/// (keyed by camera), and per camera where a frame goes next (the camera's next model or its
+/// rules; `None` for cameras that do not use this model).
+pub struct Worker {
+    pub detector: Detector,
+    pub model: usize,
+    pub input: Arc<EdgeReceiver<Detected>>,
+    pub outputs: Vec<Option<EdgeSender<Detected>>>,
+    pub counters: Vec<Arc<CameraCounters>>,
+    pub stats: Arc<ModelCounters>,
+    pub camera_ids: Vec<String>,
+}
+
+impl Worker {
+    /// Runs until the input edge ends: each run takes the waiting frames, one per camera (up
+    /// to the model's batch), detects them together, and passes each on.
+    pub fn run(mut self) {
+        crate::testing::maybe_panic("detect", self.camera_ids.first().map(String::as_str).unwrap_or_default());
+        loop {
+            let batch = self.input.recv_batch(self.detector.max_batch());
+            if batch.is_empty() {
+                return;
             }
-            Err(error) => warn!(%error, camera = %camera_ids[camera], "detection failed; frame skipped"),
+            let started = Instant::now();
+            let frames: Vec<&Frame> = batch.iter().map(|(_, d)| &*d.frame).collect();
+            let (result, preprocessing) = self.detector.detect_frames(&frames);
+            self.stats.ran(batch.len(), started);
+            // Each frame of a run is charged an equal share of it.
+            let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;
+            let (busy, preprocessing) = (share(started.elapsed()), share(preprocessing));
+            for (camera, _) in &batch {
+                self.counters[*camera].detect_busy.add(busy);
+                self.counters[*camera].preprocess_busy.add(preprocessing);
+            }
+            match result {
+                Ok(found) => {
+                    for ((camera, mut job), mut detections) in batch.into_iter().zip(found) {
+                        detections.iter_mut().for_each(|d| d.model = self.model);
+                        job.detections.append(&mut detections);
+                        // A closed output means that camera is shutting down; the others go on.
+                        if let Some(next) = &self.outputs[camera] {
+                            let _ = next.send(job);
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.stats.failures.inc();
+                    let cameras: Vec<&str> = batch.iter().map(|(c, _)| self.camera_ids[*c].as_str()).collect();
+                    warn!(%error, model = %self.detector.name(), ?cameras, "detection failed; frames skipped");
+                }
+            }
         }
     }
 }

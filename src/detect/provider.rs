@@ -16,7 +16,7 @@ pub fn apply(builder: SessionBuilder, config: &ModelConfig) -> Result<(SessionBu
         Provider::Tensorrt => "tensorrt",
         Provider::Openvino => "openvino",
     };
-    let refused = |reason: String| DetectError::Provider { provider: wanted, reason };
+    let refused = |reason: String| DetectError::Provider { key: config.key.clone(), provider: wanted, reason };
     let registered = match dispatch(config.provider) {
         Err(reason) => Err((builder, reason)),
         Ok((ep, true)) => builder.with_execution_providers([ep.error_on_failure()]).map_err(|e| {
@@ -31,7 +31,7 @@ pub fn apply(builder: SessionBuilder, config: &ModelConfig) -> Result<(SessionBu
     match registered {
         Ok(builder) => Ok((builder, wanted)),
         Err((builder, reason)) if config.provider_fallback => {
-            warn!(provider = wanted, %reason, "model.provider is not available; running on the CPU (model.provider_fallback)");
+            warn!(model = %config.key, provider = wanted, %reason, "provider not available; running on the CPU (provider_fallback)");
             Ok((builder, "cpu"))
         }
         Err((_, reason)) => Err(refused(reason)),

@@ -85,7 +85,7 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
     let mut out = Vec::new();
     let mut keep = |class_id: usize, score: f32, bbox: BBox| {
         if score >= min_score && bbox.area() > 0.0 && class_id < classes {
-            out.push(Detection { class_id, label: String::new(), score, bbox });
+            out.push(Detection { model: 0, class_id, label: String::new(), score, bbox });
         }
     };
     match layout {
@@ -238,6 +238,7 @@ mod tests {
     fn nms_finds_overlaps_across_grid_cells() {
         // Boxes far apart stretch the grid; the overlapping pair straddles cell borders.
         let d = |score, x1: f32, y1: f32, size: f32| Detection {
+            model: 0,
             class_id: 0,
             label: String::new(),
             score,
@@ -251,7 +252,7 @@ mod tests {
     #[test]
     fn nms_handles_ties_and_nothing() {
         let b = BBox { x1: 0.0, y1: 0.0, x2: 10.0, y2: 10.0 };
-        let d = |score| Detection { class_id: 0, label: String::new(), score, bbox: b };
+        let d = |score| Detection { model: 0, class_id: 0, label: String::new(), score, bbox: b };
         assert_eq!(nms(vec![d(0.5), d(0.5)], 0.45).len(), 1, "equal boxes, equal scores: one kept");
         assert!(nms(Vec::new(), 0.45).is_empty());
     }
@@ -259,7 +260,7 @@ mod tests {
     #[test]
     fn nms_is_per_class() {
         let b = |x: f32| BBox { x1: x, y1: 0.0, x2: x + 10.0, y2: 10.0 };
-        let d = |class_id, score, x| Detection { class_id, label: String::new(), score, bbox: b(x) };
+        let d = |class_id, score, x| Detection { model: 0, class_id, label: String::new(), score, bbox: b(x) };
         let kept = nms(vec![d(0, 0.8, 0.0), d(0, 0.9, 1.0), d(1, 0.7, 0.0), d(0, 0.6, 50.0)], 0.45);
         let summary: Vec<_> = kept.iter().map(|k| (k.class_id, k.score)).collect();
         assert_eq!(summary, vec![(0, 0.9), (1, 0.7), (0, 0.6)]);

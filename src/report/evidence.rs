@@ -197,6 +197,7 @@ mod tests {
         let mut evidence = Evidence::new(vec!["face".into()]);
         let f = frame(0);
         let face = Detection {
+            model: 0,
             class_id: 3,
             label: "face".into(),
             score: 0.9,

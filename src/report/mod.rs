@@ -31,7 +31,8 @@ pub struct Origin {
     pub camera_id: String,
     pub camera_name: String,
     pub camera_location: String,
-    pub model_name: String,
+    /// Every model's name, as `Config::all_models` lists them: a report names its rule's.
+    pub model_names: Vec<String>,
     pub config_version: String,
     /// How snapshots are made (size, quality, privacy masks).
     pub snapshot: SnapshotStyle,
@@ -287,7 +288,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
             })
             .collect(),
         description: text::describe(&shown, origin),
-        model: ModelInfo { name: origin.model_name.clone() },
+        model: ModelInfo { name: origin.model_names.get(event.rule.model).cloned().unwrap_or_default() },
         config_version: origin.config_version.clone(),
         clock_synchronized: crate::clock::is_synchronized(),
         snapshot,

@@ -343,7 +343,7 @@ mod tests {
             camera_id: "c".into(),
             camera_name: "Cam".into(),
             camera_location: String::new(),
-            model_name: "m".into(),
+            model_names: vec!["m".into()],
             config_version: "v".into(),
             snapshot: style,
             class_names: Default::default(),

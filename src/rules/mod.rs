@@ -227,7 +227,7 @@ impl RuleEngine {
         let mine: Vec<Detection> = detections
             .iter()
             .filter(|d| {
-                let Some(f) = rule.filters.get(&d.label) else { return false };
+                let Some(f) = rule.filters.get(&d.label).filter(|_| d.model == rule.model) else { return false };
                 let (bw, bh) = ((d.bbox.x2 - d.bbox.x1) as f64, (d.bbox.y2 - d.bbox.y1) as f64);
                 let (area, ratio) = (bw * bh / frame_area, if bh > 0.0 { bw / bh } else { 0.0 });
                 d.score >= f.min_score

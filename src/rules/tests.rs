@@ -26,6 +26,7 @@ pub(crate) fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
             membership: Membership::BottomCenter,
             inertia: 2,
         },
+        model: 0,
         classes: vec!["motorbike".into()],
         filters: BTreeMap::from([("motorbike".to_string(), filter)]),
         min_count: 1,
@@ -49,6 +50,7 @@ fn t(secs: f64) -> DateTime<Utc> {
 
 fn obj(x: f32, y_bottom: f32) -> Detection {
     Detection {
+        model: 0,
         class_id: 0,
         label: "motorbike".into(),
         score: 0.9,

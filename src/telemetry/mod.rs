@@ -45,6 +45,34 @@ impl Counter {
     }
 }
 
+/// Per-model counters: how its inferences went, and how many frames each one carried.
+#[derive(Debug, Default)]
+pub struct ModelCounters {
+    /// Inference runs, frames in them (runs of several frames when batching), and the largest
+    /// batch yet.
+    pub runs: Counter,
+    pub frames: Counter,
+    pub largest_batch: Counter,
+    /// Nanoseconds inside runs, preprocessing included.
+    pub busy: Counter,
+    pub failures: Counter,
+}
+
+impl ModelCounters {
+    /// Records a run of `frames` frames that started at `started`.
+    pub fn ran(&self, frames: usize, started: Instant) {
+        self.runs.inc();
+        self.frames.add(frames as u64);
+        self.largest_batch.0.fetch_max(frames as u64, Ordering::Relaxed);
+        self.busy.add_since(started);
+    }
+
+    /// Frames per run on average (0 before the first).
+    pub fn mean_batch(&self) -> f64 {
+        self.frames.get() as f64 / self.runs.get().max(1) as f64
+    }
+}
+
 /// Per-camera counters. The edges' own counters (`encoded`, `frames`, `detections`) count
 /// intended drops by a pipeline policy (see `pipeline`); `decode_errors` are not intended.
 #[derive(Debug, Default)]

@@ -4,6 +4,7 @@
 
 use crate::support::*;
 use fieldwatch::config::ModelConfig;
+use fieldwatch::decode::Frame;
 use fieldwatch::detect::Detector;
 use image::{Rgb, RgbImage};
 use rand::rngs::StdRng;
@@ -169,4 +170,26 @@ fn an_unavailable_provider_is_refused_or_falls_back_to_the_cpu() {
     let mut detector = load("squares.onnx", cuda(true)).unwrap();
     assert_eq!(detector.provider(), "cpu");
     assert_eq!(findings(&mut detector), findings(&mut squares_detector()));
+}
+
+/// A model with a dynamic batch dimension (make_squares.py's `batch` variant) runs frames of
+/// several cameras in one run, as YUV frames, and finds in each exactly what it finds alone.
+#[test]
+fn a_dynamic_batch_model_runs_several_frames_together_with_the_same_results() {
+    let mut batched = load("squares_batch.onnx", |c| c.batch = 3).unwrap();
+    assert_eq!(batched.max_batch(), 3);
+    let mut single = squares_detector();
+    assert_eq!(single.max_batch(), 1, "a fixed batch of 1 is never batched");
+    let frames: Vec<Frame> = (0..3u64)
+        .map(|seed| Frame::from_rgb(&layout(&mut StdRng::seed_from_u64(seed), 640, 360).0, chrono::Utc::now()))
+        .collect();
+    for n in [3, 2, 1] {
+        let refs: Vec<&Frame> = frames.iter().take(n).collect();
+        let together = batched.detect_frames(&refs).0.unwrap();
+        assert_eq!(together.len(), n);
+        for (frame, found) in frames.iter().zip(together) {
+            assert!(found.len() >= 4, "{found:?}");
+            assert_eq!(found, single.detect_frame(frame).0.unwrap(), "batch of {n}");
+        }
+    }
 }
