@@ -2,10 +2,12 @@
 //! (114, as YOLOv8 was trained), and remember how to map model pixels back to frame pixels.
 //!
 //! A [`Preprocessor`] goes straight from the decoded YUV 4:2:0 frame to the model's input: the
-//! planes are scaled down first (SIMD, `fast_image_resize`), only the small result is converted
-//! to RGB (`yuvutils-rs`), and it is written into the caller's input tensor in the model's
-//! channel order and value range. Its buffers are kept between frames, so steady work allocates
-//! nothing and never makes a full-size RGB image.
+//! three planes are scaled to the letterboxed size first (SIMD, `fast_image_resize`; chroma is
+//! scaled up bilinearly on the way), then each channel of the model's input is computed from
+//! them (exact BT.601 in floating point) straight into the caller's input tensor, in the model's
+//! channel order and value range. Its buffers
+//! are kept between frames, so steady work allocates nothing and never makes a full-size RGB
+//! image.
 
 use crate::decode::Frame;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image, images::ImageRef};
@@ -69,14 +71,13 @@ pub struct Preprocessor {
     input_height: u32,
     style: InputStyle,
     resizer: Resizer,
-    /// The scaled planes and their RGB, kept for the next frame of the same size.
+    /// The scaled Y, U and V planes, kept for the next frame of the same size.
     planes: Option<[Image<'static>; 3]>,
-    rgb: Vec<u8>,
 }
 
 impl Preprocessor {
     pub fn new(input_width: u32, input_height: u32, style: InputStyle) -> Self {
-        Self { input_width, input_height, style, resizer: Resizer::new(), planes: None, rgb: Vec::new() }
+        Self { input_width, input_height, style, resizer: Resizer::new(), planes: None }
     }
 
     pub fn input_len(&self) -> usize {
@@ -88,11 +89,11 @@ impl Preprocessor {
     pub fn frame<T: Copy>(&mut self, frame: &Frame, out: &mut [T], convert: impl Fn(f32) -> T) -> Letterbox {
         let lb = Letterbox::new(frame.width, frame.height, self.input_width, self.input_height);
         let (sw, sh) = (lb.scaled_width, lb.scaled_height);
-        let (cw, ch) = (sw.div_ceil(2), sh.div_ceil(2));
-        let fits = |p: &[Image<'static>; 3]| (p[0].width(), p[0].height(), p[1].width()) == (sw, sh, cw);
+        // Every plane is scaled to the letterboxed size, chroma included: scaling chroma up
+        // bilinearly here is what a full-size conversion followed by a resize would give.
+        let fits = |p: &[Image<'static>; 3]| (p[0].width(), p[0].height()) == (sw, sh);
         if !self.planes.as_ref().is_some_and(fits) {
-            let plane = |w, h| Image::new(w, h, PixelType::U8);
-            self.planes = Some([plane(sw, sh), plane(cw, ch), plane(cw, ch)]);
+            self.planes = Some([(); 3].map(|_| Image::new(sw, sh, PixelType::U8)));
         }
         let planes = self.planes.as_mut().expect("just made");
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
@@ -103,21 +104,22 @@ impl Preprocessor {
             let src = ImageRef::new(w, h, data, PixelType::U8).expect("planes are packed width*height");
             self.resizer.resize(&src, plane, &options).expect("both planes are U8");
         }
-        let image = yuvutils_rs::YuvPlanarImage {
-            y_plane: planes[0].buffer(),
-            y_stride: sw,
-            u_plane: planes[1].buffer(),
-            u_stride: cw,
-            v_plane: planes[2].buffer(),
-            v_stride: cw,
-            width: sw,
-            height: sh,
-        };
-        let range = if frame.full_range { yuvutils_rs::YuvRange::Full } else { yuvutils_rs::YuvRange::Limited };
-        self.rgb.resize(sw as usize * sh as usize * 3, 0);
-        yuvutils_rs::yuv420_to_rgb(&image, &mut self.rgb, sw * 3, range, yuvutils_rs::YuvStandardMatrix::Bt601)
-            .expect("plane sizes follow the scaled size");
-        self.fill(&lb, out, convert);
+        let planes = self.planes.as_ref().expect("just made");
+        let (y, u, v) = (planes[0].buffer(), planes[1].buffer(), planes[2].buffer());
+        let (c, scale, sw) = (Bt601::new(frame.full_range), self.style.scale, sw as usize);
+        self.fill(&lb, out, &convert, |row, [r, g, b]| {
+            let at = row * sw..(row + 1) * sw;
+            let (y, u, v) = (&y[at.clone()], &u[at.clone()], &v[at]);
+            for ((d, y), v) in r.iter_mut().zip(y).zip(v) {
+                *d = convert(c.red(*y, *v) * scale);
+            }
+            for (d, (y, (u, v))) in g.iter_mut().zip(y.iter().zip(u.iter().zip(v))) {
+                *d = convert(c.green(*y, *u, *v) * scale);
+            }
+            for ((d, y), u) in b.iter_mut().zip(y).zip(u) {
+                *d = convert(c.blue(*y, *u) * scale);
+            }
+        });
         lb
     }
 
@@ -129,29 +131,76 @@ impl Preprocessor {
         let mut scaled = Image::new(lb.scaled_width, lb.scaled_height, PixelType::U8x3);
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
         self.resizer.resize(&src, &mut scaled, &options).expect("source and destination are both U8x3");
-        self.rgb = scaled.into_vec();
-        self.fill(&lb, out, convert);
+        let (scaled, sw, scale) = (scaled.buffer(), lb.scaled_width as usize, self.style.scale);
+        self.fill(&lb, out, &convert, |row, channels| {
+            let pixels = scaled[row * sw * 3..(row + 1) * sw * 3].chunks_exact(3);
+            for (c, dst) in channels.into_iter().enumerate() {
+                for (d, px) in dst.iter_mut().zip(pixels.clone()) {
+                    *d = convert(px[c] as f32 * scale);
+                }
+            }
+        });
         lb
     }
 
-    /// Writes the scaled RGB in `self.rgb` into `out`, padded, in the model's order and range.
-    fn fill<T: Copy>(&self, lb: &Letterbox, out: &mut [T], convert: impl Fn(f32) -> T) {
+    /// Pads `out` and has `write_row(y, [r, g, b])` write row `y` of the scaled image into the
+    /// rows of the red, green and blue planes where it lands (in the model's channel order).
+    fn fill<T: Copy>(
+        &self,
+        lb: &Letterbox,
+        out: &mut [T],
+        convert: impl Fn(f32) -> T,
+        mut write_row: impl FnMut(usize, [&mut [T]; 3]),
+    ) {
         let (w, plane) = (self.input_width as usize, self.input_width as usize * self.input_height as usize);
         assert_eq!(out.len(), 3 * plane, "the input tensor is [1, 3, H, W]");
-        let scale = self.style.scale;
-        out.fill(convert(PAD * scale));
-        let channels = if self.style.bgr { [2, 1, 0] } else { [0, 1, 2] };
+        out.fill(convert(PAD * self.style.scale));
+        let (first, rest) = out.split_at_mut(plane);
+        let (second, third) = rest.split_at_mut(plane);
         let sw = lb.scaled_width as usize;
         for y in 0..lb.scaled_height as usize {
-            let row = (y + lb.pad_y as usize) * w + lb.pad_x as usize;
-            let src_row = &self.rgb[y * sw * 3..(y + 1) * sw * 3];
-            for (c, source) in channels.into_iter().enumerate() {
-                let dst = &mut out[c * plane + row..c * plane + row + sw];
-                for (d, px) in dst.iter_mut().zip(src_row.chunks_exact(3)) {
-                    *d = convert(px[source] as f32 * scale);
-                }
-            }
+            let at =
+                (y + lb.pad_y as usize) * w + lb.pad_x as usize..(y + lb.pad_y as usize) * w + lb.pad_x as usize + sw;
+            let (p0, p1, p2) = (&mut first[at.clone()], &mut second[at.clone()], &mut third[at]);
+            write_row(y, if self.style.bgr { [p2, p1, p0] } else { [p0, p1, p2] });
         }
+    }
+}
+
+/// BT.601 YUV to RGB in floating point, as SD and most IP cameras signal it: exact, so the
+/// model sees what a full-size conversion would give (integer converters round by up to a level).
+struct Bt601 {
+    luma: f32,
+    chroma: f32,
+    black: f32,
+}
+
+impl Bt601 {
+    fn new(full_range: bool) -> Self {
+        match full_range {
+            true => Self { luma: 1.0, chroma: 1.0, black: 0.0 },
+            false => Self { luma: 255.0 / 219.0, chroma: 255.0 / 224.0, black: 16.0 },
+        }
+    }
+
+    fn luma(&self, y: u8) -> f32 {
+        (y as f32 - self.black) * self.luma
+    }
+
+    fn chroma(&self, c: u8) -> f32 {
+        (c as f32 - 128.0) * self.chroma
+    }
+
+    fn red(&self, y: u8, v: u8) -> f32 {
+        (self.luma(y) + 1.402 * self.chroma(v)).max(0.0).min(255.0)
+    }
+
+    fn green(&self, y: u8, u: u8, v: u8) -> f32 {
+        (self.luma(y) - 0.344_136 * self.chroma(u) - 0.714_136 * self.chroma(v)).max(0.0).min(255.0)
+    }
+
+    fn blue(&self, y: u8, u: u8) -> f32 {
+        (self.luma(y) + 1.772 * self.chroma(u)).max(0.0).min(255.0)
     }
 }
 
