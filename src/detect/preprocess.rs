@@ -192,16 +192,23 @@ impl Bt601 {
     }
 
     fn red(&self, y: u8, v: u8) -> f32 {
-        (self.luma(y) + 1.402 * self.chroma(v)).max(0.0).min(255.0)
+        byte_range(self.luma(y) + 1.402 * self.chroma(v))
     }
 
     fn green(&self, y: u8, u: u8, v: u8) -> f32 {
-        (self.luma(y) - 0.344_136 * self.chroma(u) - 0.714_136 * self.chroma(v)).max(0.0).min(255.0)
+        byte_range(self.luma(y) - 0.344_136 * self.chroma(u) - 0.714_136 * self.chroma(v))
     }
 
     fn blue(&self, y: u8, u: u8) -> f32 {
-        (self.luma(y) + 1.772 * self.chroma(u)).max(0.0).min(255.0)
+        byte_range(self.luma(y) + 1.772 * self.chroma(u))
     }
+}
+
+/// `v` limited to 0..=255. Not `clamp`: its checks keep the conversion loops from being
+/// vectorised (3.3 ms instead of 2.1 ms per 1080p frame).
+#[allow(clippy::manual_clamp)]
+fn byte_range(v: f32) -> f32 {
+    v.max(0.0).min(255.0)
 }
 
 /// The `[1, 3, H, W]` RGB 0..1 tensor for `rgb`, freshly allocated (tests and benchmarks).
