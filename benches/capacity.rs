@@ -2,10 +2,11 @@
 //! RTSP cameras (GStreamer, a 720p25 or 1080p25 H.264 High clip), a local mosquitto and the
 //! daemon with the real person model at `detect_fps = 1`, lets it settle, and measures over a
 //! window: detections per second per camera, process CPU and CPU by stage (from the daemon's own
-//! counters in its heartbeat), frame drops by reason, capture-to-detection latency, resident
-//! memory and open files. A step *holds* when every camera keeps 0.95 of `detect_fps` and the
-//! latency shows no backlog (p95 under 3 s). It also measures a bare inference loop on the same
-//! model and threads, the runtime's own limit, to set the daemon's aggregate against.
+//! counters in its heartbeat), frame drops by reason, capture-to-detection latency, peak
+//! resident memory (sampled every 250 ms) and open files. A step *holds* when every camera keeps
+//! 0.95 of `detect_fps` and the latency shows no backlog (p95 under 3 s). It also measures a
+//! bare inference loop on the same model and threads, the runtime's own limit, to set the
+//! daemon's aggregate against.
 //!
 //! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
 //!  [--seconds 30] [--warmup 15] [--threads T] [--workers W] [--arena true] [--soak MINUTES]
@@ -196,8 +197,13 @@ fn step(
         }
     }
     let (t0, a, cpu0, _, _) = snapshot();
-    std::thread::sleep(window);
-    let (t1, b, cpu1, rss, fds) = snapshot();
+    // Resident memory rises and falls with each inference: the window's peak is what counts.
+    let (mut rss, started) = (0, Instant::now());
+    while started.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(started.elapsed())));
+        rss = rss.max(proc_stats(pid).1);
+    }
+    let (t1, b, cpu1, _, fds) = snapshot();
     let secs = (t1 - t0).as_secs_f64();
     let rate = |path: &str| -> Vec<f64> {
         per_camera(&b, path).iter().zip(per_camera(&a, path)).map(|(b, a)| (b - a) / secs).collect()
@@ -220,7 +226,7 @@ fn step(
         "stage_cpu_cores": { "decode": busy("decode"), "preprocess": busy("preprocess"), "inference": busy("inference"), "rules": busy("rules") },
         "dropped": { "encoded": dropped("encoded"), "frames_replaced": dropped("frames_replaced"), "detections": dropped("detections") },
         "latency_ms": { "p50": p50, "p95": p95 },
-        "rss_bytes": rss, "open_files": fds,
+        "peak_rss_bytes": rss, "open_files": fds,
     });
     Step { cameras, json, holds }
 }
@@ -294,7 +300,7 @@ fn main() {
          bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s"
     );
     println!(
-        "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  rss MB  files"
+        "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB  files"
     );
     let mut steps = Vec::new();
     let stop_at_failure = arg("--cameras").is_none();
@@ -318,7 +324,7 @@ fn main() {
             dr["detections"].as_f64().unwrap(),
             j["latency_ms"]["p50"],
             j["latency_ms"]["p95"],
-            j["rss_bytes"].as_f64().unwrap() / 1e6,
+            j["peak_rss_bytes"].as_f64().unwrap() / 1e6,
             j["open_files"],
             if s.holds { "holds" } else { "does not hold" },
         );

@@ -154,6 +154,8 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let config = &settings.config;
     let used = used_models(&settings);
     let models = load_models(&settings, |i, m| if used[i] { m.workers } else { 0 })?;
+    // Building sessions frees far more than it keeps (the parsed model, optimiser copies).
+    crate::telemetry::release_free_memory();
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
     // Disk first: a state directory that cannot be written stops us before anything runs.

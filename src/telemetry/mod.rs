@@ -22,6 +22,16 @@ pub fn init_logging(default_filter: &str) {
         .try_init();
 }
 
+/// Hands memory the allocator holds free back to the system (glibc keeps freed memory in its
+/// arenas, so what loading models and running inferences freed would stay resident).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
