@@ -24,6 +24,8 @@ each output format and input convention:
                     ONNX NonMaxSuppression inside the model, as end-to-end exports (YOLOv10,
                     YOLO26) give them; K varies
   fp16_bgr_255      input float16, BGR channel order, 0..255 values; output as yolov8
+  rank2             a broken export: output [4 + C, N], without the batch dimension (for the
+                    test of clear errors on models that fit no layout)
   batch             a dynamic batch dimension: input [N, 3, H, W], output [N, 4 + C, anchors]
                     (the yolov8 detector applied to each image by an ONNX Scan)
 
@@ -180,6 +182,9 @@ def build(variant="yolov8"):
         out = node("Concat", [kept_corners, kept_score, kept_class], "e2e_rows", axis=1)  # [K, 6]
         node("Unsqueeze", [out, "ax0"], "output0")
         out_shape = [1, "detections", 6]
+    elif variant == "rank2":
+        node("Reshape", [rows, const("out_shape", np.array([4 + c, n], np.int64))], "output0")
+        out_shape = [4 + c, n]
     else:
         node("Reshape", [rows, const("out_shape", np.array([1, 4 + c, n], np.int64))], "output0")
         out_shape = [1, 4 + c, n]
@@ -226,6 +231,6 @@ if __name__ == "__main__":
     variant = "yolov8"
     if args[:1] == ["--variant"] and len(args) == 3:
         variant, args = args[1], args[2:]
-    if len(args) != 1 or variant not in ("yolov8", "yolov5", "e2e", "fp16_bgr_255", "batch"):
+    if len(args) != 1 or variant not in ("yolov8", "yolov5", "e2e", "fp16_bgr_255", "rank2", "batch"):
         sys.exit(__doc__)
     onnx.save(build(variant), args[0])

@@ -210,9 +210,10 @@ impl Detector {
         if batch > 1 && out_dims.len() == 3 {
             out_dims[0] = 1; // one image's part of a batch's output
         }
+        let open = out_dims.is_empty() || (out_dims.len() == 3 && out_dims.iter().any(|d| *d <= 0));
         let format = match Layout::of(&out_dims, labels.len(), config.format) {
             Ok(layout) => layout.format(),
-            Err(_) if out_dims.len() != 3 || out_dims.iter().any(|d| *d <= 0) => config.format,
+            Err(_) if open => config.format,
             Err(message) => return Err(layout_err(message)),
         };
         let style = InputStyle {

@@ -55,6 +55,25 @@ fn two_models_on_one_camera_each_rule_reads_its_own() {
     let (code, out) = check(&dir, &config_text(&config).replace("model = \"bins\"", "model = \"trash\""));
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("cameras[0].rules[1].model: \"trash\" is not a model of the config"), "{out}");
+
+    // A technician tries either model on a photo by name.
+    let mut photo = image::RgbImage::from_pixel(640, 360, image::Rgb([90, 90, 90]));
+    paint_square(&mut photo, 100, 100, 60, image::Rgb([230, 20, 20]));
+    let photo_path = dir.join("square.jpg");
+    photo.save(&photo_path).unwrap();
+    let detect = |model: &str| {
+        let (config, out, photo) =
+            (config.display().to_string(), dir.display().to_string(), photo_path.display().to_string());
+        fieldwatch(&["detect", "--config", &config, "--out", &out, "--model", model, &photo])
+    };
+    for (model, label) in [("squares", "red"), ("bins", "bin_red")] {
+        let (code, out) = detect(model);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("\"label\": \"{label}\"")), "{model}: {out}");
+    }
+    let (code, out) = detect("trash");
+    assert_ne!(code, 0);
+    assert!(out.contains("--model: no model \"trash\" in the config (it has [\"squares\", \"bins\"])"), "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

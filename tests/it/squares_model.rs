@@ -144,6 +144,10 @@ fn bad_models_are_clear_errors_naming_what_is_wrong() {
     let error = load("squares.onnx", |c| c.format = fieldwatch::config::ModelFormat::Yolov5).err().unwrap().to_string();
     assert!(error.contains("model.format"), "{error}");
 
+    // An output without its batch dimension fits no layout: refused at load, not per frame.
+    let error = load("squares_rank2.onnx", |_| {}).err().unwrap().to_string();
+    assert!(error.contains("output shape [6, 1600] is not [1, rows, columns]"), "{error}");
+
     // No class names at all: an empty labels file.
     let empty = dir.join("labels.txt");
     std::fs::write(&empty, "\n").unwrap();
