@@ -20,7 +20,7 @@ use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::state::{StateError, StateFile};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
-use crate::telemetry::{CameraCounters, ModelCounters};
+use crate::telemetry::{CameraCounters, ModelCounters, Stages};
 use crate::{decode, detect};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -183,9 +183,12 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         shutdown.clone(),
     );
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+    tokio::spawn(crate::systemd::watchdog(started.stages.clone(), shutdown.clone()));
+    crate::systemd::ready();
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
     info!("shutting down");
+    crate::systemd::stopping();
     started.frames.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
     let result = supervisor.result().map_err(AppError::from);
@@ -527,6 +530,8 @@ struct CameraStart {
 /// Handles on the stages [`start_cameras`] started.
 struct Started {
     counters: Vec<Arc<CameraCounters>>,
+    /// The daemon's own stages that can hang (decoders, inference workers), for the watchdog.
+    stages: Stages,
     /// The models running, with their counters.
     models: Vec<ModelStatus>,
     /// Stop the models' inference workers at shutdown.
@@ -564,6 +569,7 @@ fn start_cameras(
     let version = config_version(config);
     let model_names: Vec<String> = config.all_models().into_iter().map(|m| m.name).collect();
     let counters: Vec<Arc<CameraCounters>> = cameras.iter().map(|_| Arc::default()).collect();
+    let stages = Stages::default();
     let frame_edges: Vec<(EdgeSender<Detected>, EdgeReceiver<Detected>)> =
         models.iter().map(|_| edge(policies.frames, counters.iter().map(|c| c.frames.clone()).collect())).collect();
     // outputs[m][camera]: where model m sends that camera's frames next.
@@ -596,6 +602,7 @@ fn start_cameras(
         };
         supervisor.spawn(Stage::of("source", &camera.id), source.instrument(span.clone()));
 
+        stages.add(format!("decode {}", camera.id), c.decoding.clone());
         let (cam, frames, cc) = (camera.clone(), frame_edges[route[0]].0.keyed(index), c.clone());
         supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
             decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, frames, &cc);
@@ -631,8 +638,9 @@ fn start_cameras(
         closers.push(rx.closer());
         // Every worker of a model takes the next cameras' newest frames from the same edge.
         let input = Arc::new(rx);
-        for detector in detectors {
+        for (n, detector) in detectors.into_iter().enumerate() {
             let worker = detect::Worker {
+                progress: stages.register(format!("detect {} #{}", detector.name(), n + 1)),
                 detector,
                 model: m,
                 input: input.clone(),
@@ -647,7 +655,7 @@ fn start_cameras(
             });
         }
     }
-    Started { counters, models: running, frames: closers }
+    Started { counters, stages, models: running, frames: closers }
 }
 
 /// Applies `camera`'s rules to each detection result; events become reports. With a `state`

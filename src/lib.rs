@@ -22,13 +22,15 @@
 //! - [`source`]: the source trait; RTSP (retina) with reconnect, backoff and stall timeout, and
 //!   clips (libavformat); stream-time anchors.
 //! - [`decode`]: libavcodec decoding and frame sampling.
-//! - [`detect`]: letterbox, ONNX Runtime, YOLOv8 output decoding, NMS.
+//! - [`detect`]: letterbox from YUV, ONNX Runtime, output decoding (YOLOv8, YOLOv5,
+//!   end-to-end), NMS; inference workers per model, batching.
 //! - [`rules`]: one camera's logic as a pure unit: zones, dwell, incidents (time injected).
 //! - [`report`]: the versioned report JSON, descriptions and snapshots.
 //! - [`outbox`]: the durable queue of reports on disk, between the rules and the broker.
 //! - [`publish`]: MQTT client, delivering the outbox one acknowledged report at a time; status
 //!   and last will.
-//! - [`telemetry`]: logging and counters.
+//! - [`telemetry`]: logging, counters, and each own stage's progress.
+//! - [`systemd`]: READY, STOPPING and watchdog pings while the daemon's own stages progress.
 
 pub mod app;
 pub mod clock;
@@ -44,6 +46,7 @@ pub mod rules;
 pub mod source;
 pub mod state;
 pub mod supervisor;
+pub mod systemd;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;

@@ -5,8 +5,9 @@
 //! and per report. It exists so the tests can prove that a dying stage stops the daemon with a
 //! non-zero exit instead of leaving it half alive, and that a report is not lost to a panic.
 //!
-//! `FIELDWATCH_TEST_BLOCK=STAGE:CAMERA:SECS` makes that stage stop taking work for SECS when it
-//! starts (decode only, today), so the tests can tell a blocked pipeline from a silent camera.
+//! `FIELDWATCH_TEST_BLOCK=STAGE:CAMERA:SECS` makes that stage stop for SECS: decode when it
+//! starts (idle: a blocked pipeline, not a silent camera), detect inside its first run for that
+//! camera (busy: a hung inference worker, which the watchdog must notice).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,12 +30,15 @@ pub fn maybe_panic_once(stage: &str, camera: &str) {
     }
 }
 
-/// Sleeps for the seconds `FIELDWATCH_TEST_BLOCK` gives this stage of this camera, if any.
+/// Sleeps for the seconds `FIELDWATCH_TEST_BLOCK` gives this stage of this camera, if any;
+/// once per process.
 pub fn maybe_block(stage: &str, camera: &str) {
+    static DONE: AtomicBool = AtomicBool::new(false);
     let Ok(spec) = std::env::var("FIELDWATCH_TEST_BLOCK") else { return };
     let mut parts = spec.splitn(3, ':');
     if (parts.next(), parts.next()) == (Some(stage), Some(camera))
         && let Some(secs) = parts.next().and_then(|s| s.parse::<f64>().ok())
+        && !DONE.swap(true, Ordering::Relaxed)
     {
         std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     }

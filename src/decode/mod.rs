@@ -137,7 +137,11 @@ pub fn run<T: From<Arc<Frame>>>(
     // After the decoder rejects an access unit, the next keyframe starts it afresh.
     let mut resync = false;
     let mut trouble = Throttle::new(TROUBLE_LOG_EVERY);
-    while let Some(au) = input.recv() {
+    loop {
+        // Idle while waiting for the camera: a dead camera is not a hung decoder.
+        counters.decoding.done();
+        let Some(au) = input.recv() else { return };
+        counters.decoding.start();
         let mut started = Instant::now();
         if decoder.as_ref().map(|(id, _)| *id) != Some(au.connection.id) || au.new_parameters {
             // Logged once per connection: a decoder that cannot open does not retry per frame.

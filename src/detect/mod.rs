@@ -18,7 +18,7 @@ pub use yolo::{Layout, decode, nms};
 use crate::config::{ChannelOrder, ModelConfig, ModelFormat, PixelRange};
 use crate::decode::Frame;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
-use crate::telemetry::{CameraCounters, ModelCounters};
+use crate::telemetry::{CameraCounters, ModelCounters, Progress};
 use image::RgbImage;
 use ort::environment::Environment;
 use ort::session::Session;
@@ -429,6 +429,8 @@ pub struct Worker {
     pub outputs: Vec<Option<EdgeSender<Detected>>>,
     pub counters: Vec<Arc<CameraCounters>>,
     pub stats: Arc<ModelCounters>,
+    /// Busy while a run is in progress: a run that never ends is a hung worker.
+    pub progress: Arc<Progress>,
     pub camera_ids: Vec<String>,
 }
 
@@ -443,8 +445,11 @@ impl Worker {
                 return;
             }
             let started = Instant::now();
+            self.progress.start();
+            crate::testing::maybe_block("detect", &self.camera_ids[batch[0].0]);
             let frames: Vec<&Frame> = batch.iter().map(|(_, d)| &*d.frame).collect();
             let (result, preprocessing) = self.detector.detect_frames(&frames);
+            self.progress.done();
             self.stats.ran(batch.len(), started);
             // Each frame of a run is charged an equal share of it.
             let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;

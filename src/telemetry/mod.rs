@@ -1,5 +1,5 @@
-//! Logging setup and the counters every stage keeps (drops are always counted and say whether
-//! they were intended). Metrics exposition and health come in a later change.
+//! Logging setup, the counters every stage keeps (drops are always counted and say whether
+//! they were intended), and each of the daemon's own stages' progress (is it stuck?).
 
 use crate::pipeline::EdgeCounters;
 use std::io::IsTerminal;
@@ -29,6 +29,70 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Whether one of the daemon's own stages is stuck: it says when it starts a piece of work and
+/// when it is done, and one busy for too long is hung. A stage waiting for work (a dead camera's
+/// decoder, an inference worker with no frames) is idle, never hung.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Milliseconds since [`epoch`] when the current piece of work began; 0 when idle.
+    busy_since: AtomicU64,
+}
+
+/// A process-wide monotonic origin for [`Progress`] (never 0 once read).
+fn since_epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl Progress {
+    pub fn start(&self) {
+        self.busy_since.store(since_epoch_ms(), Ordering::Relaxed);
+    }
+
+    pub fn done(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the current piece of work has taken; `None` when idle.
+    pub fn busy_for(&self) -> Option<std::time::Duration> {
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(std::time::Duration::from_millis(since_epoch_ms().saturating_sub(since))),
+        }
+    }
+}
+
+/// The daemon's own stages by name, each with its [`Progress`]: what the watchdog and the
+/// health check look at.
+#[derive(Debug, Clone, Default)]
+pub struct Stages(Arc<std::sync::Mutex<Vec<NamedProgress>>>);
+
+type NamedProgress = (String, Arc<Progress>);
+
+impl Stages {
+    /// Adds a stage and returns the progress it must keep.
+    pub fn register(&self, name: impl Into<String>) -> Arc<Progress> {
+        let progress = Arc::new(Progress::default());
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((name.into(), progress.clone()));
+        progress
+    }
+
+    /// Adds a stage that keeps a progress it already has.
+    pub fn add(&self, name: impl Into<String>, progress: Arc<Progress>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((name.into(), progress));
+    }
+
+    /// Every stage with how long its current work has taken (`None`: idle).
+    pub fn all(&self) -> Vec<(String, Option<std::time::Duration>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, p)| (n.clone(), p.busy_for())).collect()
+    }
+
+    /// The stages busy with one piece of work for longer than `limit`.
+    pub fn hung(&self, limit: std::time::Duration) -> Vec<(String, std::time::Duration)> {
+        self.all().into_iter().filter_map(|(n, busy)| busy.filter(|b| *b > limit).map(|b| (n, b))).collect()
     }
 }
 
@@ -132,6 +196,8 @@ pub struct CameraCounters {
     /// Access units handed to the decoder, and how many of them were keyframes.
     pub units_decoded: Counter,
     pub keyframes_decoded: Counter,
+    /// The decode thread's progress (busy while decoding one access unit).
+    pub decoding: Arc<Progress>,
 }
 
 /// Where a camera's connection stands, as the source sees it.

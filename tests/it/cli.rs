@@ -180,3 +180,21 @@ fn detect_writes_json_and_annotated_copies() {
     assert_eq!(annotated.dimensions(), (400, 300));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The systemd unit is hardened: `systemd-analyze security` rates it 2.0 or better.
+#[test]
+fn the_service_unit_is_rated_2_or_better_by_systemd_analyze() {
+    let unit = root().join("systemd/fieldwatch.service");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (scripts/setup installs systemd)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for fieldwatch.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no rating in:\n{text}"));
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}

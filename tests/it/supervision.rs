@@ -32,3 +32,59 @@ fn a_panicking_stage_stops_the_daemon_non_zero_and_names_it() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Under systemd (`Type=notify`, through a `NOTIFY_SOCKET` the test owns): READY once the daemon
+/// is up, watchdog pings while its stages make progress, none while an inference run hangs (made
+/// to take 5 s with a 1 s watchdog), pings again once it returns, and STOPPING when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_then_watchdog_pings_only_while_inference_progresses() {
+    let _serial = heavy().await;
+    let dir = temp_dir("notify");
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Duration, String)>::new()));
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let listener = {
+        let (heard, listening) = (heard.clone(), listening.clone());
+        std::thread::spawn(move || {
+            let (started, mut buf) = (std::time::Instant::now(), [0u8; 512]);
+            while listening.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                        heard.lock().unwrap().push((started.elapsed(), line.to_string()));
+                    }
+                }
+            }
+        })
+    };
+    let config = daemon_config(&dir, broker.port, &plain_camera(&camera.url(), "detect_fps = 5"));
+    let env = [
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+        ("FIELDWATCH_TEST_BLOCK", "detect:cam-1:5"),
+    ];
+    let mut daemon = Daemon::start_with_env(&config, &dir.join("daemon.log"), &env);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    listening.store(false, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    let log = daemon.log_text();
+    assert!(status.success(), "{log}");
+
+    let heard = heard.lock().unwrap().clone();
+    let at = |what: &str| heard.iter().filter(|(_, m)| m == what).map(|(t, _)| *t).collect::<Vec<_>>();
+    let (ready, pings, stopping) = (at("READY=1"), at("WATCHDOG=1"), at("STOPPING=1"));
+    assert_eq!(ready.len(), 1, "{heard:?}");
+    assert!(pings.first().is_some_and(|p| *p > ready[0]), "pings follow READY: {heard:?}");
+    let longest_gap = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(longest_gap >= Duration::from_secs(3), "pings stopped while inference hung: {pings:?}");
+    let gap_ends = pings.windows(2).find(|w| w[1] - w[0] == longest_gap).unwrap()[1];
+    assert!(pings.iter().filter(|p| **p > gap_ends).count() >= 3, "pings again once the run returned: {pings:?}");
+    assert_eq!(stopping.len(), 1, "{heard:?}");
+    assert!(log.contains("not pinging the watchdog") && log.contains("hung=[\"detect squares #"), "{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
