@@ -95,8 +95,13 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
         TransportConfig::Tcp => Transport::Tcp(Default::default()),
         TransportConfig::Udp => Transport::Udp(Default::default()),
     };
-    session.setup(video, SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE)).await?;
-    let mut frames = session.play(PlayOptions::default()).await?.demuxed()?;
+    // A server that answers DESCRIBE and then never SETUP or PLAY is as silent as one that stops
+    // sending frames: each step of the connect has the same limit.
+    let stalled = |_| StreamError::Stalled(stall.as_secs_f64());
+    let options = SetupOptions::default().transport(transport).frame_format(FrameFormat::SIMPLE);
+    tokio::time::timeout(stall, session.setup(video, options)).await.map_err(stalled)??;
+    let playing = tokio::time::timeout(stall, session.play(PlayOptions::default())).await.map_err(stalled)??;
+    let mut frames = playing.demuxed()?;
     let id = ctx.next_connection();
     ctx.counters.connects.inc();
     info!(url = %camera.url.redacted, connection = id, ?codec, transport = ?camera.transport, "rtsp playing");
