@@ -100,7 +100,7 @@ type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
 fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> PathBuf {
     let mut text = format!(
         "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\n{model}\n\
-         [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[log]\nlevel = \"warn\"\n",
+         [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n",
         dir.join("state").display(),
         root.join(".cache/models/person-yolov8.onnx").display(),
         root.join(".cache/onnxruntime/libonnxruntime.so").display(),
@@ -188,9 +188,16 @@ fn step(
     };
     if let Some(minutes) = soak {
         println!("soak: {cameras} cameras for {minutes} min");
+        let detected = |beat: &Value| per_camera(beat, "/frames_detected").iter().sum::<f64>();
+        let mut before = None;
         for minute in 0..=minutes {
-            let (_, _, cpu, rss, fds) = snapshot();
-            println!("  minute {minute:>3}: rss {:.0} MB, open files {fds}, cpu {cpu:.0} s", rss as f64 / 1e6);
+            let (_, beat, cpu, rss, fds) = snapshot();
+            let rate = before.map(|b| (detected(&beat) - b) / 60.0).unwrap_or(f64::NAN);
+            before = Some(detected(&beat));
+            println!(
+                "  minute {minute:>3}: rss {:.0} MB, open files {fds}, cpu {cpu:.0} s, detections {rate:.2}/s",
+                rss as f64 / 1e6
+            );
             if minute < minutes {
                 std::thread::sleep(Duration::from_secs(60));
             }

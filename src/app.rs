@@ -49,6 +49,8 @@ pub enum AppError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Stage(#[from] StageFailed),
+    #[error("{0}")]
+    Http(String),
 }
 
 impl AppError {
@@ -160,6 +162,10 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
 
     // Disk first: a state directory that cannot be written stops us before anything runs.
     let outbox = Arc::new(Outbox::open(&settings.outbox_path(), config.outbox.max_bytes)?);
+    let http = match config.http.listen.as_str() {
+        "" => None,
+        listen => Some(crate::http::bind(listen).await.map_err(AppError::Http)?),
+    };
     let mut cameras = Vec::new();
     for camera in &settings.cameras {
         let cam = camera.clone();
@@ -177,13 +183,31 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let publisher = publish::run(
         config.mqtt.clone(),
         config.device.id.clone(),
-        outbox,
+        outbox.clone(),
         sending(config),
         presence,
         shutdown.clone(),
     );
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
     tokio::spawn(crate::systemd::watchdog(started.stages.clone(), shutdown.clone()));
+    if let Some(listener) = http {
+        let observed = crate::http::Observed {
+            stages: started.stages.clone(),
+            stuck_after: Duration::from_secs_f64(config.http.stuck_after_secs),
+            cameras: settings.cameras.iter().map(|c| c.id.clone()).zip(started.counters.iter().cloned()).collect(),
+            models: started
+                .models
+                .iter()
+                .map(|m| crate::http::ModelView {
+                    name: m.name.clone(),
+                    counters: m.stats.clone(),
+                    waiting: m.waiting.clone(),
+                })
+                .collect(),
+            outbox: outbox.clone(),
+        };
+        tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
+    }
     crate::systemd::ready();
 
     supervisor.watch(&shutdown, Until::Shutdown).await;
@@ -546,6 +570,8 @@ struct ModelStatus {
     workers: usize,
     batch_limit: usize,
     stats: Arc<ModelCounters>,
+    /// Frames waiting in its edge now.
+    waiting: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 /// Starts source, decode and rules for each camera and the inference workers of every model
@@ -634,10 +660,13 @@ fn start_cameras(
             workers: detectors.len(),
             batch_limit: first.max_batch(),
             stats: stats.clone(),
+            waiting: Arc::new(|| 0),
         });
         closers.push(rx.closer());
         // Every worker of a model takes the next cameras' newest frames from the same edge.
         let input = Arc::new(rx);
+        let edge = input.clone();
+        running.last_mut().expect("just pushed").waiting = Arc::new(move || edge.depth());
         for (n, detector) in detectors.into_iter().enumerate() {
             let worker = detect::Worker {
                 progress: stages.register(format!("detect {} #{}", detector.name(), n + 1)),

@@ -30,6 +30,7 @@
 //! - [`publish`]: MQTT client, delivering the outbox one acknowledged report at a time; status
 //!   and last will.
 //! - [`telemetry`]: logging, counters, and each own stage's progress.
+//! - [`http`]: the local `/healthz` and `/metrics` endpoint.
 //! - [`systemd`]: READY, STOPPING and watchdog pings while the daemon's own stages progress.
 
 pub mod app;
@@ -37,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod http;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;

@@ -81,6 +81,8 @@ pub struct Outbox {
     max_bytes: u64,
     /// Wakes the publisher when a report is queued.
     pushed: tokio::sync::Notify,
+    /// Reports the broker acknowledged (and so left the queue) since this process started.
+    pub delivered: crate::telemetry::Counter,
 }
 
 const SCHEMA: &str = "
@@ -115,7 +117,13 @@ impl Outbox {
         }
         let db = Connection::open(path).map_err(|e| fail(e.to_string()))?;
         db.execute_batch(SCHEMA).map_err(|e| fail(e.to_string()))?;
-        Ok(Self { path: path.to_path_buf(), db: Mutex::new(db), max_bytes, pushed: tokio::sync::Notify::new() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: Mutex::new(db),
+            max_bytes,
+            pushed: tokio::sync::Notify::new(),
+            delivered: Default::default(),
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> OutboxError {
@@ -214,9 +222,11 @@ impl Outbox {
             .map_err(|e| self.err(e))
     }
 
-    /// Forgets a report the broker has acknowledged.
+    /// Forgets a report the broker has acknowledged (counted in `delivered`).
     pub fn remove(&self, id: i64) -> Result<(), OutboxError> {
-        self.db().execute("DELETE FROM queue WHERE id = ?1", [id]).map(drop).map_err(|e| self.err(e))
+        self.db().execute("DELETE FROM queue WHERE id = ?1", [id]).map_err(|e| self.err(e))?;
+        self.delivered.inc();
+        Ok(())
     }
 
     /// Takes a report the broker refused out of the queue, keeping it with `reason`.

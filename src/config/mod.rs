@@ -38,6 +38,25 @@ pub struct Config {
     /// street classes, else the model's own name.
     pub class_names: BTreeMap<String, Text>,
     pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+/// The local HTTP endpoint: `/healthz` and `/metrics` (Prometheus text format).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on; empty turns the endpoint off. Default `127.0.0.1:9464`:
+    /// only the box itself (a local Prometheus agent, the technician's curl) can reach it.
+    pub listen: String,
+    /// `/healthz` fails when one of the daemon's own stages (a decoder, an inference worker) has
+    /// been busy with one piece of work for longer than this. Default 30.
+    pub stuck_after_secs: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".into(), stuck_after_secs: 30.0 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -104,6 +104,15 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         );
     }
 
+    let http = &config.http;
+    if !http.listen.is_empty() && http.listen.parse::<std::net::SocketAddr>().is_err() {
+        v.problem(
+            "http.listen",
+            format!("{:?} is not an address:port such as 127.0.0.1:9464 (empty: off)", http.listen),
+        );
+    }
+    v.range_open("http.stuck_after_secs", http.stuck_after_secs, 0.0, HOUR);
+
     let class_names = Arc::new(config.class_names.clone());
     let mut ids = HashSet::new();
     let mut cameras = Vec::new();

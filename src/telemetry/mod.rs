@@ -120,8 +120,10 @@ impl Counter {
 }
 
 /// Per-model counters: how its inferences went, and how many frames each one carried.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ModelCounters {
+    /// Seconds per run, preprocessing included (for `/metrics`).
+    pub run_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Inference runs, frames in them (runs of several frames when batching), and the largest
     /// batch yet.
     pub runs: Counter,
@@ -132,9 +134,25 @@ pub struct ModelCounters {
     pub failures: Counter,
 }
 
+impl Default for ModelCounters {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            // 10 ms to about 20 s: a small model on a GPU to a large one on a slow CPU.
+            run_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            runs: Counter::default(),
+            frames: Counter::default(),
+            largest_batch: Counter::default(),
+            busy: Counter::default(),
+            failures: Counter::default(),
+        }
+    }
+}
+
 impl ModelCounters {
     /// Records a run of `frames` frames that started at `started`.
     pub fn ran(&self, frames: usize, started: Instant) {
+        self.run_seconds.observe(started.elapsed().as_secs_f64());
         self.runs.inc();
         self.frames.add(frames as u64);
         self.largest_batch.0.fetch_max(frames as u64, Ordering::Relaxed);

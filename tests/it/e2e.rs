@@ -12,7 +12,7 @@ use std::time::Duration;
 
 const PASSWORD: &str = "s3cret-pw";
 
-fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, dead_port: u16) -> std::path::PathBuf {
+fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, dead_port: u16, http_port: u16) -> std::path::PathBuf {
     let ok = scene_camera(&format!("rtsp://viewer:{PASSWORD}@127.0.0.1:{rtsp_port}/cam"));
     let down = format!(
         r#"
@@ -33,7 +33,19 @@ zone = "road"
 classes = ["green"]
 "#
     );
-    daemon_config_with(dir, mqtt_port, "heartbeat_secs = 1", &format!("{ok}{down}"))
+    daemon_config_http(dir, mqtt_port, "heartbeat_secs = 1", &format!("{ok}{down}"), Some(http_port))
+}
+
+/// `name{labels} value` lines of a Prometheus/OpenMetrics scrape, by `name{labels}`; every line
+/// that is not a comment must parse.
+fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {l}"));
+            (key.to_string(), value.parse::<f64>().unwrap_or_else(|_| panic!("not a number: {l}")))
+        })
+        .collect()
 }
 
 pub fn validator() -> jsonschema::Validator {
@@ -63,7 +75,8 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/scene.mp4"), Some(("viewer", PASSWORD)));
     let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
-    let mut daemon = Daemon::start(&config(&dir, broker.port, camera.port, free_port()), &dir.join("daemon.log"));
+    let http = free_port();
+    let mut daemon = Daemon::start(&config(&dir, broker.port, camera.port, free_port(), http), &dir.join("daemon.log"));
 
     // The dweller appears 6 s into the clip, opens at ~9 s and clears at ~14 s.
     subscriber
@@ -73,6 +86,8 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
         .await;
     // Let the clip play out (17 s) so a late, wrong report would still be seen.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, scraped) = http_get(http, "/metrics");
+    assert_eq!(code, 200, "{scraped}");
     let (status, took) = daemon.terminate(Duration::from_secs(10));
     let log = daemon.log_text();
     assert!(status.success(), "exit {status:?}\n{log}");
@@ -81,6 +96,25 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     let reports = subscriber.json_on("edge-test/cam-ok/reports");
     let events: Vec<&str> = reports.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["opened", "resolved"], "{log}");
+
+    // The scrape parses, and its counters moved with what happened.
+    let metrics = parse_metrics(&scraped);
+    let at = |key: &str| *metrics.get(key).unwrap_or_else(|| panic!("no {key} in\n{scraped}"));
+    assert!(
+        at("fieldwatch_frames_received_total{camera=\"cam-ok\"}")
+            >= at("fieldwatch_frames_detected_total{camera=\"cam-ok\"}")
+    );
+    assert!(at("fieldwatch_frames_detected_total{camera=\"cam-ok\"}") > 50.0);
+    assert_eq!(at("fieldwatch_incidents_opened_total{camera=\"cam-ok\"}"), 1.0);
+    assert_eq!(at("fieldwatch_reports_total{camera=\"cam-ok\"}"), 2.0);
+    assert_eq!(at("fieldwatch_reports_published_total"), 2.0);
+    assert_eq!(at("fieldwatch_reports_pending"), 0.0);
+    assert_eq!(at("fieldwatch_camera_streaming{camera=\"cam-down\"}"), 0.0);
+    assert_eq!(at("fieldwatch_frames_received_total{camera=\"cam-down\"}"), 0.0);
+    assert!(at("fieldwatch_inference_seconds_count{model=\"squares\"}") > 50.0);
+    assert!(at("fieldwatch_inference_seconds_bucket{le=\"+Inf\",model=\"squares\"}") > 50.0);
+    assert_eq!(at("fieldwatch_frames_dropped_total{camera=\"cam-ok\",reason=\"decode_error\"}"), 0.0);
+    assert!(scraped.trim_end().ends_with("# EOF"));
     assert!(subscriber.json_on("cam-down/reports").is_empty());
     let (opened, resolved) = (&reports[0], &reports[1]);
 

@@ -36,8 +36,9 @@ fn a_panicking_stage_stops_the_daemon_non_zero_and_names_it() {
 /// Under systemd (`Type=notify`, through a `NOTIFY_SOCKET` the test owns): READY once the daemon
 /// is up, watchdog pings while its stages make progress, none while an inference run hangs (made
 /// to take 5 s with a 1 s watchdog), pings again once it returns, and STOPPING when stopped.
+/// `/healthz` says the same: 200, then 503 naming the stuck worker, then 200 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn systemd_hears_ready_then_watchdog_pings_only_while_inference_progresses() {
+async fn watchdog_pings_and_healthz_follow_a_hung_inference_run() {
     let _serial = heavy().await;
     let dir = temp_dir("notify");
     let broker = Mosquitto::start();
@@ -60,14 +61,25 @@ async fn systemd_hears_ready_then_watchdog_pings_only_while_inference_progresses
             }
         })
     };
-    let config = daemon_config(&dir, broker.port, &plain_camera(&camera.url(), "detect_fps = 5"));
+    let http = free_port();
+    let cameras = plain_camera(&camera.url(), "detect_fps = 5");
+    let config = daemon_config_http(&dir, broker.port, "", &cameras, Some(http));
+    let listen = format!("listen = \"127.0.0.1:{http}\"");
+    let text = std::fs::read_to_string(&config).unwrap().replace(&listen, &format!("{listen}\nstuck_after_secs = 1"));
+    std::fs::write(&config, text).unwrap();
     let env = [
         ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
         ("WATCHDOG_USEC", "1000000"),
         ("FIELDWATCH_TEST_BLOCK", "detect:cam-1:5"),
     ];
     let mut daemon = Daemon::start_with_env(&config, &dir.join("daemon.log"), &env);
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_listening(http, Duration::from_secs(10));
+    let mut health = Vec::new();
+    let polling = std::time::Instant::now();
+    while polling.elapsed() < Duration::from_secs(11) {
+        health.push(http_get(http, "/healthz"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (status, _) = daemon.terminate(Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(300)).await;
     listening.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -86,5 +98,18 @@ async fn systemd_hears_ready_then_watchdog_pings_only_while_inference_progresses
     assert!(pings.iter().filter(|p| **p > gap_ends).count() >= 3, "pings again once the run returned: {pings:?}");
     assert_eq!(stopping.len(), 1, "{heard:?}");
     assert!(log.contains("not pinging the watchdog") && log.contains("hung=[\"detect squares #"), "{log}");
+
+    let codes: Vec<u16> = health.iter().map(|(code, _)| *code).collect();
+    let first_bad = codes.iter().position(|c| *c == 503).unwrap_or_else(|| panic!("never 503: {codes:?}"));
+    let recovered = codes[first_bad..].iter().position(|c| *c == 200).map(|i| i + first_bad);
+    assert!(first_bad > 0 && codes[0] == 200, "healthy before the hang: {codes:?}");
+    assert!(recovered.is_some_and(|i| codes[i..].iter().all(|c| *c == 200)), "healthy again after: {codes:?}");
+    let bad: serde_json::Value = serde_json::from_str(&health[first_bad].1).unwrap();
+    assert_eq!(bad["status"], "stuck", "{bad}");
+    let stuck: Vec<&serde_json::Value> =
+        bad["stages"].as_array().unwrap().iter().filter(|s| s["state"] == "stuck").collect();
+    assert!(stuck.len() == 1 && stuck[0]["name"].as_str().unwrap().starts_with("detect squares #"), "{bad}");
+    assert!(bad["stages"].as_array().unwrap().iter().any(|s| s["name"] == "decode cam-1"), "{bad}");
+    assert_eq!(bad["cameras"][0]["id"], "cam-1", "{bad}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -39,8 +39,14 @@ pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
 
 /// [`daemon_config`] with more `[mqtt]` keys (`mqtt`: lines of TOML).
 pub fn daemon_config_with(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str) -> PathBuf {
+    daemon_config_http(dir, mqtt_port, mqtt, cameras, None)
+}
+
+/// [`daemon_config_with`] with the health and metrics endpoint on `http_port` (off without).
+pub fn daemon_config_http(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str, http_port: Option<u16>) -> PathBuf {
+    let listen = http_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
     let text = format!(
-        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n{mqtt}\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
+        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n{mqtt}\n\n[http]\nlisten = \"{listen}\"\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
         dir.join("state").display(),
         root().join("models/squares.onnx").display(),
         ort_library().display(),
@@ -108,6 +114,20 @@ pub fn paint_square(img: &mut image::RgbImage, x: u32, y: u32, size: u32, colour
             img.put_pixel(xx, yy, colour);
         }
     }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body (an HTTP/1.1 client of a few lines,
+/// enough for the daemon's own endpoint).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the endpoint listens");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,283 @@
+//! The local HTTP endpoint (`http.listen`, default 127.0.0.1:9464): what a monitoring agent or
+//! a technician on the box asks.
+//!
+//! - `GET /healthz`: 200 while the daemon's own stages are alive, 503 when one (a decoder, an
+//!   inference worker) has been busy with one piece of work for `http.stuck_after_secs`. The
+//!   JSON body lists every stage with its state and every camera with its connection state. A
+//!   dead camera is reported there but does not fail the check: it is the camera's fault, and
+//!   restarting the daemon would not help.
+//! - `GET /metrics`: Prometheus text format, read from the counters the stages keep anyway
+//!   (`prometheus-client` encodes them at scrape time).
+
+use crate::outbox::Outbox;
+use crate::telemetry::{CameraCounters, ModelCounters, Stages};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Everything the endpoint reads.
+#[derive(Clone)]
+pub struct Observed {
+    pub stages: Stages,
+    pub stuck_after: Duration,
+    pub cameras: Vec<(String, Arc<CameraCounters>)>,
+    /// Per model: its name, counters, and the frames waiting in its edge now.
+    pub models: Vec<ModelView>,
+    pub outbox: Arc<Outbox>,
+}
+
+#[derive(Clone)]
+pub struct ModelView {
+    pub name: String,
+    pub counters: Arc<ModelCounters>,
+    pub waiting: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+/// Binds `listen`; the error names the key, so a port in use is plain at start.
+pub async fn bind(listen: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("http.listen: cannot listen on {listen}: {e}"))
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, observed: Observed, shutdown: CancellationToken) {
+    info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "health and metrics endpoint listening");
+    let observed = Arc::new(observed);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "http: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let observed = observed.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let observed = observed.clone();
+            async move { Ok::<_, Infallible>(respond(&observed, &request)) }
+        });
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+fn respond<B>(observed: &Observed, request: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/healthz") => {
+            let (healthy, body) = health(observed);
+            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, "application/json", body)
+        }
+        ("GET", "/metrics") => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics(observed))
+        }
+        ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "GET /healthz or /metrics\n".into()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a status, one header and a body make a valid response")
+}
+
+/// Whether every own stage is alive, and the JSON that says so stage by stage.
+pub fn health(observed: &Observed) -> (bool, String) {
+    let stages: Vec<serde_json::Value> = observed
+        .stages
+        .all()
+        .into_iter()
+        .map(|(name, busy)| {
+            let state = match busy {
+                None => "idle",
+                Some(b) if b > observed.stuck_after => "stuck",
+                Some(_) => "busy",
+            };
+            serde_json::json!({ "name": name, "state": state, "busy_secs": busy.map(|b| b.as_secs_f64()) })
+        })
+        .collect();
+    let healthy = stages.iter().all(|s| s["state"] != "stuck");
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let cameras: Vec<serde_json::Value> = observed
+        .cameras
+        .iter()
+        .map(|(id, c)| serde_json::json!({ "id": id, "state": c.connection_state(now_ms), "last_error": c.last_error() }))
+        .collect();
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "stuck" },
+        "stages": stages,
+        "cameras": cameras,
+    });
+    (healthy, format!("{body:#}\n"))
+}
+
+/// The Prometheus exposition of everything counted.
+pub fn metrics(observed: &Observed) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Exposed(observed.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// The collector that reads the counters at scrape time.
+struct Exposed(Observed);
+
+impl std::fmt::Debug for Exposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fieldwatch counters")
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Reads one counter of a camera.
+type CameraValue = fn(&CameraCounters) -> u64;
+
+/// One counter or gauge family: (name, help, type, value per label set).
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    values: impl IntoIterator<Item = (Labels, u64)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in values {
+        let encoder = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(value).encode(encoder)?,
+            _ => ConstGauge::new(value as i64).encode(encoder)?,
+        }
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Exposed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let o = &self.0;
+        let per_camera = |value: CameraValue| -> Vec<(Labels, u64)> {
+            o.cameras.iter().map(|(id, c)| (vec![("camera", id.clone())], value(c))).collect()
+        };
+        let cameras: [(&str, &str, CameraValue); 9] = [
+            ("fieldwatch_frames_received", "Access units received from the camera", |c| c.encoded_frames.get()),
+            ("fieldwatch_frames_decoded", "Access units decoded", |c| c.units_decoded.get()),
+            ("fieldwatch_frames_sampled", "Decoded frames picked at detect_fps", |c| c.frames_sampled.get()),
+            ("fieldwatch_frames_detected", "Frames whose detection finished", |c| c.frames_detected.get()),
+            ("fieldwatch_detections", "Objects found, after NMS", |c| c.detections.get()),
+            ("fieldwatch_incidents_opened", "Incidents opened", |c| c.incidents_opened.get()),
+            ("fieldwatch_reports", "Reports made (queued in the outbox)", |c| c.reports.get()),
+            ("fieldwatch_connects", "RTSP connections made (reconnects are the count less one)", |c| c.connects.get()),
+            ("fieldwatch_camera_silences", "Connections given up because the camera fell silent", |c| c.silences.get()),
+        ];
+        for (name, help, value) in cameras {
+            family(&mut encoder, name, help, Counter, per_camera(value))?;
+        }
+        let dropped: [(&str, CameraValue); 5] = [
+            ("source_queue_full", |c| c.encoded.dropped.get()),
+            ("replaced_by_newer", |c| c.frames.dropped.get()),
+            ("rules_queue_full", |c| c.detected.dropped.get()),
+            ("stale", |c| c.frames_stale.get()),
+            ("decode_error", |c| c.decode_errors.get()),
+        ];
+        let drops = o.cameras.iter().flat_map(|(id, c)| {
+            dropped
+                .iter()
+                .map(move |(reason, value)| (vec![("camera", id.clone()), ("reason", reason.to_string())], value(c)))
+        });
+        family(&mut encoder, "fieldwatch_frames_dropped", "Frames dropped, by reason", Counter, drops)?;
+        let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let streaming: Vec<(Labels, u64)> = o
+            .cameras
+            .iter()
+            .map(|(id, c)| (vec![("camera", id.clone())], (c.connection_state(now_ms) == "streaming") as u64))
+            .collect();
+        family(&mut encoder, "fieldwatch_camera_streaming", "1 while the camera streams", Gauge, streaming)?;
+
+        let per_model = |value: &dyn Fn(&ModelView) -> u64| -> Vec<(Labels, u64)> {
+            o.models.iter().map(|m| (vec![("model", m.name.clone())], value(m))).collect()
+        };
+        family(
+            &mut encoder,
+            "fieldwatch_inference_frames",
+            "Frames run through the model",
+            Counter,
+            per_model(&|m| m.counters.frames.get()),
+        )?;
+        family(
+            &mut encoder,
+            "fieldwatch_inference_failures",
+            "Inference runs that failed",
+            Counter,
+            per_model(&|m| m.counters.failures.get()),
+        )?;
+        family(
+            &mut encoder,
+            "fieldwatch_queue_depth",
+            "Frames waiting for the model",
+            Gauge,
+            per_model(&|m| (m.waiting)() as u64),
+        )?;
+        let mut runs = encoder.encode_descriptor(
+            "fieldwatch_inference_seconds",
+            "Seconds per inference run (one or a batch of frames), preprocessing included",
+            None,
+            MetricType::Histogram,
+        )?;
+        for m in &o.models {
+            let labels: Labels = vec![("model", m.name.clone())];
+            m.counters.run_seconds.encode(runs.encode_family(&labels)?)?;
+        }
+
+        let depth = o.outbox.depth().unwrap_or_default();
+        let one = |v: u64| [(Labels::new(), v)];
+        family(
+            &mut encoder,
+            "fieldwatch_reports_published",
+            "Reports the broker acknowledged",
+            Counter,
+            one(o.outbox.delivered.get()),
+        )?;
+        family(&mut encoder, "fieldwatch_reports_pending", "Reports waiting in the outbox", Gauge, one(depth.reports))?;
+        family(
+            &mut encoder,
+            "fieldwatch_reports_dead_letters",
+            "Reports the broker refused",
+            Gauge,
+            one(depth.dead_letters),
+        )?;
+        family(&mut encoder, "fieldwatch_outbox_bytes", "Bytes kept in the outbox", Gauge, one(depth.bytes))?;
+        let evicted = [
+            (vec![("what", "images".to_string())], depth.evicted_images),
+            (vec![("what", "reports".to_string())], depth.evicted_reports),
+        ];
+        family(
+            &mut encoder,
+            "fieldwatch_reports_evicted",
+            "Evicted to keep the outbox within its size",
+            Counter,
+            evicted,
+        )?;
+        Ok(())
+    }
+}
