@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fieldwatch::app::{self, AppError, ReplayOptions};
-use fieldwatch::config::{self, Settings};
+use fieldwatch::config::{self, LogFormat, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
 
 /// Validates the config (done by loading it) and checks its rules against the model's classes.
 fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
-    fieldwatch::telemetry::init_logging("warn");
+    fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     app::load_models(settings, |_, _| 1)?;
     println!("config {} is valid (version {})", path.display(), app::config_version(&settings.config));
     Ok(())
@@ -180,7 +180,7 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
 }
 
 fn probe(url: &str, username: Option<String>, transport: &str, seconds: f64, out: &std::path::Path) -> ExitCode {
-    fieldwatch::telemetry::init_logging("warn");
+    fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     let transport = match transport {
         "tcp" => config::TransportConfig::Tcp,
         "udp" => config::TransportConfig::Udp,
@@ -223,7 +223,7 @@ fn probe(url: &str, username: Option<String>, transport: &str, seconds: f64, out
 }
 
 fn run(settings: Settings) -> anyhow::Result<()> {
-    fieldwatch::telemetry::init_logging(&settings.config.log.level);
+    fieldwatch::telemetry::init_logging(&settings.config.log.level, settings.config.log.format);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let result = runtime.block_on(async {
@@ -243,7 +243,7 @@ fn replay(
     options: ReplayOptions,
     start: Option<chrono::DateTime<chrono::FixedOffset>>,
 ) -> anyhow::Result<()> {
-    fieldwatch::telemetry::init_logging("warn");
+    fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     let source = fieldwatch::source::FileSource::open(clip, start.map(|s| s.to_utc()))?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -273,7 +273,7 @@ async fn watch_signals(shutdown: CancellationToken) {
 }
 
 fn detect(settings: &Settings, model: Option<&str>, out: &std::path::Path, images: &[PathBuf]) -> anyhow::Result<()> {
-    fieldwatch::telemetry::init_logging("warn");
+    fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     let models = settings.config.all_models();
     let chosen = match model {
         None => &models[0],

@@ -363,11 +363,21 @@ impl Default for OutboxConfig {
 pub struct LogConfig {
     /// `tracing` filter, e.g. `info` or `fieldwatch=debug`. `RUST_LOG` wins when set. Default `info`.
     pub level: String,
+    /// `text` (default: one readable line per event; under systemd with the journal's priority
+    /// prefix and without a timestamp of its own) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into() }
+        Self { level: "info".into(), format: LogFormat::Text }
     }
 }
 

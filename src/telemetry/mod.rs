@@ -9,17 +9,65 @@ use std::time::Instant;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the log subscriber on stderr (stdout stays for command output): `RUST_LOG` if
-/// set, else the configured filter. Colours only on a terminal, never in the journal or a file.
-pub fn init_logging(default_filter: &str) {
+/// set, else the configured filter. Colours only on a terminal. Under systemd (stderr is the
+/// journal: `$JOURNAL_STREAM`) each text line starts with its syslog priority (`<3>` error ..
+/// `<7>` debug) and carries no timestamp, which the journal adds.
+pub fn init_logging(default_filter: &str, format: crate::config::LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter);
+    let layer = || tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (format, journal) {
+        (crate::config::LogFormat::Json, _) => {
+            registry.with(layer().json().flatten_event(true).with_current_span(true).with_span_list(false)).try_init()
+        }
+        (crate::config::LogFormat::Text, true) => registry
+            .with(
+                layer()
+                    .with_ansi(false)
+                    .event_format(JournalPriority(tracing_subscriber::fmt::format().without_time().with_target(false))),
+            )
+            .try_init(),
+        (crate::config::LogFormat::Text, false) => {
+            registry.with(layer().with_ansi(std::io::stderr().is_terminal())).try_init()
+        }
+    };
+}
+
+/// A text format with the journal's priority prefix before each line.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        // The journal splits a message at newlines: each line of a multi-line event (a
+        // library's pretty-printed struct) gets the event's priority too.
+        let mut line = String::new();
+        self.0.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        for part in line.trim_end_matches('\n').split('\n') {
+            writeln!(writer, "<{priority}>{part}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Hands memory the allocator holds free back to the system (glibc keeps freed memory in its

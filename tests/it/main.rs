@@ -7,6 +7,7 @@ mod demo;
 mod e2e;
 mod incidents;
 mod ingest;
+mod logs;
 mod models;
 mod person_model;
 mod reconnect;
