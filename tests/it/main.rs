@@ -9,6 +9,7 @@ mod incidents;
 mod ingest;
 mod logs;
 mod models;
+mod package;
 mod person_model;
 mod reconnect;
 mod replay;
