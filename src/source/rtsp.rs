@@ -2,7 +2,8 @@
 //! until the stream ends, falls silent, fails or shutdown is requested.
 //!
 //! retina ends a closed stream with `None` and notices a frozen server only after about a
-//! minute, so every `next()` runs under the camera's own stall timeout. After connecting, and
+//! minute, so the stream runs under the camera's own stall timeout, counted from the last video
+//! frame (RTCP reports alone do not keep a camera alive). After connecting, and
 //! after any reported packet loss, frames are skipped until a random-access point. The session
 //! belongs to a `SessionGroup` whose teardown is awaited before returning, so a reconnect never
 //! races the old session on cameras that allow one client.
@@ -108,10 +109,13 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
 
     // The anchor is taken when the first frame arrives: the one wall-clock reading of this connection.
     let mut connection: Option<Arc<Connection>> = None;
+    // Silence is counted from the last video frame: a server that stopped sending video but
+    // still sends RTCP reports (GStreamer at the end of a clip does, every few seconds) is silent.
+    let mut deadline = tokio::time::Instant::now() + stall;
     loop {
         let item = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(Ended::Stopped),
-            item = tokio::time::timeout(stall, frames.next()) => item,
+            item = tokio::time::timeout_at(deadline, frames.next()) => item,
         };
         let frame = match item {
             Err(_) => return Err(StreamError::Stalled(stall.as_secs_f64())),
@@ -120,6 +124,7 @@ async fn stream(camera: &Camera, options: SessionOptions, ctx: &mut SourceContex
             Ok(Some(Ok(CodecItem::VideoFrame(f)))) => f,
             Ok(Some(Ok(_))) => continue,
         };
+        deadline = tokio::time::Instant::now() + stall;
         if frame.loss() > 0 {
             ctx.lost(frame.loss() as u64);
         }
