@@ -50,6 +50,28 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// SIGTERM while the broker is unreachable: the daemon stops within its deadline (the
+/// publisher does not wait for a broker that is not there) and the report it made is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_broker_outage_is_quick_and_keeps_the_pending_report() {
+    let _serial = heavy().await;
+    let dir = temp_dir("stop-outage");
+    let mut broker = Mosquitto::start();
+    broker.stop();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let config = daemon_config(&dir, broker.port, &scene_camera(&format!("rtsp://127.0.0.1:{}/cam", camera.port)));
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    daemon.wait_log("report queued in the outbox", 1, Duration::from_secs(30)).await;
+    let (status, took) = daemon.terminate(Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(status.success() && took < Duration::from_secs(5), "exit {status:?} after {took:?}:\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+    let (code, out) = fieldwatch(&["outbox", "--config", &config.display().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": 1 report(s)"), "{out}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A broker as an IOC runs it (TLS with our CA, passwords, an ACL): the wrong password is
 /// reported clearly (and never logged), the reports wait in the outbox, and they arrive once
 /// the right one, from a file, is given.
