@@ -654,19 +654,18 @@ fn start_cameras(
         drop(tx); // the senders are the decoders' and the previous models' workers'
         let Some(first) = detectors.first() else { continue };
         let stats = Arc::new(ModelCounters::default());
+        closers.push(rx.closer());
+        // Every worker of a model takes the next cameras' newest frames from the same edge.
+        let input = Arc::new(rx);
+        let edge = input.clone();
         running.push(ModelStatus {
             name: first.name().to_string(),
             provider: first.provider(),
             workers: detectors.len(),
             batch_limit: first.max_batch(),
             stats: stats.clone(),
-            waiting: Arc::new(|| 0),
+            waiting: Arc::new(move || edge.depth()),
         });
-        closers.push(rx.closer());
-        // Every worker of a model takes the next cameras' newest frames from the same edge.
-        let input = Arc::new(rx);
-        let edge = input.clone();
-        running.last_mut().expect("just pushed").waiting = Arc::new(move || edge.depth());
         for (n, detector) in detectors.into_iter().enumerate() {
             let worker = detect::Worker {
                 progress: stages.register(format!("detect {} #{}", detector.name(), n + 1)),
