@@ -167,11 +167,12 @@ async fn a_frozen_camera_is_silent_and_a_pipeline_that_takes_no_frames_is_blocke
     let busy = RtspServer::start(&clip, None);
     let stall = "stall_timeout_secs = 2\nreconnect_min_secs = 0.5\nreconnect_max_secs = 1";
     let cameras = [camera_block("frozen", &frozen.url(), stall), camera_block("busy", &busy.url(), stall)].concat();
-    // The busy camera's decoder takes nothing for its first 8 s.
+    // The busy camera's decoder takes nothing for its first 12 s: its edge (64 access units at
+    // 15 fps) fills in about 4 s, and 2 s later it counts as blocked, with room for a slow start.
     let (_broker, subscriber, mut daemon) =
-        watched(&dir, &cameras, &[("FIELDWATCH_TEST_BLOCK", "decode:busy:8")]).await;
+        watched(&dir, &cameras, &[("FIELDWATCH_TEST_BLOCK", "decode:busy:12")]).await;
     beat_where(&subscriber, "frozen", Duration::from_secs(15), streaming).await;
-    let blocked = beat_where(&subscriber, "busy", Duration::from_secs(10), |c| c["state"] == "blocked").await;
+    let blocked = beat_where(&subscriber, "busy", Duration::from_secs(20), |c| c["state"] == "blocked").await;
     assert_eq!(blocked["blockages"], 1, "{blocked}");
 
     let frozen_at = chrono::Utc::now();
@@ -184,7 +185,11 @@ async fn a_frozen_camera_is_silent_and_a_pipeline_that_takes_no_frames_is_blocke
     assert!(took <= 3.0, "silence noticed {took:.2} s after the freeze (stall_timeout 2 s): {line}");
     assert!(line.contains("camera frozen"), "{line}");
     // The busy camera flows again once its decoder does; it was never taken for silent.
-    beat_where(&subscriber, "busy", Duration::from_secs(10), streaming).await;
+    daemon.wait_log("the pipeline takes frames again", 1, Duration::from_secs(20)).await;
+    beat_where(&subscriber, "busy", Duration::from_secs(5), |c| {
+        c["state"] == "streaming" && c["units_decoded"].as_u64().is_some_and(|u| u > 0)
+    })
+    .await;
     frozen.freeze(false);
     assert!(daemon.terminate(Duration::from_secs(10)).0.success());
     let log = daemon.log_text();

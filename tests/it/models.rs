@@ -20,6 +20,7 @@ fn bins_model(extra: &str) -> String {
 /// and resolves its own incident, and each report names the model its rule read.
 #[test]
 fn two_models_on_one_camera_each_rule_reads_its_own() {
+    let _serial = heavy_blocking();
     let dir = temp_dir("two-models");
     let second_rule = "\n[[cameras.rules]]\nid = \"bins\"\nviolation = \"garbage\"\ncategory = \"environmental_sanitation\"\nzone = \"sidewalk\"\nmodel = \"bins\"\nclasses = [\"bin_red\"]\ndwell_secs = 3\nclear_after_secs = 2\n";
     let cameras = format!("{}{second_rule}{}", scene_camera("rtsp://127.0.0.1:1/unused"), bins_model(""));

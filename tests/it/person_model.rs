@@ -35,6 +35,7 @@ fn bbox(v: &Value) -> BBox {
 
 #[test]
 fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
+    let _serial = heavy_blocking();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
     let mut detector = person_detector();
@@ -67,6 +68,7 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
 /// against the reference converting and letterboxing it with numpy and PIL.
 #[test]
 fn the_yuv_path_matches_python_onnxruntime_on_the_same_yuv_frames() {
+    let _serial = heavy_blocking();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
     let mut detector = person_detector();
@@ -109,6 +111,7 @@ fn assert_matches(name: &str, got: &[Detection], want: &Value) {
 
 #[test]
 fn finds_the_people_drawn_by_hand() {
+    let _serial = heavy_blocking();
     let hand: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("tests/data/person_boxes.json")).unwrap()).unwrap();
     let mut detector = person_detector();

@@ -26,9 +26,16 @@ pub fn ort_library() -> PathBuf {
 }
 
 /// Heavy end-to-end tests run one at a time: they share two cores and real-time clips.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+    HEAVY.lock().await
+}
+
+/// [`heavy`] for a plain `#[test]` whose CPU work (a replay, the person model) would otherwise
+/// slow a real-time test running beside it.
+pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.blocking_lock()
 }
 
 /// Writes `dir/fieldwatch.toml` for the daemon: device `edge-test`, the squares model, the broker
