@@ -20,7 +20,7 @@ use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
 use crate::state::{StateError, StateFile};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
-use crate::telemetry::{CameraCounters, ModelCounters, Stages};
+use crate::telemetry::{CameraCounters, ModelCounters, ModelStatus, Stages};
 use crate::{decode, detect};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -194,16 +194,8 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let observed = crate::http::Observed {
             stages: started.stages.clone(),
             stuck_after: Duration::from_secs_f64(config.http.stuck_after_secs),
-            cameras: settings.cameras.iter().map(|c| c.id.clone()).zip(started.counters.iter().cloned()).collect(),
-            models: started
-                .models
-                .iter()
-                .map(|m| crate::http::ModelView {
-                    name: m.name.clone(),
-                    counters: m.stats.clone(),
-                    waiting: m.waiting.clone(),
-                })
-                .collect(),
+            cameras: started.cameras.clone(),
+            models: started.models.clone(),
             outbox: outbox.clone(),
         };
         tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
@@ -216,8 +208,8 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     started.frames.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
     let result = supervisor.result().map_err(AppError::from);
-    for (camera, c) in settings.cameras.iter().zip(&started.counters) {
-        info!(camera = %camera.id, connects = c.connects.get(), frames = c.encoded_frames.get(),
+    for (camera, c) in &started.cameras {
+        info!(camera = %camera, connects = c.connects.get(), frames = c.encoded_frames.get(),
               sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
               dropped_encoded = c.encoded.dropped.get(), replaced_frames = c.frames.dropped.get(),
               dropped_detections = c.detected.dropped.get(), decode_errors = c.decode_errors.get(),
@@ -236,12 +228,10 @@ fn sending(config: &Config) -> publish::Sending {
 /// camera its frame rate since the last heartbeat, last frame, connects and reports.
 fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) -> publish::Describe {
     let config_version = config_version(&settings.config);
-    let counters = &started.counters;
     let models = started.models.clone();
     let (model, provider) = (models[0].name.clone(), models[0].provider);
     let state_dir = settings.state_dir().clone();
-    let cameras: Vec<(String, Arc<CameraCounters>)> =
-        settings.cameras.iter().map(|c| c.id.clone()).zip(counters.iter().cloned()).collect();
+    let cameras = started.cameras.clone();
     let started = Instant::now();
     let previous = std::sync::Mutex::new((Instant::now(), vec![0u64; cameras.len()]));
     Arc::new(move || {
@@ -424,7 +414,7 @@ pub async fn replay(
     supervisor.watch(&shutdown, Until::Done).await;
     supervisor.result()?;
 
-    let c = &started.counters[0];
+    let c = &started.cameras[0].1;
     Ok(ReplaySummary {
         frames: c.frames_detected.get(),
         detections: c.detections.get(),
@@ -553,25 +543,14 @@ struct CameraStart {
 
 /// Handles on the stages [`start_cameras`] started.
 struct Started {
-    counters: Vec<Arc<CameraCounters>>,
+    /// Each camera's id and counters.
+    cameras: Vec<(String, Arc<CameraCounters>)>,
     /// The daemon's own stages that can hang (decoders, inference workers), for the watchdog.
     stages: Stages,
     /// The models running, with their counters.
     models: Vec<ModelStatus>,
     /// Stop the models' inference workers at shutdown.
     frames: Vec<EdgeCloser>,
-}
-
-/// A running model as the status shows it.
-#[derive(Clone)]
-struct ModelStatus {
-    name: String,
-    provider: &'static str,
-    workers: usize,
-    batch_limit: usize,
-    stats: Arc<ModelCounters>,
-    /// Frames waiting in its edge now.
-    waiting: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 /// Starts source, decode and rules for each camera and the inference workers of every model
@@ -683,7 +662,8 @@ fn start_cameras(
             });
         }
     }
-    Started { counters, stages, models: running, frames: closers }
+    let cameras = ids.into_iter().zip(counters).collect();
+    Started { cameras, stages, models: running, frames: closers }
 }
 
 /// Applies `camera`'s rules to each detection result; events become reports. With a `state`

@@ -10,7 +10,7 @@
 //!   (`prometheus-client` encodes them at scrape time).
 
 use crate::outbox::Outbox;
-use crate::telemetry::{CameraCounters, ModelCounters, Stages};
+use crate::telemetry::{CameraCounters, ModelStatus, Stages};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -30,16 +30,8 @@ pub struct Observed {
     pub stages: Stages,
     pub stuck_after: Duration,
     pub cameras: Vec<(String, Arc<CameraCounters>)>,
-    /// Per model: its name, counters, and the frames waiting in its edge now.
-    pub models: Vec<ModelView>,
+    pub models: Vec<ModelStatus>,
     pub outbox: Arc<Outbox>,
-}
-
-#[derive(Clone)]
-pub struct ModelView {
-    pub name: String,
-    pub counters: Arc<ModelCounters>,
-    pub waiting: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 /// Binds `listen`; the error names the key, so a port in use is plain at start.
@@ -214,7 +206,7 @@ impl prometheus_client::collector::Collector for Exposed {
             .collect();
         family(&mut encoder, "fieldwatch_camera_streaming", "1 while the camera streams", Gauge, streaming)?;
 
-        let per_model = |value: &dyn Fn(&ModelView) -> u64| -> Vec<(Labels, u64)> {
+        let per_model = |value: &dyn Fn(&ModelStatus) -> u64| -> Vec<(Labels, u64)> {
             o.models.iter().map(|m| (vec![("model", m.name.clone())], value(m))).collect()
         };
         family(
@@ -222,14 +214,14 @@ impl prometheus_client::collector::Collector for Exposed {
             "fieldwatch_inference_frames",
             "Frames run through the model",
             Counter,
-            per_model(&|m| m.counters.frames.get()),
+            per_model(&|m| m.stats.frames.get()),
         )?;
         family(
             &mut encoder,
             "fieldwatch_inference_failures",
             "Inference runs that failed",
             Counter,
-            per_model(&|m| m.counters.failures.get()),
+            per_model(&|m| m.stats.failures.get()),
         )?;
         family(
             &mut encoder,
@@ -246,7 +238,7 @@ impl prometheus_client::collector::Collector for Exposed {
         )?;
         for m in &o.models {
             let labels: Labels = vec![("model", m.name.clone())];
-            m.counters.run_seconds.encode(runs.encode_family(&labels)?)?;
+            m.stats.run_seconds.encode(runs.encode_family(&labels)?)?;
         }
 
         let depth = o.outbox.depth().unwrap_or_default();

@@ -134,16 +134,38 @@ enum InputSlice<'a> {
     F16(&'a mut [half::f16]),
 }
 
+/// The model's input tensors by batch size (index 0: one frame), each made when first needed.
+struct Inputs {
+    /// Float16 (else float32) elements.
+    half: bool,
+    /// One image: channels, height, width.
+    image: [usize; 3],
+    by_batch: Vec<Option<Input>>,
+}
+
+impl Inputs {
+    /// The tensor for a batch of `n`, made the first time.
+    fn get(&mut self, n: usize) -> Result<&mut Input, ort::Error> {
+        let slot = &mut self.by_batch[n - 1];
+        if slot.is_none() {
+            let [c, h, w] = self.image;
+            let allocator = ort::memory::Allocator::default();
+            *slot = Some(match self.half {
+                false => Input::F32(Tensor::new(&allocator, [n, c, h, w])?),
+                true => Input::F16(Tensor::new(&allocator, [n, c, h, w])?),
+            });
+        }
+        Ok(slot.as_mut().expect("just made"))
+    }
+}
+
 /// A loaded model and how to read it.
 pub struct Detector {
     session: Session,
     name: String,
     input_width: u32,
     input_height: u32,
-    /// Whether the input is float16 (else float32).
-    half: bool,
-    /// Input tensors by batch size (index 0: one frame), each made when first needed.
-    inputs: Vec<Option<Input>>,
+    inputs: Inputs,
     labels: Vec<String>,
     min_score: f32,
     nms_iou: f32,
@@ -229,8 +251,11 @@ impl Detector {
             name,
             input_width,
             input_height,
-            half,
-            inputs: (0..batch).map(|_| None).collect(),
+            inputs: Inputs {
+                half,
+                image: [3, input_height as usize, input_width as usize],
+                by_batch: (0..batch).map(|_| None).collect(),
+            },
             labels,
             min_score: config.min_score,
             nms_iou: config.nms_iou,
@@ -256,7 +281,7 @@ impl Detector {
 
     /// The most frames one run takes: 1, or `model.batch` for a model with a dynamic batch.
     pub fn max_batch(&self) -> usize {
-        self.inputs.len()
+        self.inputs.by_batch.len()
     }
 
     /// The execution provider inference runs on (`cpu`, `cuda`, ...).
@@ -266,21 +291,8 @@ impl Detector {
 
     /// The input tensor for a batch of `n`, made the first time.
     fn input(&mut self, n: usize) -> Result<&mut Input, DetectError> {
-        let shape = [n, 3, self.input_height as usize, self.input_width as usize];
-        let slot = &mut self.inputs[n - 1];
-        if slot.is_none() {
-            let allocator = ort::memory::Allocator::default();
-            let made = match self.half {
-                false => Tensor::new(&allocator, shape).map(Input::F32),
-                true => Tensor::new(&allocator, shape).map(Input::F16),
-            };
-            let made = made.map_err(|e| DetectError::Layout {
-                model: self.name.clone(),
-                message: format!("cannot make the input tensor: {e}"),
-            })?;
-            *slot = Some(made);
-        }
-        Ok(slot.as_mut().expect("just made"))
+        let name = &self.name;
+        self.inputs.get(n).map_err(|e| tensor_error(name, e))
     }
 
     /// Detects objects in decoded frames, straight from their YUV planes, in one run (at most
@@ -288,12 +300,11 @@ impl Detector {
     /// preprocessing took.
     pub fn detect_frames(&mut self, frames: &[&Frame]) -> (Result<Vec<Vec<Detection>>, DetectError>, Duration) {
         let started = Instant::now();
-        let len = self.prep.input_len();
-        let input = match self.input(frames.len()) {
-            Ok(_) => self.inputs[frames.len() - 1].as_mut().expect("made"),
-            Err(e) => return (Err(e), started.elapsed()),
+        let (len, prep) = (self.prep.input_len(), &mut self.prep);
+        let input = match self.inputs.get(frames.len()) {
+            Ok(input) => input,
+            Err(e) => return (Err(tensor_error(&self.name, e)), started.elapsed()),
         };
-        let prep = &mut self.prep;
         let boxes: Vec<Letterbox> = frames
             .iter()
             .enumerate()
@@ -316,9 +327,8 @@ impl Detector {
 
     /// Detects objects in an RGB image (a photo); boxes in its pixels.
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
-        let len = self.prep.input_len();
-        self.input(1)?;
-        let (input, prep) = (self.inputs[0].as_mut().expect("made"), &mut self.prep);
+        let (len, prep) = (self.prep.input_len(), &mut self.prep);
+        let input = self.inputs.get(1).map_err(|e| tensor_error(&self.name, e))?;
         let lb = input.write(0, len, |slice| match slice {
             InputSlice::F32(out) => prep.rgb(rgb, out, |v| v),
             InputSlice::F16(out) => prep.rgb(rgb, out, half::f16::from_f32),
@@ -345,7 +355,7 @@ impl Detector {
     fn infer(&mut self, boxes: &[Letterbox]) -> Result<Vec<Vec<Detection>>, DetectError> {
         let name = &self.name;
         let infer = |message: String| DetectError::Inference { model: name.clone(), message };
-        let outputs = match self.inputs[boxes.len() - 1].as_ref().expect("written before the run") {
+        let outputs = match self.inputs.by_batch[boxes.len() - 1].as_ref().expect("written before the run") {
             Input::F32(t) => self.session.run(ort::inputs![t]),
             Input::F16(t) => self.session.run(ort::inputs![t]),
         }
@@ -371,6 +381,10 @@ impl Detector {
             })
             .collect())
     }
+}
+
+fn tensor_error(model: &str, e: ort::Error) -> DetectError {
+    DetectError::Layout { model: model.to_string(), message: format!("cannot make the input tensor: {e}") }
 }
 
 /// Class names: `model.labels`, else `model.labels_file`, else the model's `names` metadata.
@@ -450,10 +464,11 @@ impl Worker {
             let frames: Vec<&Frame> = batch.iter().map(|(_, d)| &*d.frame).collect();
             let (result, preprocessing) = self.detector.detect_frames(&frames);
             self.progress.done();
-            self.stats.ran(batch.len(), started);
+            let took = started.elapsed();
+            self.stats.ran(batch.len(), took);
             // Each frame of a run is charged an equal share of it.
             let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;
-            let (busy, preprocessing) = (share(started.elapsed()), share(preprocessing));
+            let (busy, preprocessing) = (share(took), share(preprocessing));
             for (camera, _) in &batch {
                 self.counters[*camera].detect_busy.add(busy);
                 self.counters[*camera].preprocess_busy.add(preprocessing);

@@ -159,8 +159,8 @@ impl Preprocessor {
         let (second, third) = rest.split_at_mut(plane);
         let sw = lb.scaled_width as usize;
         for y in 0..lb.scaled_height as usize {
-            let at =
-                (y + lb.pad_y as usize) * w + lb.pad_x as usize..(y + lb.pad_y as usize) * w + lb.pad_x as usize + sw;
+            let start = (y + lb.pad_y as usize) * w + lb.pad_x as usize;
+            let at = start..start + sw;
             let (p0, p1, p2) = (&mut first[at.clone()], &mut second[at.clone()], &mut third[at]);
             write_row(y, if self.style.bgr { [p2, p1, p0] } else { [p0, p1, p2] });
         }

@@ -85,7 +85,7 @@ pub fn release_free_memory() {
 /// decoder, an inference worker with no frames) is idle, never hung.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Milliseconds since [`epoch`] when the current piece of work began; 0 when idle.
+    /// When the current piece of work began ([`since_epoch_ms`]); 0 when idle.
     busy_since: AtomicU64,
 }
 
@@ -124,7 +124,7 @@ impl Stages {
     /// Adds a stage and returns the progress it must keep.
     pub fn register(&self, name: impl Into<String>) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((name.into(), progress.clone()));
+        self.add(name, progress.clone());
         progress
     }
 
@@ -182,6 +182,18 @@ pub struct ModelCounters {
     pub failures: Counter,
 }
 
+/// A running model as the heartbeat and `/metrics` show it.
+#[derive(Clone)]
+pub struct ModelStatus {
+    pub name: String,
+    pub provider: &'static str,
+    pub workers: usize,
+    pub batch_limit: usize,
+    pub stats: Arc<ModelCounters>,
+    /// Frames waiting in its edge now.
+    pub waiting: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
 impl Default for ModelCounters {
     fn default() -> Self {
         use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -198,13 +210,13 @@ impl Default for ModelCounters {
 }
 
 impl ModelCounters {
-    /// Records a run of `frames` frames that started at `started`.
-    pub fn ran(&self, frames: usize, started: Instant) {
-        self.run_seconds.observe(started.elapsed().as_secs_f64());
+    /// Records a run of `frames` frames that took `took`.
+    pub fn ran(&self, frames: usize, took: std::time::Duration) {
+        self.run_seconds.observe(took.as_secs_f64());
         self.runs.inc();
         self.frames.add(frames as u64);
         self.largest_batch.0.fetch_max(frames as u64, Ordering::Relaxed);
-        self.busy.add_since(started);
+        self.busy.add(took.as_nanos() as u64);
     }
 
     /// Frames per run on average (0 before the first).

@@ -28,6 +28,11 @@ fn person_detector() -> Detector {
     .expect("person model loads")
 }
 
+/// What models/reference_person.py computed with Python onnxruntime (scripts/setup runs it).
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap()
+}
+
 fn bbox(v: &Value) -> BBox {
     let a: Vec<f32> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     BBox { x1: a[0], y1: a[1], x2: a[2], y2: a[3] }
@@ -36,8 +41,7 @@ fn bbox(v: &Value) -> BBox {
 #[test]
 fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
     let _serial = heavy_blocking();
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
+    let reference = reference();
     let mut detector = person_detector();
     assert_eq!(detector.labels(), ["Normal", "Fall"]);
     for image in reference["images"].as_array().unwrap() {
@@ -69,8 +73,7 @@ fn decoding_matches_python_onnxruntime_on_the_same_tensor() {
 #[test]
 fn the_yuv_path_matches_python_onnxruntime_on_the_same_yuv_frames() {
     let _serial = heavy_blocking();
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(cache("reference/person.json")).unwrap()).unwrap();
+    let reference = reference();
     let mut detector = person_detector();
     let images = reference["images"].as_array().unwrap();
     assert_eq!(images.len(), 4, "dog, person, kite and horses");
