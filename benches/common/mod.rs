@@ -1,5 +1,6 @@
-//! What the benchmarks share: a 1080p frame, an `opened` event and the camera it comes from, and
-//! a clip decoded the way a camera's frames go. Each benchmark uses some of it.
+//! What the benchmarks share (and the tests, for clips): a 1080p frame, an `opened` event and
+//! the camera it comes from, and a clip decoded the way a camera's frames go. Each user uses
+//! some of it.
 #![allow(dead_code)]
 
 use fieldwatch::decode::Frame;

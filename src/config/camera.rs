@@ -28,8 +28,10 @@ pub struct CameraConfig {
     /// RTP over the RTSP connection (`tcp`, the default: passes firewalls and NAT, no loss on
     /// the wire) or over `udp` (less latency on a clean LAN; lost packets are lost).
     pub transport: TransportConfig,
-    /// `all` (default) decodes every frame; `keyframes` decodes only random-access frames,
-    /// about one per GOP, for low-power boxes: sidewalk encroachment and garbage are slow.
+    /// `sampled` (default) decodes what the sampled frames need: up to each sample, and then
+    /// nothing until the next keyframe when that comes before the next sample is due.
+    /// `keyframes` decodes only random-access frames, about one per GOP, for low-power boxes:
+    /// sidewalk encroachment and garbage are slow. `all` decodes every frame.
     pub decode: DecodeConfig,
     /// Frames per second handed to the detector. Default 2: rules count seconds, not frames.
     pub detect_fps: f64,
@@ -65,7 +67,7 @@ impl Default for CameraConfig {
             password_file: std::path::PathBuf::new(),
             password_env: String::new(),
             transport: TransportConfig::Tcp,
-            decode: DecodeConfig::All,
+            decode: DecodeConfig::Sampled,
             detect_fps: 2.0,
             stall_timeout_secs: 10.0,
             reconnect_min_secs: 1.0,
@@ -89,8 +91,9 @@ pub enum TransportConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecodeConfig {
-    All,
+    Sampled,
     Keyframes,
+    All,
 }
 
 impl CameraConfig {

@@ -2,14 +2,15 @@
 //! camera's `detect_fps` of stream time. libavcodec follows parameter-set and resolution changes
 //! mid-stream by itself; every frame carries its own size.
 //!
-//! Every access unit must be decoded (P-frames need their references), but only sampled frames
-//! are copied out and offered to the detector. Decoding is CPU work, so each camera gets a
+//! Only sampled frames are copied out and offered to the detector, and by default only what
+//! they need is decoded: a P-frame needs its references back to the last keyframe, but nothing
+//! after the sample until the next keyframe, and no non-reference frame before it. Decoding is CPU work, so each camera gets a
 //! thread of its own, between two edges (see `pipeline`). Each frame carries its stream time:
 //! the connection's anchor plus its timestamp, never a clock reading.
 
 mod sampler;
 
-pub use sampler::Sampler;
+pub use sampler::{KeyframeClock, Sampler};
 
 use crate::config::DecodeConfig;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
@@ -118,8 +119,15 @@ pub fn init_ffmpeg() {
 }
 
 /// Decodes `camera`'s access units until `input` ends, sending sampled frames to `output`.
-/// With [`DecodeConfig::Keyframes`] only random-access frames reach the decoder, each one
-/// decoded on its own (the decoder is drained after it, so no frame waits for the next GOP).
+///
+/// What reaches the decoder depends on `mode`:
+/// - [`DecodeConfig::Sampled`] leaves out what no sample needs. Non-reference frames (most
+///   B-frames) before the next slot are skipped by libavcodec. After a sample, if the next
+///   keyframe is expected no later than the next slot, nothing is decoded until it: with a GOP
+///   of one slot only keyframes are decoded, with two slots half of the frames.
+/// - [`DecodeConfig::Keyframes`]: only random-access frames, each one decoded on its own (the
+///   decoder is drained after it, so no frame waits for the next GOP).
+/// - [`DecodeConfig::All`]: every frame.
 pub fn run<T: From<Arc<Frame>>>(
     camera: &str,
     detect_fps: f64,
@@ -133,9 +141,11 @@ pub fn run<T: From<Arc<Frame>>>(
     // The decoder of the current connection; `None` inside while it could not be opened.
     let mut decoder: Option<(u64, Option<ff::decoder::Video>)> = None;
     let mut sampler = Sampler::new(detect_fps);
+    let mut keyframes = KeyframeClock::default();
     let mut decoded = ff::frame::Video::empty();
-    // After the decoder rejects an access unit, the next keyframe starts it afresh.
-    let mut resync = false;
+    // Nothing is decoded until the next keyframe: after the decoder rejected an access unit
+    // (it starts afresh there), or while no sample needs the frames before it.
+    let mut skip_to_keyframe = false;
     let mut trouble = Throttle::new(TROUBLE_LOG_EVERY);
     loop {
         // Idle while waiting for the camera: a dead camera is not a hung decoder.
@@ -152,20 +162,33 @@ pub fn run<T: From<Arc<Frame>>>(
                 .ok();
             decoder = Some((au.connection.id, opened));
             sampler = Sampler::new(detect_fps);
-            resync = false;
+            keyframes = KeyframeClock::default();
+            skip_to_keyframe = false;
         }
         let Some((_, Some(dec))) = decoder.as_mut() else { continue };
-        if (mode == DecodeConfig::Keyframes || resync) && !au.keyframe {
+        if au.keyframe {
+            keyframes.keyframe(au.pts_secs);
+            skip_to_keyframe = false;
+        } else if mode == DecodeConfig::Keyframes || skip_to_keyframe {
+            continue;
+        } else if mode == DecodeConfig::Sampled
+            && keyframes.next().is_some_and(|next| next > au.pts_secs && sampler.can_wait_for(next))
+        {
+            dec.flush(); // frames held for reordering are not needed either
+            skip_to_keyframe = true;
             continue;
         }
-        resync = false;
+        if mode == DecodeConfig::Sampled {
+            let needed = sampler.would_accept(au.pts_secs);
+            dec.skip_frame(if needed { ff::Discard::Default } else { ff::Discard::NonReference });
+        }
         counters.units_decoded.inc();
         if au.keyframe {
             counters.keyframes_decoded.inc();
         }
         if let Err(error) = dec.send_packet(&packet(&au)) {
             counters.decode_errors.inc();
-            resync = true;
+            skip_to_keyframe = true;
             if let Some(held) = trouble.ready(Instant::now()) {
                 warn!(%error, earlier_not_logged = held, "decoder rejected an access unit; skipping to the next keyframe");
             }

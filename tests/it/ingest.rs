@@ -1,11 +1,12 @@
 //! Camera ingest against real GStreamer RTSP servers: the formats cameras send (H.265, High
 //! profile with B-frames, a resolution change mid-stream), UDP, basic and digest
 //! authentication with passwords from a file or the environment, a lossy link, keyframes-only
-//! decoding, a frozen camera (silent) told apart from a pipeline that does not take frames
+//! decoding, sampled decoding (what it leaves out changes no sampled frame), a frozen camera (silent) told apart from a pipeline that does not take frames
 //! (blocked), and four cameras where one failing leaves the others alone. What the daemon saw is
 //! read from its heartbeat (every second) and its log.
 
 use crate::support::*;
+use fieldwatch::config::DecodeConfig;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -156,6 +157,47 @@ async fn a_lossy_link_keeps_streaming_and_keyframes_mode_decodes_only_keyframes(
     let loss_lines = log.lines().filter(|l| l.contains("packet loss")).count();
     assert!((1..=3).contains(&loss_lines), "loss logged at most every 10 s, got {loss_lines} lines:\n{log}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The sampled frames of `clip` up to `seconds` of it, as (time, hash of the planes), and the
+/// access units handed to the decoder.
+fn sampled_frames(clip: &str, mode: DecodeConfig, detect_fps: f64, seconds: f64) -> (Vec<(f64, u64)>, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut frames = Vec::new();
+    let counters = crate::bench_common::decode_clip(&cache(clip), mode, detect_fps, |f| {
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        (&f.y, &f.u, &f.v).hash(&mut hash);
+        frames.push((f.pts_secs, hash.finish()));
+        f.pts_secs < seconds
+    });
+    frames.retain(|(pts, _)| *pts < seconds);
+    (frames, counters.units_decoded.get())
+}
+
+#[test]
+fn sampled_decoding_leaves_out_frames_but_changes_no_sampled_frame() {
+    let _serial = heavy_blocking();
+    // 15 fps with B-frames (some of them references) and a keyframe every second; H.265
+    // without B-frames; the benchmark's street clip (25 fps, B-frames, a keyframe every 2 s).
+    // Up to 2 samples per second, keyframes come before some next sample is due.
+    for (clip, seconds) in [("clips/bframes.mp4", 10.0), ("clips/scene_h265.mp4", 10.0), ("clips/street_720p.mp4", 8.0)]
+    {
+        for fps in [0.5, 1.0, 2.0, 5.0] {
+            let (all, all_units) = sampled_frames(clip, DecodeConfig::All, fps, seconds);
+            let (sampled, sampled_units) = sampled_frames(clip, DecodeConfig::Sampled, fps, seconds);
+            assert!(all.len() as f64 >= seconds * fps - 1.0, "{clip} at {fps}/s: {} frames", all.len());
+            assert_eq!(sampled, all, "{clip} at {fps}/s: the same frames, bit for bit");
+            assert!(
+                fps > 2.0 || sampled_units < all_units,
+                "{clip} at {fps}/s: {sampled_units} of {all_units} units decoded"
+            );
+        }
+    }
+    // A GOP of two samples' time: once two keyframes told the spacing, about half of each GOP
+    // is decoded (the first GOP whole; 330 of 528 units when this was written).
+    let (_, all_units) = sampled_frames("clips/street_720p.mp4", DecodeConfig::All, 1.0, 20.0);
+    let (_, units) = sampled_frames("clips/street_720p.mp4", DecodeConfig::Sampled, 1.0, 20.0);
+    assert!((units as f64) < 0.65 * all_units as f64, "{units} of {all_units} units decoded at 1/s, GOP 2 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! Integration tests: one binary, real servers (see `support`).
 
+#[path = "../../benches/common/mod.rs"]
+mod bench_common;
 mod cli;
 mod clock;
 mod delivery;
