@@ -79,19 +79,29 @@ fn mosquitto(dir: &Path) -> (Proc, u16) {
 
 /// /proc figures of a process: CPU seconds so far, resident bytes, open files.
 fn proc_stats(pid: u32) -> (f64, u64, usize) {
+    let (cpu, rss, fds, _) = proc_stats_split(pid);
+    (cpu, rss, fds)
+}
+
+/// [`proc_stats`] with the resident bytes split: anonymous (the heap: weights, activations,
+/// frames) and file-backed (the binary and libraries as far as touched).
+fn proc_stats_split(pid: u32) -> (f64, u64, usize, (u64, u64)) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let cpu = (ticks(11) + ticks(12)) / 100.0; // utime, stime (fields 14, 15 of stat)
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-    (cpu, rss_kb * 1024, fds)
+    (cpu, kb("VmRSS:"), fds, (kb("RssAnon:"), kb("RssFile:")))
 }
 
 /// The newest heartbeat, as it arrives.
@@ -205,10 +215,13 @@ fn step(
     }
     let (t0, a, cpu0, _, _) = snapshot();
     // Resident memory rises and falls with each inference: the window's peak is what counts.
-    let (mut rss, started) = (0, Instant::now());
+    let (mut rss, mut split, started) = (0, (0, 0), Instant::now());
     while started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(started.elapsed())));
-        rss = rss.max(proc_stats(pid).1);
+        let (_, now, _, now_split) = proc_stats_split(pid);
+        if now > rss {
+            (rss, split) = (now, now_split);
+        }
     }
     let (t1, b, cpu1, _, fds) = snapshot();
     let secs = (t1 - t0).as_secs_f64();
@@ -233,7 +246,7 @@ fn step(
         "stage_cpu_cores": { "decode": busy("decode"), "preprocess": busy("preprocess"), "inference": busy("inference"), "rules": busy("rules") },
         "dropped": { "encoded": dropped("encoded"), "frames_replaced": dropped("frames_replaced"), "detections": dropped("detections") },
         "latency_ms": { "p50": p50, "p95": p95 },
-        "peak_rss_bytes": rss, "open_files": fds,
+        "peak_rss_bytes": rss, "peak_rss_anon_bytes": split.0, "peak_rss_file_bytes": split.1, "open_files": fds,
     });
     Step { cameras, json, holds }
 }
@@ -307,7 +320,7 @@ fn main() {
          bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s"
     );
     println!(
-        "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB  files"
+        "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB (anon+file)  files"
     );
     let mut steps = Vec::new();
     let stop_at_failure = arg("--cameras").is_none();
@@ -319,7 +332,7 @@ fn main() {
         let st = &j["stage_cpu_cores"];
         let dr = &j["dropped"];
         println!(
-            "{n:>7}  {lo:.2}..{hi:.2} (sum {:.2})  {:>18.2}  {:.2}/{:.2}/{:.2}/{:.3}  {:.0}/{:.0}/{:.0}  {:>6}/{:<6}  {:>6.0}  {:>5}  {}",
+            "{n:>7}  {lo:.2}..{hi:.2} (sum {:.2})  {:>18.2}  {:.2}/{:.2}/{:.2}/{:.3}  {:.0}/{:.0}/{:.0}  {:>6}/{:<6}  {:>6.0} ({:.0}+{:.0})  {:>5}  {}",
             j["aggregate_detections_per_sec"].as_f64().unwrap(),
             j["process_cpu_cores"].as_f64().unwrap(),
             st["decode"].as_f64().unwrap(),
@@ -332,6 +345,8 @@ fn main() {
             j["latency_ms"]["p50"],
             j["latency_ms"]["p95"],
             j["peak_rss_bytes"].as_f64().unwrap() / 1e6,
+            j["peak_rss_anon_bytes"].as_f64().unwrap() / 1e6,
+            j["peak_rss_file_bytes"].as_f64().unwrap() / 1e6,
             j["open_files"],
             if s.holds { "holds" } else { "does not hold" },
         );
