@@ -10,7 +10,7 @@
 //!
 //! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
 //!  [--seconds 30] [--warmup 15] [--threads T] [--workers W] [--arena true] [--soak MINUTES]
-//!  [--out FILE.json]`
+//!  [--model FILE] [--out FILE.json]`
 //! `--find` steps N up from 1 until a step does not hold. `--soak M` runs the first N for M
 //! minutes, printing RSS and open files every minute. CI runs a smoke run of two cameras.
 //! Needs `scripts/setup` (clips, model, ONNX Runtime, GStreamer, mosquitto).
@@ -108,11 +108,12 @@ fn proc_stats_split(pid: u32) -> (f64, u64, usize, (u64, u64)) {
 type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
 
 fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> PathBuf {
+    let model_path = model_path(root);
     let mut text = format!(
         "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\n{model}\n\
          [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n",
         dir.join("state").display(),
-        root.join(".cache/models/person-yolov8.onnx").display(),
+        model_path.display(),
         root.join(".cache/onnxruntime/libonnxruntime.so").display(),
     );
     for (i, port) in ports.iter().enumerate() {
@@ -256,7 +257,7 @@ fn step(
 fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, threads: usize, seconds: f64) -> f64 {
     use fieldwatch::config::ModelConfig;
     let config = ModelConfig {
-        path: root.join(".cache/models/person-yolov8.onnx"),
+        path: model_path(root),
         runtime: root.join(".cache/onnxruntime/libonnxruntime.so"),
         threads,
         ..Default::default()
@@ -278,6 +279,11 @@ fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, th
         })
         .collect();
     loops.into_iter().map(|l| l.join().unwrap()).sum()
+}
+
+/// The model file: `--model FILE`, by default the person model.
+fn model_path(root: &Path) -> PathBuf {
+    arg("--model").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/models/person-yolov8.onnx"))
 }
 
 fn first_frame(clip: &Path) -> fieldwatch::decode::Frame {
@@ -316,8 +322,9 @@ fn main() {
     let (parallel, one) = (bare_loop(&root, &frame, workers, threads, 10.0), bare_loop(&root, &frame, 1, cores, 10.0));
     let bare = parallel.max(one);
     println!(
-        "capacity: {clip_name}, person model, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}; \
-         bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s"
+        "capacity: {clip_name}, {}, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}; \
+         bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s",
+        model_path(&root).file_name().unwrap_or_default().display()
     );
     println!(
         "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB (anon+file)  files"
@@ -360,7 +367,7 @@ fn main() {
     let best = steps.iter().filter_map(|s| s.json["aggregate_detections_per_sec"].as_f64()).fold(0.0, f64::max);
     println!("largest N that holds: {largest}; best aggregate {best:.2}/s = {:.2} of the bare loop", best / bare);
     let json = json!({
-        "clip": clip_name, "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
+        "clip": clip_name, "model": model_path(&root).display().to_string(), "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
         "aggregate_vs_bare": best / bare, "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
     });
     if let Some(out) = arg("--out") {
