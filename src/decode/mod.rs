@@ -3,14 +3,15 @@
 //! mid-stream by itself; every frame carries its own size.
 //!
 //! Only sampled frames are copied out and offered to the detector, and by default only what
-//! they need is decoded: a P-frame needs its references back to the last keyframe, but nothing
-//! after the sample until the next keyframe, and no non-reference frame before it. Decoding is CPU work, so each camera gets a
-//! thread of its own, between two edges (see `pipeline`). Each frame carries its stream time:
-//! the connection's anchor plus its timestamp, never a clock reading.
+//! they need is decoded: a sample needs its references back to the last keyframe, but not the
+//! frames after it up to the next keyframe, nor any non-reference frame before it. Decoding is
+//! CPU work, so each camera gets a thread of its own, between two edges (see `pipeline`). Each
+//! frame carries its stream time: the connection's anchor plus its timestamp, never a clock
+//! reading.
 
 mod sampler;
 
-pub use sampler::{KeyframeClock, Sampler};
+pub use sampler::Sampler;
 
 use crate::config::DecodeConfig;
 use crate::pipeline::{EdgeReceiver, EdgeSender};
@@ -19,6 +20,7 @@ use crate::telemetry::{CameraCounters, Throttle};
 use chrono::{DateTime, Utc};
 use ffmpeg_next as ff;
 use image::RgbImage;
+use sampler::KeyframeClock;
 use std::sync::{Arc, Once};
 use std::time::Instant;
 use tracing::warn;
