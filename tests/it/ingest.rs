@@ -1,8 +1,9 @@
 //! Camera ingest against real GStreamer RTSP servers: the formats cameras send (H.265, High
 //! profile with B-frames, a resolution change mid-stream), UDP, basic and digest
 //! authentication with passwords from a file or the environment, a lossy link, keyframes-only
-//! decoding, sampled decoding (what it leaves out changes no sampled frame), a frozen camera (silent) told apart from a pipeline that does not take frames
-//! (blocked), and four cameras where one failing leaves the others alone. What the daemon saw is
+//! decoding, sampled decoding (what it leaves out changes no sampled frame), a frozen camera
+//! (silent) told apart from a pipeline that does not take frames (blocked), and four cameras
+//! where one failing leaves the others alone. What the daemon saw is
 //! read from its heartbeat (every second) and its log.
 
 use crate::support::*;
@@ -179,7 +180,8 @@ fn sampled_decoding_leaves_out_frames_but_changes_no_sampled_frame() {
     let _serial = heavy_blocking();
     // 15 fps with B-frames (some of them references) and a keyframe every second; H.265
     // without B-frames; the benchmark's street clip (25 fps, B-frames, a keyframe every 2 s).
-    // Up to 2 samples per second, keyframes come before some next sample is due.
+    // At 2 samples per second or fewer, some keyframes come before the next sample is due, so
+    // fewer units are decoded.
     for (clip, seconds) in [("clips/bframes.mp4", 10.0), ("clips/scene_h265.mp4", 10.0), ("clips/street_720p.mp4", 8.0)]
     {
         for fps in [0.5, 1.0, 2.0, 5.0] {
