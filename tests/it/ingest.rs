@@ -3,8 +3,8 @@
 //! authentication with passwords from a file or the environment, a lossy link, keyframes-only
 //! decoding, sampled decoding (what it leaves out changes no sampled frame), a frozen camera
 //! (silent) told apart from a pipeline that does not take frames (blocked), and four cameras
-//! where one failing leaves the others alone. What the daemon saw is
-//! read from its heartbeat (every second) and its log.
+//! where one failing leaves the others alone. What the daemon saw is read from its heartbeat
+//! (every second) and its log.
 
 use crate::support::*;
 use fieldwatch::config::DecodeConfig;
