@@ -17,6 +17,7 @@
 
 mod common;
 
+use fieldwatch::decode::Frame;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -77,22 +78,26 @@ fn mosquitto(dir: &Path) -> (Proc, u16) {
     (Proc(child), port)
 }
 
-/// /proc figures of a process: CPU seconds so far, resident bytes, open files.
-fn proc_stats(pid: u32) -> (f64, u64, usize) {
-    let (cpu, rss, fds, _) = proc_stats_split(pid);
-    (cpu, rss, fds)
+/// /proc figures of a process.
+#[derive(Default)]
+struct ProcStats {
+    /// CPU seconds so far.
+    cpu: f64,
+    /// Resident bytes, and their split: anonymous (the heap: weights, activations, frames) and
+    /// file-backed (the binary and libraries as far as touched).
+    rss: u64,
+    rss_anon: u64,
+    rss_file: u64,
+    open_files: usize,
 }
 
-/// [`proc_stats`] with the resident bytes split: anonymous (the heap: weights, activations,
-/// frames) and file-backed (the binary and libraries as far as touched).
-fn proc_stats_split(pid: u32) -> (f64, u64, usize, (u64, u64)) {
+fn proc_stats(pid: u32) -> ProcStats {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0; // utime, stime (fields 14, 15 of stat)
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
+    let bytes = |key: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(key))
@@ -100,20 +105,24 @@ fn proc_stats_split(pid: u32) -> (f64, u64, usize, (u64, u64)) {
             .unwrap_or(0)
             * 1024
     };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-    (cpu, kb("VmRSS:"), fds, (kb("RssAnon:"), kb("RssFile:")))
+    ProcStats {
+        cpu: (ticks(11) + ticks(12)) / 100.0, // utime, stime (fields 14, 15 of stat)
+        rss: bytes("VmRSS:"),
+        rss_anon: bytes("RssAnon:"),
+        rss_file: bytes("RssFile:"),
+        open_files: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
+    }
 }
 
 /// The newest heartbeat, as it arrives.
 type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
 
+/// The daemon's config: `model` is the `[model]` keys but `runtime`.
 fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> PathBuf {
-    let model_path = model_path(root);
     let mut text = format!(
-        "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\npath = \"{}\"\nruntime = \"{}\"\n{model}\n\
+        "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\nruntime = \"{}\"\n{model}\n\
          [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n",
         dir.join("state").display(),
-        model_path.display(),
         root.join(".cache/onnxruntime/libonnxruntime.so").display(),
     );
     for (i, port) in ports.iter().enumerate() {
@@ -194,8 +203,8 @@ fn step(
     std::thread::sleep(warmup);
     let snapshot = || {
         let (at, beat) = latest.lock().unwrap().clone().expect("heartbeats arrive (see the daemon log)");
-        let (cpu, rss, fds) = proc_stats(pid);
-        (at, beat, cpu, rss, fds)
+        let now = proc_stats(pid);
+        (at, beat, now.cpu, now.rss, now.open_files)
     };
     if let Some(minutes) = soak {
         println!("soak: {cameras} cameras for {minutes} min");
@@ -216,12 +225,12 @@ fn step(
     }
     let (t0, a, cpu0, _, _) = snapshot();
     // Resident memory rises and falls with each inference: the window's peak is what counts.
-    let (mut rss, mut split, started) = (0, (0, 0), Instant::now());
+    let (mut peak, started) = (ProcStats::default(), Instant::now());
     while started.elapsed() < window {
         std::thread::sleep(Duration::from_millis(250).min(window.saturating_sub(started.elapsed())));
-        let (_, now, _, now_split) = proc_stats_split(pid);
-        if now > rss {
-            (rss, split) = (now, now_split);
+        let now = proc_stats(pid);
+        if now.rss > peak.rss {
+            peak = now;
         }
     }
     let (t1, b, cpu1, _, fds) = snapshot();
@@ -247,17 +256,17 @@ fn step(
         "stage_cpu_cores": { "decode": busy("decode"), "preprocess": busy("preprocess"), "inference": busy("inference"), "rules": busy("rules") },
         "dropped": { "encoded": dropped("encoded"), "frames_replaced": dropped("frames_replaced"), "detections": dropped("detections") },
         "latency_ms": { "p50": p50, "p95": p95 },
-        "peak_rss_bytes": rss, "peak_rss_anon_bytes": split.0, "peak_rss_file_bytes": split.1, "open_files": fds,
+        "peak_rss_bytes": peak.rss, "peak_rss_anon_bytes": peak.rss_anon, "peak_rss_file_bytes": peak.rss_file, "open_files": fds,
     });
     Step { cameras, json, holds }
 }
 
 /// Detections per second of bare loops, `sessions` in parallel with `threads` each, running one
 /// frame of the clip through `Detector::detect_frame`: the runtime's own limit.
-fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, threads: usize, seconds: f64) -> f64 {
+fn bare_loop(root: &Path, model: &Path, frame: &Frame, sessions: usize, threads: usize, seconds: f64) -> f64 {
     use fieldwatch::config::ModelConfig;
     let config = ModelConfig {
-        path: model_path(root),
+        path: model.to_path_buf(),
         runtime: root.join(".cache/onnxruntime/libonnxruntime.so"),
         threads,
         ..Default::default()
@@ -281,12 +290,7 @@ fn bare_loop(root: &Path, frame: &fieldwatch::decode::Frame, sessions: usize, th
     loops.into_iter().map(|l| l.join().unwrap()).sum()
 }
 
-/// The model file: `--model FILE`, by default the person model.
-fn model_path(root: &Path) -> PathBuf {
-    arg("--model").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/models/person-yolov8.onnx"))
-}
-
-fn first_frame(clip: &Path) -> fieldwatch::decode::Frame {
+fn first_frame(clip: &Path) -> Frame {
     let mut first = None;
     common::decode_clip(clip, fieldwatch::config::DecodeConfig::Keyframes, 1.0, |frame| {
         first = Some(frame);
@@ -307,7 +311,9 @@ fn main() {
     let threads: usize = arg("--threads").and_then(|t| t.parse().ok()).unwrap_or(defaults.threads);
     let workers: usize = arg("--workers").and_then(|t| t.parse().ok()).unwrap_or(defaults.workers);
     let arena = arg("--arena").map_or(defaults.arena, |a| a == "true");
-    let model = format!("threads = {threads}\nworkers = {workers}\narena = {arena}");
+    let model_file = arg("--model").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/models/person-yolov8.onnx"));
+    let model =
+        format!("path = \"{}\"\nthreads = {threads}\nworkers = {workers}\narena = {arena}", model_file.display());
     let seconds =
         |name: &str, default: u64| Duration::from_secs(arg(name).and_then(|s| s.parse().ok()).unwrap_or(default));
     let (window, warmup) = (seconds("--seconds", 30), seconds("--warmup", 15));
@@ -319,12 +325,13 @@ fn main() {
     };
     let frame = first_frame(&clip);
     let cores = workers * threads;
-    let (parallel, one) = (bare_loop(&root, &frame, workers, threads, 10.0), bare_loop(&root, &frame, 1, cores, 10.0));
+    let bare_loop = |sessions, threads| bare_loop(&root, &model_file, &frame, sessions, threads, 10.0);
+    let (parallel, one) = (bare_loop(workers, threads), bare_loop(1, cores));
     let bare = parallel.max(one);
     println!(
         "capacity: {clip_name}, {}, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}; \
          bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s",
-        model_path(&root).file_name().unwrap_or_default().display()
+        model_file.file_name().unwrap_or_default().display()
     );
     println!(
         "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB (anon+file)  files"
@@ -367,7 +374,7 @@ fn main() {
     let best = steps.iter().filter_map(|s| s.json["aggregate_detections_per_sec"].as_f64()).fold(0.0, f64::max);
     println!("largest N that holds: {largest}; best aggregate {best:.2}/s = {:.2} of the bare loop", best / bare);
     let json = json!({
-        "clip": clip_name, "model": model_path(&root).display().to_string(), "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
+        "clip": clip_name, "model": model_file.display().to_string(), "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
         "aggregate_vs_bare": best / bare, "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
     });
     if let Some(out) = arg("--out") {

@@ -66,7 +66,8 @@ fn main() {
     let stage_fps = all.units as f64 / all.wall.as_secs_f64();
     let ffmpeg = (0..runs).map(|_| ffmpeg_fps(&clip, all.units)).fold(0.0, f64::max);
     let keyframes = best(runs, || decode_stage(&clip, DecodeConfig::Keyframes, 2.0), |p| p.busy);
-    let sampled = [1.0, 2.0].map(|fps| best(runs, || decode_stage(&clip, DecodeConfig::Sampled, fps), |p| p.busy));
+    let sample_rates = [1.0, 2.0];
+    let sampled = sample_rates.map(|fps| best(runs, || decode_stage(&clip, DecodeConfig::Sampled, fps), |p| p.busy));
     let gop = all.units as f64 / keyframes.keyframes.max(1) as f64;
     let cpu_ratio = all.busy.as_secs_f64() / keyframes.busy.as_secs_f64().max(1e-9);
     println!("decode {} ({} frames, GOP {gop:.0}), best of {runs}", clip.display(), all.units);
@@ -81,7 +82,7 @@ fn main() {
         keyframes.units,
         keyframes.received
     );
-    for (fps, pass) in [1, 2].iter().zip(&sampled) {
+    for (fps, pass) in sample_rates.iter().zip(&sampled) {
         println!(
             "sampled mode at {fps} fps decoder CPU {:.0} ms: {:.2} of every frame's; {} of {} units handed to the decoder",
             pass.busy.as_secs_f64() * 1e3,

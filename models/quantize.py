@@ -4,7 +4,7 @@ for CPUs with 8-bit dot products (x86 AVX-VNNI/AVX512-VNNI, ARM dot-product): we
 the size and inference about 3x faster on the person model, with the same detections.
 
 ONNX Runtime's static quantizer (QDQ, weights per channel as int8, activations as uint8,
-min-max calibration on the given photos, letterboxed as the daemon does). The detection head's
+min-max calibration on the given photos, letterboxed as the reference does). The detection head's
 last layers stay in float: its output joins box coordinates (0..640) and class scores (0..1),
 and one 8-bit scale for both leaves no scores at all. Deterministic for the same inputs.
 
@@ -15,25 +15,16 @@ import os
 import re
 import tempfile
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
-
-
-def letterbox(img, size):
-    w, h = img.size
-    scale = min(size / w, size / h)
-    nw, nh = round(w * scale), round(h * scale)
-    canvas = Image.new("RGB", (size, size), (114, 114, 114))
-    canvas.paste(img.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
-    return (np.asarray(canvas, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+from reference_person import letterbox
 
 
 class Photos(CalibrationDataReader):
     def __init__(self, input_name, size, paths):
-        self.items = iter([{input_name: letterbox(Image.open(p).convert("RGB"), size)} for p in paths])
+        self.items = iter([{input_name: letterbox(Image.open(p).convert("RGB"), size, size)[0]} for p in paths])
 
     def get_next(self):
         return next(self.items, None)

@@ -144,16 +144,20 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The tensor for a batch of `n`, made the first time.
-    fn get(&mut self, n: usize) -> Result<&mut Input, ort::Error> {
+    /// The tensor for a batch of `n`, made the first time (an error names `model`).
+    fn get(&mut self, n: usize, model: &str) -> Result<&mut Input, DetectError> {
         let slot = &mut self.by_batch[n - 1];
         if slot.is_none() {
             let [c, h, w] = self.image;
             let allocator = ort::memory::Allocator::default();
-            *slot = Some(match self.half {
-                false => Input::F32(Tensor::new(&allocator, [n, c, h, w])?),
-                true => Input::F16(Tensor::new(&allocator, [n, c, h, w])?),
-            });
+            let made = match self.half {
+                false => Tensor::new(&allocator, [n, c, h, w]).map(Input::F32),
+                true => Tensor::new(&allocator, [n, c, h, w]).map(Input::F16),
+            };
+            *slot = Some(made.map_err(|e| DetectError::Layout {
+                model: model.to_string(),
+                message: format!("cannot make the input tensor: {e}"),
+            })?);
         }
         Ok(slot.as_mut().expect("just made"))
     }
@@ -263,7 +267,7 @@ impl Detector {
             format,
             provider,
         };
-        detector.input(1)?; // a model whose input cannot be made fails now
+        detector.inputs.get(1, &detector.name)?; // a model whose input cannot be made fails now
         Ok(detector)
     }
 
@@ -289,21 +293,15 @@ impl Detector {
         self.provider
     }
 
-    /// The input tensor for a batch of `n`, made the first time.
-    fn input(&mut self, n: usize) -> Result<&mut Input, DetectError> {
-        let name = &self.name;
-        self.inputs.get(n).map_err(|e| tensor_error(name, e))
-    }
-
     /// Detects objects in decoded frames, straight from their YUV planes, in one run (at most
     /// [`max_batch`](Self::max_batch)); boxes in each frame's pixels. Also says how long the
     /// preprocessing took.
     pub fn detect_frames(&mut self, frames: &[&Frame]) -> (Result<Vec<Vec<Detection>>, DetectError>, Duration) {
         let started = Instant::now();
         let (len, prep) = (self.prep.input_len(), &mut self.prep);
-        let input = match self.inputs.get(frames.len()) {
+        let input = match self.inputs.get(frames.len(), &self.name) {
             Ok(input) => input,
-            Err(e) => return (Err(tensor_error(&self.name, e)), started.elapsed()),
+            Err(e) => return (Err(e), started.elapsed()),
         };
         let boxes: Vec<Letterbox> = frames
             .iter()
@@ -328,7 +326,7 @@ impl Detector {
     /// Detects objects in an RGB image (a photo); boxes in its pixels.
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let (len, prep) = (self.prep.input_len(), &mut self.prep);
-        let input = self.inputs.get(1).map_err(|e| tensor_error(&self.name, e))?;
+        let input = self.inputs.get(1, &self.name)?;
         let lb = input.write(0, len, |slice| match slice {
             InputSlice::F32(out) => prep.rgb(rgb, out, |v| v),
             InputSlice::F16(out) => prep.rgb(rgb, out, half::f16::from_f32),
@@ -340,7 +338,7 @@ impl Detector {
     /// back through `lb`: for comparing with a reference implementation on the same input.
     pub fn detect_tensor(&mut self, tensor: &[f32], lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
         let len = self.prep.input_len();
-        self.input(1)?.write(0, len, |slice| {
+        self.inputs.get(1, &self.name)?.write(0, len, |slice| {
             match slice {
                 InputSlice::F32(out) => out.copy_from_slice(tensor),
                 InputSlice::F16(out) => out.iter_mut().zip(tensor).for_each(|(d, v)| *d = half::f16::from_f32(*v)),
@@ -381,10 +379,6 @@ impl Detector {
             })
             .collect())
     }
-}
-
-fn tensor_error(model: &str, e: ort::Error) -> DetectError {
-    DetectError::Layout { model: model.to_string(), message: format!("cannot make the input tensor: {e}") }
 }
 
 /// Class names: `model.labels`, else `model.labels_file`, else the model's `names` metadata.
