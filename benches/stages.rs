@@ -1,6 +1,7 @@
 //! Per-frame cost of each CPU stage on a 1080p frame, for capacity planning: how many cameras
 //! at what detect_fps one box can carry. The rules stage (tracking, zones, lifecycle) is
-//! measured on a busy street: 10 parked objects and 10 passers in every frame. `cargo bench --bench stages` (needs scripts/setup for
+//! measured on a busy street: 10 parked objects and 10 passers in every frame, without and with
+//! the picture (the scene's background, light and looks at missed objects' places). `cargo bench --bench stages` (needs scripts/setup for
 //! ONNX Runtime). Prints the median of each stage; no thresholds here — speed goals are read
 //! from these numbers, never asserted in tests.
 
@@ -107,11 +108,38 @@ fn main() {
     let two = fieldwatch::report::Shots { main: shot(), first_seen: Some(shot()) };
     println!("report (rgb + annotate + jpeg)     {:?}", median(|| drop(build(&origin, &event, &one)), 10));
     println!("  opened, with first-seen frame    {:?}", median(|| drop(build(&origin, &event, &two)), 10));
-    println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone()));
+    println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone(), None));
+    println!("  with the picture (scene)         {:?}", rules_per_frame(event.rule.clone(), Some(&frame)));
+    scene_costs(&frame);
 }
 
-/// Mean cost of one frame through a camera's rules over five minutes at 2 fps.
-fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
+/// The scene on its own: a frame taken in (grid, light, background), and one look at a place.
+fn scene_costs(frame: &fieldwatch::decode::Frame) {
+    use fieldwatch::scene::Scene;
+    let boxes: Vec<BBox> = (0..20)
+        .map(|k| BBox { x1: 100.0 + k as f32 * 85.0, y1: 700.0, x2: 190.0 + k as f32 * 85.0, y2: 820.0 })
+        .collect();
+    let mut scene = Scene::new();
+    let took = median(|| drop(scene.look(frame.luma(), &boxes, &boxes)), 30);
+    println!("scene: frame in (grid 160 wide)    {took:?}");
+    let place = BBox { x1: 900.0, y1: 300.0, x2: 990.0, y2: 420.0 };
+    let view = scene.look(frame.luma(), &boxes, &boxes);
+    let signature = view.signature(&place);
+    let looks = 10_000;
+    let took = median(
+        || {
+            for _ in 0..looks {
+                std::hint::black_box(view.place(std::hint::black_box(&place), signature.as_ref()));
+            }
+        },
+        11,
+    );
+    println!("scene: one look at a place         {:?}", took / looks);
+}
+
+/// Mean cost of one frame through a camera's rules over five minutes at 2 fps, with `picture`
+/// as every frame's picture if given.
+fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>, picture: Option<&fieldwatch::decode::Frame>) -> Duration {
     use fieldwatch::detect::{BBox, Detection};
     let mut rule = (*rule).clone();
     rule.classes = vec!["motorbike".into()];
@@ -146,7 +174,7 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>) -> Duration {
         dets.extend((0..10).map(|k| bike(((s * 150.0 + k as f32 * 190.0) % 2000.0) - 90.0, 700.0 + k as f32 * 8.0)));
         let at = t0 + chrono::TimeDelta::milliseconds(500 * i as i64);
         let started = Instant::now();
-        drop(rules.observe(at, &dets, 1920, 1080));
+        drop(rules.observe(at, &dets, 1920, 1080, picture.map(|p| p.luma())));
         spent += started.elapsed();
     }
     spent / frames

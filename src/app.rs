@@ -709,7 +709,7 @@ async fn run_rules(
         }
         last_at = Some(frame.at);
         let started = Instant::now();
-        let events = logic.observe(frame.at, &detections, frame.width, frame.height);
+        let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
         evidence.see(&frame, &detections, logic.present());
         counters.rules_busy.add_since(started);
         let changed = !events.is_empty();

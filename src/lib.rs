@@ -25,6 +25,8 @@
 //! - [`detect`]: letterbox from YUV, ONNX Runtime, output decoding (YOLOv8, YOLOv5,
 //!   end-to-end), NMS; inference workers per model, batching.
 //! - [`rules`]: one camera's logic as a pure unit: zones, dwell, incidents (time injected).
+//! - [`scene`]: each camera's background, which tells a parked object that has gone from one
+//!   that is only hidden.
 //! - [`report`]: the versioned report JSON, descriptions and snapshots.
 //! - [`outbox`]: the durable queue of reports on disk, between the rules and the broker.
 //! - [`publish`]: MQTT client, delivering the outbox one acknowledged report at a time; status
@@ -45,6 +47,7 @@ pub mod probe;
 pub mod publish;
 pub mod report;
 pub mod rules;
+pub mod scene;
 pub mod source;
 pub mod state;
 pub mod supervisor;

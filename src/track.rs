@@ -16,20 +16,28 @@
 //!    without waiting out the coast).
 //!
 //! A new track is tentative until `confirm_hits` hits and dies on its first miss; a moving
-//! track dies after `moving_max_unseen`; a stationary one coasts on its last box for
-//! `stationary_max_unseen` (a bus or a crowd in front of it), with no velocity prediction.
+//! track dies after `moving_max_unseen`. A stationary one missed is looked for in the picture
+//! ([`crate::scene`]): once its place has looked empty for `gone_after` it has gone, and its
+//! presence ended when it was last seen; while its place is covered (a bus or a crowd in front
+//! of it), still looks like it, or the picture cannot tell, it coasts on its last box for
+//! `stationary_max_unseen`, with no velocity prediction. Why each track ended is in
+//! [`Tracker::ended`].
 //!
 //! A track is stationary once its boxes have stayed close to their median (IoU ≥ `still_iou`)
 //! for `stationary_after`, missing at most one detection on the way (a stream of passers
 //! landing on the same spot now and then is not a parked object); it is stationary *since* the
 //! first of those boxes, when it stopped.
 //! It leaves only after two matched boxes in a row fall below `moving_iou` against its anchor
-//! (lower than `still_iou`), so box jitter or one passer over it does not flip it back.
+//! (lower than `still_iou`), so box jitter or one passer over it does not flip it back. A box
+//! that lies inside its anchor is a part of it seen past something in front (a bus sliding
+//! over it): it is seen, where it stood, and does not move.
 
 use crate::detect::{BBox, Detection};
+use crate::scene::{Place, Signature, View};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::time::Duration;
+use tracing::debug;
 
 /// Recent boxes kept per track: enough for the median and the stillness test at 2 fps.
 const HISTORY: usize = 32;
@@ -42,6 +50,8 @@ pub struct TrackerConfig {
     pub confirm_hits: u32,
     pub moving_max_unseen: Duration,
     pub stationary_max_unseen: Duration,
+    /// A stationary track whose place has looked empty this long has gone.
+    pub gone_after: Duration,
     pub stationary_after: Duration,
     pub still_iou: f32,
     pub moving_iou: f32,
@@ -54,6 +64,7 @@ impl Default for TrackerConfig {
             confirm_hits: 3,
             moving_max_unseen: Duration::from_secs(3),
             stationary_max_unseen: Duration::from_secs(60),
+            gone_after: Duration::from_secs(2),
             stationary_after: Duration::from_secs(5),
             still_iou: 0.7,
             moving_iou: 0.5,
@@ -82,6 +93,23 @@ pub struct Track {
     disagreeing: u32,
     /// Updates in a row that did not see it.
     missed: u32,
+    /// Its look while last seen whole and uncovered (stationary tracks, with a picture).
+    signature: Option<Signature>,
+    /// Whether its last sighting was of all of it (not a part seen past something in front).
+    whole: bool,
+    /// Since when nothing has said it is still there: its last sighting, if every look at its
+    /// place since was empty; else the first of the empty looks in a row. None after a look
+    /// that was not empty.
+    empty_since: Option<DateTime<Utc>>,
+}
+
+/// A confirmed track that ended in the last update, and when it was last known present.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ended {
+    pub id: u64,
+    /// Its last sighting if its place was seen empty, else the end of its coast.
+    pub present_until: DateTime<Utc>,
+    pub gone: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +129,12 @@ impl Track {
     /// Whether this update's detections included it.
     pub fn seen_at(&self, at: DateTime<Utc>) -> bool {
         self.last_seen == at
+    }
+
+    /// Until when it is known to be here, as of `at`: its last sighting while it is unseen and
+    /// every look at its place since has been empty (it may have gone), else `at`.
+    pub fn present_until(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        if self.empty_since.is_some() && !self.seen_at(at) { self.last_seen } else { at }
     }
 
     /// The median of its recent boxes, edge by edge: robust to jitter and to a stray box.
@@ -147,14 +181,25 @@ impl Track {
             history: VecDeque::from([Seen { at, bbox: d.bbox, score: d.score, missed_before: 0 }]),
             disagreeing: 0,
             missed: 0,
+            signature: None,
+            whole: true,
+            empty_since: Some(at),
         }
     }
 
     fn hit(&mut self, at: DateTime<Utc>, d: &Detection, config: &TrackerConfig) {
         self.hits += 1;
         self.confirmed |= self.hits >= config.confirm_hits;
+        let mut bbox = d.bbox;
+        self.whole = true;
         if self.is_stationary() {
-            if self.anchor_box().iou(&d.bbox) < config.moving_iou {
+            let anchor = self.anchor_box();
+            if anchor.iou(&d.bbox) < config.moving_iou && within(&d.bbox, &anchor) {
+                // A part of it, the rest covered (a bus sliding in front): seen, where it stood.
+                bbox = anchor;
+                self.whole = false;
+                self.disagreeing = 0;
+            } else if anchor.iou(&d.bbox) < config.moving_iou {
                 self.disagreeing += 1;
                 if self.disagreeing >= 2 {
                     // It moved off: start over from here as a moving object.
@@ -166,12 +211,13 @@ impl Track {
                 self.disagreeing = 0;
             }
         }
-        self.history.push_back(Seen { at, bbox: d.bbox, score: d.score, missed_before: self.missed });
+        self.history.push_back(Seen { at, bbox, score: d.score, missed_before: self.missed });
         self.missed = 0;
+        self.empty_since = Some(at);
         if self.history.len() > HISTORY {
             self.history.pop_front();
         }
-        (self.bbox, self.score, self.last_seen) = (d.bbox, d.score, at);
+        (self.bbox, self.score, self.last_seen) = (bbox, d.score, at);
         if !self.is_stationary() && self.confirmed {
             let since = still_since(&self.history, config.still_iou);
             if since.is_some_and(|s| (at - s).to_std().unwrap_or_default() >= config.stationary_after) {
@@ -193,6 +239,21 @@ fn still_since(history: &VecDeque<Seen>, still_iou: f32) -> Option<DateTime<Utc>
         let median = median_box(run.clone().map(|s| s.bbox));
         run.clone().all(|s| s.bbox.iou(&median) >= still_iou).then(|| history[start].at)
     })
+}
+
+/// Whether `part` lies (all but a few pixels' worth) inside `whole`.
+fn within(part: &BBox, whole: &BBox) -> bool {
+    let inside = BBox {
+        x1: part.x1.max(whole.x1),
+        y1: part.y1.max(whole.y1),
+        x2: part.x2.min(whole.x2),
+        y2: part.y2.min(whole.y2),
+    };
+    part.area() > 0.0 && inside.area() >= 0.85 * part.area()
+}
+
+fn secs(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 fn median(values: &mut [f32]) -> f32 {
@@ -256,11 +317,17 @@ pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    ended: Vec<Ended>,
 }
 
 impl Tracker {
     pub fn new(config: TrackerConfig) -> Self {
-        Self { config, tracks: Vec::new(), next_id: 1 }
+        Self { config, tracks: Vec::new(), next_id: 1, ended: Vec::new() }
+    }
+
+    /// The confirmed tracks the last update ended.
+    pub fn ended(&self) -> &[Ended] {
+        &self.ended
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -271,8 +338,10 @@ impl Tracker {
         &self.config
     }
 
-    /// Takes one frame's detections at stream time `at` (later than the previous update's).
-    pub fn update(&mut self, at: DateTime<Utc>, detections: &[Detection]) {
+    /// Takes one frame's detections at stream time `at` (later than the previous update's),
+    /// with the frame's picture where there is one.
+    pub fn update(&mut self, at: DateTime<Utc>, detections: &[Detection], view: Option<&View>) {
+        self.ended.clear();
         let mut matched_detection = vec![false; detections.len()];
         let mut labels: Vec<&str> = detections.iter().map(|d| d.label.as_str()).collect();
         labels.sort_unstable();
@@ -316,10 +385,15 @@ impl Tracker {
                 },
             );
         }
-        // Tracks not seen now: tentative ones die, confirmed ones after their time unseen.
-        let config = &self.config;
+        // Tracks not seen now: tentative ones die; stationary ones once their place has looked
+        // empty long enough; confirmed ones after their time unseen.
+        let (config, ended) = (&self.config, &mut self.ended);
         self.tracks.retain_mut(|t| {
             if t.seen_at(at) {
+                if let (true, Some(signature)) = (t.is_stationary() && t.whole, view.and_then(|v| v.signature(&t.bbox)))
+                {
+                    t.signature = Some(signature);
+                }
                 return true;
             }
             t.missed += 1;
@@ -327,8 +401,30 @@ impl Tracker {
             if !t.confirmed {
                 return false;
             }
+            if let (true, Some(view)) = (t.is_stationary(), view) {
+                let look = view.place(&t.bbox, t.signature.as_ref());
+                t.empty_since = if look.place == Place::Empty { t.empty_since.or(Some(at)) } else { None };
+                let gone = t.empty_since.is_some_and(|since| at - since >= secs(config.gone_after));
+                debug!(
+                    track = t.id, label = %t.label, place = ?look.place, gone,
+                    contrast = look.contrast, to_background = look.to_background, to_object = look.to_object,
+                    "stationary object missed"
+                );
+                if gone {
+                    ended.push(Ended { id: t.id, present_until: t.last_seen, gone: true });
+                    return false;
+                }
+            } else if t.is_stationary() {
+                t.empty_since = None;
+            }
+            let limit = if t.is_stationary() { config.stationary_max_unseen } else { config.moving_max_unseen };
             let unseen = (at - t.last_seen).to_std().unwrap_or_default();
-            unseen <= if t.is_stationary() { config.stationary_max_unseen } else { config.moving_max_unseen }
+            if unseen > limit {
+                let present_until = if t.is_stationary() { t.last_seen + secs(limit) } else { t.last_seen };
+                ended.push(Ended { id: t.id, present_until, gone: false });
+                return false;
+            }
+            true
         });
         for (d, detection) in detections.iter().enumerate() {
             if !matched_detection[d] {
@@ -432,18 +528,18 @@ mod tests {
     #[test]
     fn a_new_track_is_confirmed_after_hits_and_a_tentative_one_dies_on_a_miss() {
         let mut tracker = Tracker::new(TrackerConfig::default());
-        tracker.update(t(0.0), &[det(10.0, 10.0, 20.0)]);
-        tracker.update(t(0.5), &[]);
+        tracker.update(t(0.0), &[det(10.0, 10.0, 20.0)], None);
+        tracker.update(t(0.5), &[], None);
         assert!(tracker.tracks().is_empty(), "tentative track survived a miss");
         for i in 0..3 {
-            tracker.update(t(1.0 + i as f64 * 0.5), &[det(10.0 + i as f32 * 15.0, 10.0, 20.0)]);
+            tracker.update(t(1.0 + i as f64 * 0.5), &[det(10.0 + i as f32 * 15.0, 10.0, 20.0)], None);
         }
         assert_eq!(tracker.tracks().len(), 1);
         assert!(tracker.tracks()[0].confirmed && !tracker.tracks()[0].is_stationary());
         let id = tracker.tracks()[0].id;
-        tracker.update(t(3.0), &[]);
+        tracker.update(t(3.0), &[], None);
         assert_eq!(tracker.tracks()[0].id, id, "a confirmed track survives a miss");
-        tracker.update(t(5.1), &[]);
+        tracker.update(t(5.1), &[], None);
         assert!(tracker.tracks().is_empty(), "a moving track dies after 3 s unseen");
     }
 
@@ -452,27 +548,49 @@ mod tests {
         let mut tracker = Tracker::new(TrackerConfig::default());
         // Moves for 2 s, then stops at x=100 with a pixel of jitter.
         for i in 0..=4 {
-            tracker.update(t(i as f64 * 0.5), &[det(i as f32 * 25.0, 50.0, 40.0)]);
+            tracker.update(t(i as f64 * 0.5), &[det(i as f32 * 25.0, 50.0, 40.0)], None);
         }
         for i in 5..=20 {
             let jitter = if i % 2 == 0 { 1.0 } else { -1.0 };
-            tracker.update(t(i as f64 * 0.5), &[det(100.0 + jitter, 50.0, 40.0)]);
+            tracker.update(t(i as f64 * 0.5), &[det(100.0 + jitter, 50.0, 40.0)], None);
         }
         let track = &tracker.tracks()[0];
         assert_eq!(tracker.tracks().len(), 1);
         let since = track.stationary_since.expect("stationary after 5 s still");
         assert!((since - t(2.0)).num_milliseconds().abs() <= 500, "stationary since {since}, stopped at 2 s");
-        tracker.update(t(40.0), &[]);
+        tracker.update(t(40.0), &[], None);
         assert_eq!(tracker.tracks().len(), 1, "coasts 30 s unseen");
-        tracker.update(t(71.0), &[]);
+        tracker.update(t(71.0), &[], None);
         assert!(tracker.tracks().is_empty(), "gone after 60 s unseen");
+    }
+
+    #[test]
+    fn a_parked_object_seen_in_part_past_something_sliding_in_front_stays_put() {
+        let mut tracker = Tracker::new(TrackerConfig::default());
+        for i in 0..=12 {
+            tracker.update(t(i as f64 * 0.5), &[det(100.0, 50.0, 40.0)], None);
+        }
+        let parked = tracker.tracks()[0].id;
+        // A box slides over it from the left: the detector sees ever less of its right side.
+        for (i, left) in [110.0, 120.0, 125.0, 128.0].into_iter().enumerate() {
+            let visible = Detection { bbox: BBox { x1: left, ..det(100.0, 50.0, 40.0).bbox }, ..det(0.0, 0.0, 1.0) };
+            tracker.update(t(6.5 + i as f64 * 0.5), &[visible], None);
+        }
+        let track = tracker.tracks().iter().find(|t| t.id == parked).expect("kept");
+        assert!(track.is_stationary(), "a part seen is not a move");
+        assert_eq!(track.bbox, det(100.0, 50.0, 40.0).bbox, "it stays where it stood");
+        assert_eq!(track.last_seen, t(8.0));
+        // Pulling away is still a move: boxes that reach beyond where it stood.
+        tracker.update(t(8.5), &[det(120.0, 50.0, 40.0)], None);
+        tracker.update(t(9.0), &[det(140.0, 50.0, 40.0)], None);
+        assert!(!tracker.tracks().iter().find(|t| t.id == parked).unwrap().is_stationary());
     }
 
     #[test]
     fn a_passer_over_a_parked_object_does_not_steal_its_track() {
         let mut tracker = Tracker::new(TrackerConfig::default());
         for i in 0..=12 {
-            tracker.update(t(i as f64 * 0.5), &[det(100.0, 50.0, 40.0)]);
+            tracker.update(t(i as f64 * 0.5), &[det(100.0, 50.0, 40.0)], None);
         }
         let parked = tracker.tracks()[0].id;
         assert!(tracker.tracks()[0].is_stationary());
@@ -485,7 +603,7 @@ mod tests {
             if !hidden {
                 dets.push(det(100.0, 50.0, 40.0));
             }
-            tracker.update(at, &dets);
+            tracker.update(at, &dets, None);
         }
         let still = tracker.tracks().iter().find(|t| t.id == parked).expect("parked track kept");
         assert!(still.is_stationary());

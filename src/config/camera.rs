@@ -151,6 +151,10 @@ pub struct TrackingConfig {
     /// A stationary track coasts on its last box this long unseen (a bus or a crowd in front
     /// of it) before it is dropped. Default 60.
     pub stationary_max_unseen_secs: f64,
+    /// A stationary object missed while its place looks like the street behind it (not covered,
+    /// not like the object) has gone after this long; its presence ended when it was last seen.
+    /// Default 2: two detections at 1/s, four at 2/s, so one odd frame decides nothing.
+    pub gone_after_secs: f64,
     /// How long an object's box must stay put before it is stationary (parked, dumped).
     /// Default 5.
     pub stationary_after_secs: f64,
@@ -172,6 +176,7 @@ impl Default for TrackingConfig {
             confirm_hits: 3,
             moving_max_unseen_secs: 3.0,
             stationary_max_unseen_secs: 60.0,
+            gone_after_secs: 2.0,
             stationary_after_secs: 5.0,
             still_iou: 0.7,
             moving_iou: 0.5,

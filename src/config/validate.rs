@@ -302,6 +302,7 @@ fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerCo
         confirm_hits: t.confirm_hits,
         moving_max_unseen: v.secs(&format!("{at}.moving_max_unseen_secs"), t.moving_max_unseen_secs, HOUR),
         stationary_max_unseen: v.secs(&format!("{at}.stationary_max_unseen_secs"), t.stationary_max_unseen_secs, HOUR),
+        gone_after: v.secs(&format!("{at}.gone_after_secs"), t.gone_after_secs, HOUR),
         stationary_after: v.secs(&format!("{at}.stationary_after_secs"), t.stationary_after_secs, HOUR),
         still_iou: t.still_iou as f32,
         moving_iou: t.moving_iou as f32,

@@ -79,6 +79,11 @@ impl Frame {
         }
     }
 
+    /// The luma plane, for the rules' picture of the scene.
+    pub fn luma(&self) -> crate::scene::Luma<'_> {
+        crate::scene::Luma { width: self.width, height: self.height, data: &self.y, full_range: self.full_range }
+    }
+
     fn chroma_width(&self) -> u32 {
         self.width.div_ceil(2)
     }

@@ -1,8 +1,11 @@
 //! Which frames a report shows. Per rule, while objects are present in its zone, this keeps
 //! the frame where they were first seen and the frame that shows them best since the rule's
-//! last report: the highest summed score with no object cut by the frame's edge. `opened` and
-//! `updated` reports show that best frame (and `opened` the first-seen one too, so the IOC
-//! sees how long they have been there); `resolved` shows the cleared scene as it is now.
+//! last report or since they last changed (one came or went): the highest summed score with no
+//! object cut by the frame's edge. `opened` and `updated` reports show that best frame if it
+//! shows just the event's objects, else the frame the event was decided on (a report never
+//! shows an object that has left, nor misses one that came); `opened` shows the first-seen one
+//! too, so the IOC sees how long they have been there; `resolved` shows the cleared scene as
+//! it is now.
 //!
 //! Frames are shared (`Arc`), so keeping two per rule costs no copy.
 
@@ -77,8 +80,9 @@ impl Evidence {
                 kept.first = Some(shot());
             }
             let quality = (objects.iter().all(|o| !cut(&o.bbox, frame)), objects.iter().map(|o| o.score).sum::<f32>());
-            // Ties go to the later frame: the same scene, more recent.
-            if kept.best.as_ref().is_none_or(|(best, _)| quality >= *best) {
+            // Ties go to the later frame: the same scene, more recent. Other objects: a new scene.
+            let same = |shot: &Shot| same_objects(&shot.objects, objects);
+            if kept.best.as_ref().is_none_or(|(best, shot)| !same(shot) || quality >= *best) {
                 kept.best = Some((quality, shot()));
             }
         }
@@ -95,12 +99,17 @@ impl Evidence {
         }
         let kept = self.by_rule.entry(event.rule.id.clone()).or_default();
         kept.reported = true;
-        let main = kept.best.take().map(|(_, shot)| shot);
+        let main = kept.best.take().map(|(_, shot)| shot).filter(|shot| same_objects(&shot.objects, &event.objects));
         let first = kept.first.take().filter(|_| event.kind == EventKind::Opened);
         let main = main.unwrap_or_else(now);
         let first_seen = first.filter(|f| f.frame.at < main.frame.at);
         Shots { main, first_seen }
     }
+}
+
+/// Whether two lists show the same tracked objects.
+fn same_objects(a: &[IncidentObject], b: &[IncidentObject]) -> bool {
+    a.len() == b.len() && a.iter().all(|o| b.iter().any(|p| p.track_id == o.track_id))
 }
 
 fn cut(b: &BBox, frame: &Frame) -> bool {
@@ -178,6 +187,26 @@ mod tests {
         let now = see(&mut evidence, 9, true, &[]);
         let shots = evidence.take(&event(EventKind::Resolved, 9, Vec::new()), &now, &[]);
         assert_eq!((shots.main.frame.at, shots.main.objects.len()), (at(9), 0));
+    }
+
+    #[test]
+    fn a_count_going_down_shows_a_frame_without_the_one_that_left() {
+        let mut evidence = Evidence::new(Vec::new());
+        let two = |score| vec![object(score, 100.0), IncidentObject { track_id: 2, ..object(score, 300.0) }];
+        see(&mut evidence, 0, false, &two(0.9));
+        let now = see(&mut evidence, 3, false, &two(0.9));
+        evidence.take(&event(EventKind::Opened, 3, two(0.9)), &now, &[]);
+        see(&mut evidence, 4, true, &two(0.95)); // both, the best summed score
+        see(&mut evidence, 5, true, &[object(0.6, 100.0)]); // the second has gone
+        let now = see(&mut evidence, 6, true, &[object(0.5, 100.0)]);
+        let shots = evidence.take(&event(EventKind::Updated, 6, vec![object(0.5, 100.0)]), &now, &[]);
+        assert_eq!(shots.main.frame.at, at(5), "the best frame of the one still there");
+        assert_eq!(shots.main.objects.len(), 1);
+        // A frame of other objects than the event's (one present, not yet dwelled): now.
+        see(&mut evidence, 7, true, &two(0.9));
+        let now = see(&mut evidence, 8, true, &two(0.9));
+        let shots = evidence.take(&event(EventKind::Updated, 8, vec![object(0.5, 100.0)]), &now, &[]);
+        assert_eq!((shots.main.frame.at, shots.main.objects.len()), (at(8), 1));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! 1. **Filters**: detections of the rule's classes that pass its per-class filters (score,
 //!    area, aspect ratio), outside the camera's masks.
 //! 2. **Tracking** ([`crate::track`]): which detections are the same object, and which objects
-//!    are stationary, since when.
+//!    are stationary, since when; a stationary one missed has gone once the camera's picture
+//!    shows its place empty ([`crate::scene`]), and is hidden while something covers it.
 //! 3. **Zone**: whether each track is in the rule's zone, with `inertia` detections before
 //!    entering or leaving counts.
 //! 4. **Presence**: stationary tracks in the zone whose median score passes `threshold`. Each
 //!    one's dwell counts from when it stopped inside the zone (coasting through an occlusion
-//!    does not reset it); passers never count, however many.
+//!    does not reset it); passers never count, however many. An object that has gone stops
+//!    counting at once, and its presence ended when it was last seen: the count goes down as
+//!    well as up, and the incident resolves `clear_after` after the last one was last seen.
 //! 5. **Lifecycle**, one incident per rule:
 //!
 //! ```text
@@ -28,6 +31,7 @@ pub mod zone;
 
 use crate::config::{Camera, Rule};
 use crate::detect::{BBox, Detection};
+use crate::scene::{Luma, Scene, View};
 use crate::track::Tracker;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -85,6 +89,8 @@ pub enum Saved {
 pub struct CameraRules {
     masks: Vec<Vec<[f64; 2]>>,
     rules: Vec<RuleEngine>,
+    /// The camera's background and light, shared by its rules' trackers.
+    scene: Scene,
 }
 
 impl CameraRules {
@@ -101,16 +107,19 @@ impl CameraRules {
                 state: State::Idle,
             })
             .collect();
-        Self { masks: camera.masks.clone(), rules }
+        Self { masks: camera.masks.clone(), rules, scene: Scene::new() }
     }
 
-    /// The events one frame's detections at stream time `at` cause, in rule order.
+    /// The events one frame's detections at stream time `at` cause, in rule order. `luma`,
+    /// the frame's picture, tells objects that have gone from hidden ones; without it a
+    /// missed object coasts.
     pub fn observe(
         &mut self,
         at: DateTime<Utc>,
         detections: &[Detection],
         width: u32,
         height: u32,
+        luma: Option<Luma<'_>>,
     ) -> Vec<IncidentEvent> {
         let (w, h) = (width as f64, height as f64);
         let unmasked: Vec<Detection> = detections
@@ -121,7 +130,17 @@ impl CameraRules {
             })
             .cloned()
             .collect();
-        self.rules.iter_mut().filter_map(|r| r.observe(at, &unmasked, width, height)).collect()
+        let covering: Vec<BBox> = detections.iter().map(|d| d.bbox).collect();
+        let view = luma.map(|luma| {
+            // Where each track was last seen, and where a stationary one stands (its last box
+            // may be a part of it, or jitter).
+            let tracked = (self.rules.iter().flat_map(|r| r.tracker.tracks()))
+                .flat_map(|t| [Some(t.bbox), t.is_stationary().then(|| t.anchor_box())])
+                .flatten();
+            let occupied: Vec<BBox> = covering.iter().copied().chain(tracked).collect();
+            self.scene.look(luma, &occupied, &covering)
+        });
+        self.rules.iter_mut().filter_map(|r| r.observe(at, &unmasked, width, height, view.as_ref())).collect()
     }
 
     /// Per rule: its id, whether its incident is open, and the stationary objects present in
@@ -178,8 +197,9 @@ struct RuleEngine {
     tracker: Tracker,
     /// Zone membership of each live track, by track id.
     zone: HashMap<u64, Membership>,
-    /// The tracks present in the last frame and when each was last seen: when one is dropped,
-    /// presence ends when its coast ran out, not at the frame that noticed.
+    /// The tracks present in the last frame and when each was last seen: when one ends,
+    /// presence ends when the tracker says (its last sighting, or the end of its coast), not at
+    /// the frame that noticed.
     present: HashMap<u64, DateTime<Utc>>,
     /// The objects present in the last frame.
     shown: Vec<IncidentObject>,
@@ -221,6 +241,7 @@ impl RuleEngine {
         detections: &[Detection],
         width: u32,
         height: u32,
+        view: Option<&View<'_>>,
     ) -> Option<IncidentEvent> {
         let frame_area = width as f64 * height as f64;
         let rule = &self.rule;
@@ -236,7 +257,7 @@ impl RuleEngine {
             })
             .cloned()
             .collect();
-        self.tracker.update(at, &mine);
+        self.tracker.update(at, &mine, view);
 
         let zone = &rule.zone;
         let mut alive = Vec::with_capacity(self.tracker.tracks().len());
@@ -288,14 +309,18 @@ impl RuleEngine {
         let dwell = secs(rule.dwell);
         let dwelled: Vec<IncidentObject> = present.iter().filter(|o| at - o.since >= dwell).cloned().collect();
 
-        // When the last present object went: now if one is here; else when a dropped one's
-        // coast ran out (between two frames), or when one that moved off was last seen.
-        let coast = secs(self.tracker.config().stationary_max_unseen);
+        // When the last present object went: now if one is here; else when an ended one was
+        // last present (its last sighting if it has gone, the end of its coast if it ran out),
+        // or when one that moved off or left the zone was last seen.
+        let ended = self.tracker.ended();
         let gone_at = self
             .present
             .iter()
             .filter(|(id, _)| !present.iter().any(|o| o.track_id == **id))
-            .map(|(id, last_seen)| if alive.contains(id) { *last_seen } else { (*last_seen + coast).min(at) })
+            .map(|(id, last_seen)| match ended.iter().find(|e| e.id == *id) {
+                Some(e) => e.present_until.min(at),
+                None => *last_seen,
+            })
             .max();
         self.present = (self.tracker.tracks().iter())
             .filter(|t| present.iter().any(|o| o.track_id == t.id))
@@ -308,7 +333,14 @@ impl RuleEngine {
             // again, so the clear time counts from then.
             open.last_present = Some(at + secs(self.tracker.config().stationary_after));
         }
-        let present_at = if present.is_empty() { gone_at } else { Some(at) };
+        // Present now, unless every object here is unseen with its place looking empty (it
+        // may be gone): then only until the last of them was seen, so that, once gone, the
+        // clear time counts from its last sighting.
+        let vouched = (self.tracker.tracks().iter())
+            .filter(|t| present.iter().any(|o| o.track_id == t.id))
+            .map(|t| t.present_until(at))
+            .max();
+        let present_at = vouched.max(gone_at);
         self.shown = present;
         self.step(at, present_at, dwelled)
     }
