@@ -407,7 +407,9 @@ impl Tracker {
                 let gone = t.empty_since.is_some_and(|since| at - since >= secs(config.gone_after));
                 debug!(
                     track = t.id, label = %t.label, place = ?look.place, gone,
-                    contrast = look.contrast, to_background = look.to_background, to_object = look.to_object,
+                    contrast = %format_args!("{:.1}", look.contrast),
+                    to_background = %format_args!("{:.1}", look.to_background),
+                    to_object = %format_args!("{:.1}", look.to_object),
                     "stationary object missed"
                 );
                 if gone {

@@ -14,18 +14,21 @@ use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
 
-/// The reports `clip` gives live: played once by a camera, until `until` holds or `within`.
-async fn live(clip: &str, within: Duration, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    live_with(clip, &squares(scene_camera), within, until).await
-}
+/// Writes a daemon config: `config(dir, broker port, camera url)`.
+type ConfigFor = dyn Fn(&std::path::Path, u16, &str) -> std::path::PathBuf;
 
-/// [`live`] with the config `config(dir, broker port, camera url)` writes.
-async fn live_with(
+/// The reports `clip` gives through `fieldwatch replay`, then live (see [`live`]).
+async fn replayed_and_live(
     clip: &str,
-    config: &dyn Fn(&std::path::Path, u16, &str) -> std::path::PathBuf,
+    config: &ConfigFor,
     within: Duration,
     until: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
+) -> [(&'static str, Vec<Value>); 2] {
+    [("replay", replayed(clip, config)), ("live", live(clip, config, within, until).await)]
+}
+
+/// The reports `clip` gives live: played once by a camera, until `until` holds or `within`.
+async fn live(clip: &str, config: &ConfigFor, within: Duration, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let dir = temp_dir("incidents-live");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache(&format!("clips/{clip}")), None);
@@ -42,11 +45,7 @@ async fn live_with(
     subscriber.json_on("edge-test/cam-ok/reports")
 }
 
-fn replayed(clip: &str) -> Vec<Value> {
-    replayed_with(clip, &squares(scene_camera))
-}
-
-fn replayed_with(clip: &str, config: &dyn Fn(&std::path::Path, u16, &str) -> std::path::PathBuf) -> Vec<Value> {
+fn replayed(clip: &str, config: &ConfigFor) -> Vec<Value> {
     let dir = temp_dir("incidents-replay");
     let config = config(&dir, 1883, "rtsp://127.0.0.1:1/cam");
     let reports = crate::replay::replay_any(&cache(&format!("clips/{clip}")), &config, &dir.join("out"));
@@ -78,17 +77,18 @@ fn assert_valid(reports: &[Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_squares_crossing_the_zone_reports_nothing() {
     let _serial = heavy().await;
-    assert_eq!(replayed("crossing.mp4"), Vec::<Value>::new());
-    assert_eq!(live("crossing.mp4", Duration::from_secs(21), |_| false).await, Vec::<Value>::new());
+    let config = squares(scene_camera);
+    for (how, reports) in replayed_and_live("crossing.mp4", &config, Duration::from_secs(21), |_| false).await {
+        assert_eq!(reports, Vec::<Value>::new(), "{how}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_parked_squares_are_one_incident_updated_when_a_fourth_parks() {
     let _serial = heavy().await;
     let expected = [("opened".to_string(), 3), ("updated".to_string(), 4), ("resolved".to_string(), 0)];
-    for (how, reports) in
-        [("replay", replayed("parked.mp4")), ("live", live("parked.mp4", Duration::from_secs(25), resolved).await)]
-    {
+    let config = squares(scene_camera);
+    for (how, reports) in replayed_and_live("parked.mp4", &config, Duration::from_secs(25), resolved).await {
         assert_eq!(events(&reports), expected, "{how}");
         assert_valid(&reports);
         let (opened, updated) = (track_ids(&reports[0]), track_ids(&reports[1]));
@@ -114,9 +114,8 @@ async fn three_parked_squares_are_one_incident_updated_when_a_fourth_parks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_square_with_squares_passing_in_front_is_one_incident() {
     let _serial = heavy().await;
-    for (how, reports) in
-        [("replay", replayed("occluded.mp4")), ("live", live("occluded.mp4", Duration::from_secs(25), resolved).await)]
-    {
+    let config = squares(scene_camera);
+    for (how, reports) in replayed_and_live("occluded.mp4", &config, Duration::from_secs(25), resolved).await {
         assert_eq!(events(&reports), [("opened".to_string(), 1), ("resolved".to_string(), 0)], "{how}");
         assert_valid(&reports);
         // It stood from 1 s to 12 s; 1 s of coasting and 2 s clear later it is resolved.
@@ -224,10 +223,7 @@ fn pair(event: &str, objects: usize) -> (String, usize) {
 async fn an_object_that_vanishes_resolves_after_its_last_sighting_and_the_next_is_a_new_incident() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in [
-        ("replay", replayed_with("left.mp4", &config)),
-        ("live", live_with("left.mp4", &config, Duration::from_secs(30), resolved_n(2)).await),
-    ] {
+    for (how, reports) in replayed_and_live("left.mp4", &config, Duration::from_secs(30), resolved_n(2)).await {
         let (events, ids) = incidents_of(&reports);
         let expected = [pair("opened", 1), pair("resolved", 0), pair("opened", 1), pair("resolved", 0)];
         assert_eq!(events, expected, "{how}: {:#?}", summary(&reports));
@@ -246,10 +242,7 @@ async fn an_object_that_vanishes_resolves_after_its_last_sighting_and_the_next_i
 async fn a_group_that_leaves_one_by_one_is_counted_down() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in [
-        ("replay", replayed_with("group.mp4", &config)),
-        ("live", live_with("group.mp4", &config, Duration::from_secs(26), resolved).await),
-    ] {
+    for (how, reports) in replayed_and_live("group.mp4", &config, Duration::from_secs(26), resolved).await {
         let expected = [pair("opened", 3), pair("updated", 2), pair("updated", 1), pair("resolved", 0)];
         assert_eq!(events(&reports), expected, "{how}: {:#?}", summary(&reports));
         assert_valid(&reports);
@@ -268,10 +261,7 @@ async fn a_group_that_leaves_one_by_one_is_counted_down() {
 async fn a_square_hidden_behind_a_box_of_no_class_keeps_its_incident_and_resolves_once_gone() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in [
-        ("replay", replayed_with("covered.mp4", &config)),
-        ("live", live_with("covered.mp4", &config, Duration::from_secs(28), resolved).await),
-    ] {
+    for (how, reports) in replayed_and_live("covered.mp4", &config, Duration::from_secs(28), resolved).await {
         assert_eq!(events(&reports), [pair("opened", 1), pair("resolved", 0)], "{how}: {:#?}", summary(&reports));
         assert_valid(&reports);
         // Wholly hidden 6-11.6 s, seen again until 16 s: resolved 2 s after that.
@@ -298,10 +288,8 @@ fn person_config(dir: &std::path::Path, port: u16, url: &str) -> std::path::Path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_man_who_walks_off_is_resolved_after_he_was_last_seen() {
     let _serial = heavy().await;
-    for (how, reports) in [
-        ("replay", replayed_with("person_left.mp4", &person_config)),
-        ("live", live_with("person_left.mp4", &person_config, Duration::from_secs(24), resolved).await),
-    ] {
+    for (how, reports) in replayed_and_live("person_left.mp4", &person_config, Duration::from_secs(24), resolved).await
+    {
         assert_eq!(events(&reports), [pair("opened", 1), pair("resolved", 0)], "{how}: {:#?}", summary(&reports));
         // He stood from 2 s to 12 s (last seen by 11.5 s at 2/s); resolved 2 s later.
         let duration = reports[1]["duration_secs"].as_f64().unwrap();
