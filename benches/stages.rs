@@ -120,7 +120,7 @@ fn scene_costs(frame: &fieldwatch::decode::Frame) {
         .map(|k| BBox { x1: 100.0 + k as f32 * 85.0, y1: 700.0, x2: 190.0 + k as f32 * 85.0, y2: 820.0 })
         .collect();
     let mut scene = Scene::new();
-    let took = median(|| drop(scene.look(frame.luma(), &boxes, &boxes)), 30);
+    let took = median(|| _ = scene.look(frame.luma(), &boxes, &boxes), 30);
     println!("scene: frame in (grid 160 wide)    {took:?}");
     let place = BBox { x1: 900.0, y1: 300.0, x2: 990.0, y2: 420.0 };
     let view = scene.look(frame.luma(), &boxes, &boxes);
