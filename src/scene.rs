@@ -284,7 +284,7 @@ impl View<'_> {
     /// Detections over at least `COVERED` of `bbox`.
     fn covered_by(&self, bbox: &BBox) -> usize {
         let area = bbox.area();
-        self.covering.iter().filter(|d| area > 0.0 && intersection(d, bbox) >= COVERED * area).count()
+        self.covering.iter().filter(|d| area > 0.0 && d.intersection(bbox).area() >= COVERED * area).count()
     }
 
     /// `bbox` (clipped to the frame) sampled bilinearly on the grid: now, and the background
@@ -317,10 +317,6 @@ impl View<'_> {
         let seen = known as f32 >= KNOWN * (SAMPLES * SAMPLES) as f32;
         Some((now, seen.then_some(background)))
     }
-}
-
-fn intersection(a: &BBox, b: &BBox) -> f32 {
-    BBox { x1: a.x1.max(b.x1), y1: a.y1.max(b.y1), x2: a.x2.min(b.x2), y2: a.y2.min(b.y2) }.area()
 }
 
 fn mean_difference(a: &[f32; SAMPLES * SAMPLES], b: &[f32; SAMPLES * SAMPLES]) -> f32 {

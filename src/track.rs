@@ -109,7 +109,6 @@ pub struct Ended {
     pub id: u64,
     /// Its last sighting if its place was seen empty, else the end of its coast.
     pub present_until: DateTime<Utc>,
-    pub gone: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,16 +242,11 @@ fn still_since(history: &VecDeque<Seen>, still_iou: f32) -> Option<DateTime<Utc>
 
 /// Whether `part` lies (all but a few pixels' worth) inside `whole`.
 fn within(part: &BBox, whole: &BBox) -> bool {
-    let inside = BBox {
-        x1: part.x1.max(whole.x1),
-        y1: part.y1.max(whole.y1),
-        x2: part.x2.min(whole.x2),
-        y2: part.y2.min(whole.y2),
-    };
-    part.area() > 0.0 && inside.area() >= 0.85 * part.area()
+    part.area() > 0.0 && part.intersection(whole).area() >= 0.85 * part.area()
 }
 
-fn secs(d: Duration) -> chrono::TimeDelta {
+/// A configured duration as a span of stream time, saturating (validation keeps them to a day).
+pub(crate) fn secs(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
@@ -413,7 +407,7 @@ impl Tracker {
                     "stationary object missed"
                 );
                 if gone {
-                    ended.push(Ended { id: t.id, present_until: t.last_seen, gone: true });
+                    ended.push(Ended { id: t.id, present_until: t.last_seen });
                     return false;
                 }
             } else if t.is_stationary() {
@@ -423,7 +417,7 @@ impl Tracker {
             let unseen = (at - t.last_seen).to_std().unwrap_or_default();
             if unseen > limit {
                 let present_until = if t.is_stationary() { t.last_seen + secs(limit) } else { t.last_seen };
-                ended.push(Ended { id: t.id, present_until, gone: false });
+                ended.push(Ended { id: t.id, present_until });
                 return false;
             }
             true

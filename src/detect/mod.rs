@@ -43,9 +43,13 @@ impl BBox {
         (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
     }
 
+    /// The part both cover (of no area if none).
+    pub fn intersection(&self, o: &BBox) -> BBox {
+        BBox { x1: self.x1.max(o.x1), y1: self.y1.max(o.y1), x2: self.x2.min(o.x2), y2: self.y2.min(o.y2) }
+    }
+
     pub fn iou(&self, o: &BBox) -> f32 {
-        let inter =
-            BBox { x1: self.x1.max(o.x1), y1: self.y1.max(o.y1), x2: self.x2.min(o.x2), y2: self.y2.min(o.y2) }.area();
+        let inter = self.intersection(o).area();
         let union = self.area() + o.area() - inter;
         if union > 0.0 { inter / union } else { 0.0 }
     }

@@ -32,7 +32,7 @@ pub mod zone;
 use crate::config::{Camera, Rule};
 use crate::detect::{BBox, Detection};
 use crate::scene::{Luma, Scene, View};
-use crate::track::Tracker;
+use crate::track::{Tracker, secs};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -404,10 +404,6 @@ impl RuleEngine {
             }
         }
     }
-}
-
-fn secs(d: std::time::Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 #[cfg(test)]
