@@ -229,7 +229,8 @@ fn sending(config: &Config) -> publish::Sending {
 fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) -> publish::Describe {
     let config_version = config_version(&settings.config);
     let models = started.models.clone();
-    let (model, provider) = (models[0].name.clone(), models[0].provider);
+    // The first model a rule reads (none without cameras).
+    let (model, provider) = models.first().map(|m| (m.name.clone(), m.provider)).unzip();
     let state_dir = settings.state_dir().clone();
     let cameras = started.cameras.clone();
     let started = Instant::now();
@@ -278,6 +279,7 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
                 serde_json::json!({
                     "name": m.name, "provider": m.provider, "workers": m.workers, "batch_limit": m.batch_limit,
                     "runs": s.runs.get(), "frames": s.frames.get(), "failures": s.failures.get(),
+                    "malformed": s.malformed.get(),
                     "mean_batch": (s.mean_batch() * 100.0).round() / 100.0, "largest_batch": s.largest_batch.get(),
                     "busy_ms": s.busy.get() / 1_000_000,
                 })

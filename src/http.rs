@@ -225,6 +225,13 @@ impl prometheus_client::collector::Collector for Exposed {
         )?;
         family(
             &mut encoder,
+            "fieldwatch_inference_malformed",
+            "Output candidates dropped as malformed: not finite, of no size, or a class the model lacks",
+            Counter,
+            per_model(&|m| m.stats.malformed.get()),
+        )?;
+        family(
+            &mut encoder,
             "fieldwatch_queue_depth",
             "Frames waiting for the model",
             Gauge,

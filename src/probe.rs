@@ -60,7 +60,8 @@ pub async fn probe(url: CameraUrl, transport: TransportConfig, seconds: f64, jpe
         ended
     });
     let mut units = Vec::new();
-    let watch = Duration::from_secs_f64(seconds);
+    let watch = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("--seconds: {seconds} is not a number of seconds (0 or more)"))?;
     let mut deadline = None;
     loop {
         let unit = match deadline {

@@ -37,9 +37,9 @@ pub fn maybe_block(stage: &str, camera: &str) {
     let Ok(spec) = std::env::var("FIELDWATCH_TEST_BLOCK") else { return };
     let mut parts = spec.splitn(3, ':');
     if (parts.next(), parts.next()) == (Some(stage), Some(camera))
-        && let Some(secs) = parts.next().and_then(|s| s.parse::<f64>().ok())
+        && let Some(secs) = parts.next().and_then(|s| std::time::Duration::try_from_secs_f64(s.parse().ok()?).ok())
         && !DONE.swap(true, Ordering::Relaxed)
     {
-        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        std::thread::sleep(secs);
     }
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 /// (network and tracking timers).
 const DAY: f64 = 86_400.0;
 const HOUR: f64 = 3_600.0;
+/// The largest packet MQTT can carry (its remaining length is at most 268,435,455 bytes).
+const MQTT_MAX_PACKET: usize = 268_435_455;
 
 /// Checks `config` and builds its cameras; the cameras are complete only if there are no problems.
 pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
@@ -76,6 +78,12 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     }
     if mqtt.max_packet_bytes < 64 * 1024 {
         v.problem("mqtt.max_packet_bytes", "must be at least 65536: reports carry JPEG snapshots");
+    }
+    if mqtt.max_packet_bytes > MQTT_MAX_PACKET {
+        v.problem(
+            "mqtt.max_packet_bytes",
+            format!("{} is above MQTT's largest packet, {MQTT_MAX_PACKET}", mqtt.max_packet_bytes),
+        );
     }
     if mqtt.password.is_empty() != mqtt.username.is_empty() && !mqtt.password.is_empty() {
         v.problem("mqtt.password", "set without mqtt.username");

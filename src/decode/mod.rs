@@ -210,7 +210,15 @@ pub fn run<T: From<Arc<Frame>>>(
             if !sampler.accept(pts_secs) {
                 continue;
             }
-            match copy_frame(camera, &decoded, pts_secs, au.connection.anchor.time_of(pts_secs)) {
+            let Some(at) = au.connection.anchor.time_of(pts_secs) else {
+                // The source placed this unit in time; a decoder's own timestamp may not fit.
+                counters.decode_errors.inc();
+                if let Some(held) = trouble.ready(Instant::now()) {
+                    warn!(pts_secs, earlier_not_logged = held, "decoded frame with an impossible timestamp skipped");
+                }
+                continue;
+            };
+            match copy_frame(camera, &decoded, pts_secs, at) {
                 Ok(frame) => {
                     counters.frames_sampled.inc();
                     counters.frame_width.set(frame.width as u64);
@@ -251,8 +259,8 @@ pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> 
         }
         if dec.receive_frame(&mut decoded).is_ok() {
             let pts = decoded.pts().map_or(au.pts_secs, |p| p as f64 / TIME_BASE);
-            picture =
-                Some(copy_frame("probe", &decoded, pts, connection.anchor.time_of(pts)).map_err(|e| e.to_string())?);
+            let at = connection.anchor.time_of(pts).ok_or(format!("the camera's timestamp {pts} s is impossible"))?;
+            picture = Some(copy_frame("probe", &decoded, pts, at).map_err(|e| e.to_string())?);
             break;
         }
     }

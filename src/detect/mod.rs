@@ -181,6 +181,8 @@ pub struct Detector {
     /// How its output reads: known from the declared shape, else from the first output.
     format: ModelFormat,
     provider: &'static str,
+    /// Malformed candidates dropped since last taken.
+    malformed: u64,
 }
 
 impl Detector {
@@ -270,6 +272,7 @@ impl Detector {
             prep: Preprocessor::new(input_width, input_height, style),
             format,
             provider,
+            malformed: 0,
         };
         detector.inputs.get(1, &detector.name)?; // a model whose input cannot be made fails now
         Ok(detector)
@@ -357,31 +360,46 @@ impl Detector {
     fn infer(&mut self, boxes: &[Letterbox]) -> Result<Vec<Vec<Detection>>, DetectError> {
         let name = &self.name;
         let infer = |message: String| DetectError::Inference { model: name.clone(), message };
-        let outputs = match self.inputs.by_batch[boxes.len() - 1].as_ref().expect("written before the run") {
-            Input::F32(t) => self.session.run(ort::inputs![t]),
-            Input::F16(t) => self.session.run(ort::inputs![t]),
+        let input = boxes.len().checked_sub(1).and_then(|i| self.inputs.by_batch.get(i)).and_then(Option::as_ref);
+        let outputs = match input {
+            Some(Input::F32(t)) => self.session.run(ort::inputs![t]),
+            Some(Input::F16(t)) => self.session.run(ort::inputs![t]),
+            None => return Err(infer(format!("no input tensor written for a batch of {}", boxes.len()))),
         }
         .map_err(|e| infer(e.to_string()))?;
-        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| infer(e.to_string()))?;
+        let Some((_, output)) = outputs.iter().next() else { return Err(infer("the model gave no output".into())) };
+        let (out_shape, data) = output.try_extract_tensor::<f32>().map_err(|e| infer(e.to_string()))?;
         let classes = self.labels.len();
         // Each image's part of the output reads as a batch of one.
         let one: Vec<i64> = out_shape.iter().enumerate().map(|(i, d)| if i == 0 { 1 } else { *d }).collect();
         let layout = Layout::of(&one, classes, self.format)
             .map_err(|message| DetectError::Layout { model: name.clone(), message })?;
         self.format = layout.format();
-        let per_image = data.len() / boxes.len();
-        Ok(boxes
-            .iter()
-            .zip(data.chunks_exact(per_image))
-            .map(|(lb, data)| {
-                let found = decode(data, layout, classes, lb, self.min_score);
-                let mut dets = if layout.end_to_end() { found } else { nms(found, self.nms_iou) };
-                for d in &mut dets {
-                    d.label = self.labels[d.class_id].clone();
-                }
-                dets
-            })
-            .collect())
+        // The values must be what the shape says, for every image of the run (an output whose
+        // detection count changes between runs is fine: its shape changes with it).
+        let per_image = layout.values(classes).filter(|v| v.checked_mul(boxes.len()) == Some(data.len()));
+        let Some(per_image) = per_image else {
+            return Err(infer(format!("output shape {out_shape:?} does not match its {} values", data.len())));
+        };
+        if per_image == 0 {
+            return Ok(vec![Vec::new(); boxes.len()]); // no candidates at all: an empty scene
+        }
+        let mut found = Vec::with_capacity(boxes.len());
+        for (lb, data) in boxes.iter().zip(data.chunks_exact(per_image)) {
+            let decoded = decode(data, layout, classes, lb, self.min_score);
+            self.malformed += decoded.malformed as u64;
+            let mut dets = if layout.end_to_end() { decoded.detections } else { nms(decoded.detections, self.nms_iou) };
+            for d in &mut dets {
+                d.label = self.labels.get(d.class_id).cloned().unwrap_or_default();
+            }
+            found.push(dets);
+        }
+        Ok(found)
+    }
+
+    /// Candidates dropped as malformed since the last call (see [`yolo::Decoded`]).
+    pub fn take_malformed(&mut self) -> u64 {
+        std::mem::take(&mut self.malformed)
     }
 }
 
@@ -464,6 +482,7 @@ impl Worker {
             self.progress.done();
             let took = started.elapsed();
             self.stats.ran(batch.len(), took);
+            self.stats.malformed.add(self.detector.take_malformed());
             // Each frame of a run is charged an equal share of it.
             let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;
             let (busy, preprocessing) = (share(took), share(preprocessing));

@@ -68,53 +68,86 @@ impl Layout {
     pub fn end_to_end(&self) -> bool {
         matches!(self, Layout::EndToEnd { .. })
     }
+
+    /// Values one image's output holds for a model of `classes` classes (None past `usize`).
+    pub fn values(&self, classes: usize) -> Option<usize> {
+        match *self {
+            Layout::Yolov8 { candidates } => candidates.checked_mul(4 + classes),
+            Layout::Yolov5 { candidates } => candidates.checked_mul(5 + classes),
+            Layout::EndToEnd { candidates } => candidates.checked_mul(6),
+        }
+    }
+}
+
+/// One image's candidates read: those kept, and how many were malformed (a box or score that
+/// is not a finite number, a box of no or negative size, a class id that is not one of the
+/// model's) and dropped.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decoded {
+    pub detections: Vec<Detection>,
+    pub malformed: usize,
 }
 
 /// Turns raw output into frame-pixel detections scoring at least `min_score`, before NMS.
-pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, min_score: f32) -> Vec<Detection> {
+/// Candidates scoring that much are checked: a malformed one is dropped and counted, never
+/// passed on (nor can any output, of whatever length, make this panic).
+pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, min_score: f32) -> Decoded {
     let (fw, fh) = (lb.source_width as f32, lb.source_height as f32);
+    // Model-input corners in, a frame box out, if they make a box.
     let frame_box = |x1: f32, y1: f32, x2: f32, y2: f32| {
+        if !([x1, y1, x2, y2].iter().all(|v| v.is_finite()) && x2 > x1 && y2 > y1) {
+            return None;
+        }
         let (x1, y1) = lb.to_source(x1, y1);
         let (x2, y2) = lb.to_source(x2, y2);
-        BBox { x1: x1.clamp(0.0, fw), y1: y1.clamp(0.0, fh), x2: x2.clamp(0.0, fw), y2: y2.clamp(0.0, fh) }
+        Some(BBox { x1: x1.clamp(0.0, fw), y1: y1.clamp(0.0, fh), x2: x2.clamp(0.0, fw), y2: y2.clamp(0.0, fh) })
     };
     let centred = |cx: f32, cy: f32, w: f32, h: f32| frame_box(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0);
     let best = |scores: &mut dyn Iterator<Item = (usize, f32)>| {
         scores.fold((0, f32::MIN), |b, c| if c.1 > b.1 { c } else { b })
     };
-    let mut out = Vec::new();
-    let mut keep = |class_id: usize, score: f32, bbox: BBox| {
-        if score >= min_score && bbox.area() > 0.0 && class_id < classes {
-            out.push(Detection { model: 0, class_id, label: String::new(), score, bbox });
+    let mut out = Decoded::default();
+    let mut keep = |class_id: Option<usize>, score: f32, bbox: Option<BBox>| match (class_id, bbox) {
+        (Some(class_id), Some(bbox)) if score.is_finite() && class_id < classes => {
+            // A box wholly in the letterbox's padding is clamped to nothing: not a detection.
+            if bbox.area() > 0.0 {
+                out.detections.push(Detection { model: 0, class_id, label: String::new(), score, bbox });
+            }
         }
+        _ => out.malformed += 1,
     };
     match layout {
         Layout::Yolov8 { candidates: n } => {
-            let at = |row: usize, i: usize| output[row * n + i];
+            let at = |row: usize, i: usize| output.get(row * n + i).copied().unwrap_or(f32::NAN);
             for i in 0..n {
                 let (class_id, score) = best(&mut (0..classes).map(|c| (c, at(4 + c, i))));
                 if score >= min_score {
-                    keep(class_id, score, centred(at(0, i), at(1, i), at(2, i), at(3, i)));
+                    keep(Some(class_id), score, centred(at(0, i), at(1, i), at(2, i), at(3, i)));
                 }
             }
         }
         Layout::Yolov5 { candidates: n } => {
-            let width = 5 + classes;
-            for row in output.chunks_exact(width).take(n) {
-                let objectness = row[4];
-                if objectness < min_score {
+            for row in output.chunks_exact(5 + classes).take(n) {
+                let &[cx, cy, w, h, objectness, ref scores @ ..] = row else { continue };
+                // Not a number fails this too.
+                if objectness.partial_cmp(&min_score).is_none_or(|o| o.is_lt()) {
                     continue;
                 }
-                let (class_id, score) = best(&mut (0..classes).map(|c| (c, objectness * row[5 + c])));
+                let (class_id, score) = best(&mut scores.iter().map(|s| objectness * s).enumerate());
                 if score >= min_score {
-                    keep(class_id, score, centred(row[0], row[1], row[2], row[3]));
+                    keep(Some(class_id), score, centred(cx, cy, w, h));
                 }
             }
         }
         Layout::EndToEnd { candidates: n } => {
             for row in output.chunks_exact(6).take(n) {
-                if row[4] >= min_score {
-                    keep(row[5].round().max(0.0) as usize, row[4], frame_box(row[0], row[1], row[2], row[3]));
+                let &[x1, y1, x2, y2, score, class] = row else { continue };
+                if score >= min_score {
+                    // A class id is a whole number the model has (a float here, as exported).
+                    let whole = class.round();
+                    let class_id = ((class - whole).abs() < 0.01 && whole >= 0.0 && whole < classes as f32)
+                        .then_some(whole as usize);
+                    keep(class_id, score, frame_box(x1, y1, x2, y2));
                 }
             }
         }
@@ -187,7 +220,7 @@ mod tests {
     fn boxes_map_back_through_the_letterbox() {
         let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
         let out = output(&[(100.0, 240.0, 40.0, 20.0, &[0.1, 0.9]), (5.0, 5.0, 4.0, 4.0, &[0.2, 0.1])]);
-        let d = decode(&out, Layout::Yolov8 { candidates: 2 }, 2, &lb, 0.25);
+        let d = decode(&out, Layout::Yolov8 { candidates: 2 }, 2, &lb, 0.25).detections;
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].class_id, 1);
         assert_eq!(d[0].bbox, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 });
@@ -201,7 +234,7 @@ mod tests {
             100.0, 100.0, 20.0, 20.0, 0.9, 0.1, 0.8, // class 1 at 0.72
             300.0, 300.0, 20.0, 20.0, 0.2, 0.9, 0.1, // objectness too low
         ];
-        let d = decode(&out, Layout::Yolov5 { candidates: 2 }, 2, &lb, 0.25);
+        let d = decode(&out, Layout::Yolov5 { candidates: 2 }, 2, &lb, 0.25).detections;
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].class_id, (d[0].score * 100.0).round()), (1, 72.0));
         assert_eq!(d[0].bbox, BBox { x1: 90.0, y1: 90.0, x2: 110.0, y2: 110.0 });
@@ -211,9 +244,68 @@ mod tests {
     fn end_to_end_rows_are_corners_score_and_class() {
         let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
         let out = [80.0, 230.0, 120.0, 250.0, 0.9, 1.0, 0.0, 0.0, 1.0, 1.0, 0.1, 0.0];
-        let d = decode(&out, Layout::EndToEnd { candidates: 2 }, 2, &lb, 0.25);
+        let d = decode(&out, Layout::EndToEnd { candidates: 2 }, 2, &lb, 0.25).detections;
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].class_id, d[0].bbox), (1, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 }));
+    }
+
+    #[test]
+    fn malformed_candidates_are_dropped_and_counted() {
+        let lb = Letterbox::new(640, 640, 640, 640);
+        #[rustfmt::skip]
+        let out = [
+            10.0, 10.0, 50.0, 50.0, 0.9, 0.0,      // fine
+            f32::NAN, 10.0, 50.0, 50.0, 0.9, 0.0,  // a corner not a number
+            10.0, 10.0, f32::INFINITY, 50.0, 0.9, 1.0,
+            50.0, 10.0, 10.0, 50.0, 0.9, 0.0,      // negative width
+            10.0, 10.0, 50.0, 50.0, 0.9, 7.0,      // a class the model lacks
+            10.0, 10.0, 50.0, 50.0, 0.9, -1.0,
+            10.0, 10.0, 50.0, 50.0, 0.9, f32::NAN,
+            10.0, 10.0, 50.0, 50.0, f32::INFINITY, 1.0,
+            10.0, 10.0, 50.0, 50.0, f32::NAN, 1.0, // not a score that passes: not looked at
+        ];
+        let d = decode(&out, Layout::EndToEnd { candidates: 9 }, 2, &lb, 0.25);
+        assert_eq!((d.detections.len(), d.malformed), (1, 7));
+        // Fewer values than the layout says: read as far as they go, never past.
+        let d = decode(&out[..8], Layout::Yolov8 { candidates: 100 }, 2, &lb, 0.25);
+        assert!(d.detections.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Any output, of any layout and length, with any values: decode ends, and what it keeps
+        /// is a box inside the frame, of some size, with a class the model has and a finite
+        /// score that passes; every candidate that passed the score is kept or counted.
+        #[test]
+        fn decode_keeps_only_sound_detections_of_any_output(
+            format in 0usize..3,
+            candidates in 0usize..40,
+            classes in 1usize..5,
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    -1000.0f32..1000.0,
+                    0.0f32..1.0,
+                    proptest::prelude::Just(f32::NAN),
+                    proptest::prelude::Just(f32::INFINITY),
+                    proptest::prelude::Just(f32::NEG_INFINITY),
+                    0.0f32..8.0,
+                ],
+                0..400,
+            ),
+        ) {
+            let layout = [
+                Layout::Yolov8 { candidates },
+                Layout::Yolov5 { candidates },
+                Layout::EndToEnd { candidates },
+            ][format];
+            let lb = Letterbox::new(1280, 720, 640, 640);
+            let d = decode(&values, layout, classes, &lb, 0.25);
+            for det in &d.detections {
+                let b = det.bbox;
+                proptest::prop_assert!(det.class_id < classes && det.score.is_finite() && det.score >= 0.25);
+                proptest::prop_assert!(b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 <= 1280.0 && b.y2 <= 720.0 && b.area() > 0.0);
+            }
+            proptest::prop_assert!(d.detections.len() + d.malformed <= candidates);
+        }
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub fn connect(
             let mut options = v5::MqttOptions::new(client_id, config.host.clone(), config.port);
             // rumqttc's MQTT 5 client cannot turn keep-alive off (validation says so).
             let keep_alive = keep_alive.max(Duration::from_secs(5));
-            options.set_keep_alive(keep_alive).set_max_packet_size(Some(config.max_packet_bytes as u32));
+            options
+                .set_keep_alive(keep_alive)
+                .set_max_packet_size(Some(u32::try_from(config.max_packet_bytes).unwrap_or(u32::MAX)));
             if let Some((topic, payload)) = will {
                 let qos = v5::mqttbytes::QoS::AtLeastOnce;
                 options.set_last_will(v5::mqttbytes::v5::LastWill::new(topic, payload, qos, true, None));

@@ -48,9 +48,26 @@ pub struct StreamAnchor {
     pub pts_secs: f64,
 }
 
+/// Whether `offset` seconds (not a NaN) are no further than `MAX_STREAM_OFFSET_SECS` either way.
+fn within_span(offset: f64) -> bool {
+    offset.abs().partial_cmp(&MAX_STREAM_OFFSET_SECS).is_some_and(|o| o.is_le())
+}
+
+/// The furthest a frame's time may be from its connection's anchor: a camera's or a clip's
+/// timestamp further off is corrupt (no connection lasts a century). Everything after the
+/// source can then add days to a frame's time without overflowing.
+const MAX_STREAM_OFFSET_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
 impl StreamAnchor {
-    pub fn time_of(&self, pts_secs: f64) -> DateTime<Utc> {
-        self.wall + TimeDelta::microseconds(((pts_secs - self.pts_secs) * 1e6).round() as i64)
+    /// The wall time of a frame with timestamp `pts_secs`; None for a timestamp that is not a
+    /// number or lies more than a century from the anchor's.
+    pub fn time_of(&self, pts_secs: f64) -> Option<DateTime<Utc>> {
+        let offset = pts_secs - self.pts_secs;
+        if !within_span(offset) {
+            return None;
+        }
+        // Within a century: the microseconds fit an i64 and the sum a DateTime.
+        self.wall.checked_add_signed(TimeDelta::microseconds((offset * 1e6).round() as i64))
     }
 }
 
@@ -145,6 +162,7 @@ pub struct SourceContext {
     refused_since: Option<Instant>,
     blocked_after: Duration,
     loss_log: Throttle,
+    bad_time: Throttle,
 }
 
 impl SourceContext {
@@ -168,6 +186,7 @@ impl SourceContext {
             refused_since: None,
             blocked_after,
             loss_log: Throttle::new(LOSS_LOG_EVERY),
+            bad_time: Throttle::new(LOSS_LOG_EVERY),
         }
     }
 
@@ -213,9 +232,22 @@ impl SourceContext {
         if self.waiting_for_keyframe && !frame.keyframe {
             return false;
         }
+        let Some(at) = frame.connection.anchor.time_of(frame.pts_secs) else {
+            // A corrupt timestamp: the frame cannot be placed in time. Its successors may need
+            // it, so the decoder starts again at a keyframe.
+            self.counters.decode_errors.inc();
+            self.waiting_for_keyframe = true;
+            if let Some(held) = self.bad_time.ready(Instant::now()) {
+                warn!(
+                    pts_secs = frame.pts_secs,
+                    earlier_not_logged = held,
+                    "frame with an impossible timestamp dropped"
+                );
+            }
+            return false;
+        };
         self.waiting_for_keyframe = false;
         self.counters.encoded_frames.inc();
-        let at = frame.connection.anchor.time_of(frame.pts_secs);
         self.counters.last_frame_ms.set(at.timestamp_millis().max(0) as u64);
         self.counters.frame_received_ms.set(chrono::Utc::now().timestamp_millis().max(0) as u64);
         if self.counters.connection.get() != LinkState::Blocked {
@@ -309,7 +341,7 @@ mod tests {
         let clock = Arc::new(SteppedClock::default());
         let mut timeline = Timeline::new(clock.clone());
         let first = timeline.anchor(10.0);
-        let later = first.time_of(12.5);
+        let later = first.time_of(12.5).unwrap();
         assert_eq!((later - first.wall).num_milliseconds(), 2500);
         timeline.saw(later);
         clock.step(TimeDelta::hours(-1)); // NTP pulls the clock back during a reconnect
@@ -317,5 +349,34 @@ mod tests {
         assert!(second.wall > later, "the next connection starts after the last frame");
         clock.step(TimeDelta::hours(2));
         assert!(timeline.anchor(0.0).wall > later + TimeDelta::minutes(59), "a clock ahead is taken as is");
+    }
+
+    proptest::proptest! {
+        /// Any timestamp a camera or a clip may send, against any anchor: a time within a
+        /// century of the anchor's, or none; never a panic, and a day can be added to it.
+        #[test]
+        fn a_frame_time_is_sound_or_none_for_any_timestamp(
+            anchor_pts in proptest::prop_oneof![
+                proptest::prelude::Just(0.0f64), -1e12f64..1e12, proptest::num::f64::ANY
+            ],
+            pts in proptest::prop_oneof![
+                proptest::prelude::Just(0.0f64),
+                proptest::prelude::Just(-1.0f64),
+                proptest::prelude::Just(i64::MAX as f64),
+                proptest::prelude::Just(i64::MIN as f64),
+                proptest::prelude::Just(f64::NAN),
+                proptest::prelude::Just(f64::INFINITY),
+                -1e10f64..1e10,
+                proptest::num::f64::ANY,
+            ],
+        ) {
+            let anchor = StreamAnchor { wall: Utc::now(), pts_secs: anchor_pts };
+            if let Some(at) = anchor.time_of(pts) {
+                proptest::prop_assert!((at - anchor.wall).num_days().abs() <= 36_525);
+                proptest::prop_assert!(at.checked_add_signed(TimeDelta::days(1)).is_some());
+            } else {
+                proptest::prop_assert!(!within_span(pts - anchor_pts));
+            }
+        }
     }
 }

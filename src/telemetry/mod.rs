@@ -180,6 +180,8 @@ pub struct ModelCounters {
     /// Nanoseconds inside runs, preprocessing included.
     pub busy: Counter,
     pub failures: Counter,
+    /// Output candidates dropped as malformed (not finite, no size, a class it does not have).
+    pub malformed: Counter,
 }
 
 /// A running model as the heartbeat and `/metrics` show it.
@@ -205,6 +207,7 @@ impl Default for ModelCounters {
             largest_batch: Counter::default(),
             busy: Counter::default(),
             failures: Counter::default(),
+            malformed: Counter::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod bench_common;
 mod cli;
 mod clock;
+mod corrupt;
 mod delivery;
 mod demo;
 mod e2e;

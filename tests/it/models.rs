@@ -1,6 +1,7 @@
 //! Several models in one daemon: each rule reads the model it names, a camera runs every model
 //! its rules need and its rules see their results of one frame together; a model with a
-//! dynamic batch dimension runs frames of several cameras in one inference.
+//! dynamic batch dimension runs frames of several cameras in one inference. An end-to-end
+//! model (NMS inside, a detection count that changes) on an empty street keeps the daemon up.
 
 use crate::replay::replay_any;
 use crate::support::*;
@@ -131,5 +132,34 @@ async fn cameras_sharing_a_dynamic_batch_model_are_detected_in_batches() {
         assert!(camera_in(beat, id)["frames_detected"].as_u64().unwrap() > 0, "{beat}");
     }
     assert!(!log.contains("model=squares"), "[model] is not loaded when no rule reads it:\n{log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The end-to-end squares model (output `[1, K, 6]`, K varying) on a live camera that shows
+/// nothing for 10 s and then a parked square: every empty frame is an output of no rows (which
+/// once panicked the shared inference worker); the daemon stays up and reports the square.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_to_end_model_on_an_empty_street_stays_up_and_reports_the_square_that_comes() {
+    let _serial = heavy().await;
+    let dir = temp_dir("e2e-empty");
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/empty_then_square.mp4"), None);
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let config = daemon_config(&dir, broker.port, &scene_camera(&camera.url()));
+    let text = config_text(&config).replace("models/squares.onnx", "models/squares_e2e.onnx");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    subscriber.wait_for_reports(1, Duration::from_secs(25)).await;
+    assert!(daemon.wait_exit(Duration::from_millis(100)).is_none(), "the daemon died:\n{}", daemon.log_text());
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("detection failed"), "the empty frames were detected, not skipped:\n{log}");
+    let reports = subscriber.json_on("cam-ok/reports");
+    assert_eq!(reports[0]["event"], "opened", "{:?}", reports[0]["event"]);
+    assert_eq!(reports[0]["objects"][0]["box"]["x1"], 300.0);
+    // Opened about 3 s (dwell) after the square came at 10 s: the empty frames were run.
+    let started = secs_between(&reports[0], "started_at", "observed_at");
+    assert!((2.9..3.5).contains(&started), "{started}");
     std::fs::remove_dir_all(&dir).ok();
 }
