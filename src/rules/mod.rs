@@ -32,7 +32,7 @@ pub mod zone;
 use crate::config::{Camera, Rule};
 use crate::detect::{BBox, Detection};
 use crate::scene::{Luma, Scene, View};
-use crate::track::{Tracker, secs};
+use crate::track::{Track, Tracker, secs};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -322,10 +322,13 @@ impl RuleEngine {
                 None => *last_seen,
             })
             .max();
-        self.present = (self.tracker.tracks().iter())
-            .filter(|t| present.iter().any(|o| o.track_id == t.id))
-            .map(|t| (t.id, t.last_seen))
-            .collect();
+        let here: Vec<&Track> =
+            self.tracker.tracks().iter().filter(|t| present.iter().any(|o| o.track_id == t.id)).collect();
+        self.present = here.iter().map(|t| (t.id, t.last_seen)).collect();
+        // Present now, unless every object here is unseen with its place looking empty (it
+        // may be gone): then only until the last of them was seen, so that, once gone, the
+        // clear time counts from its last sighting.
+        let present_at = here.iter().map(|t| t.present_until(at)).max().max(gone_at);
         if let State::Open(open) = &mut self.state
             && open.last_present.is_none()
         {
@@ -333,14 +336,6 @@ impl RuleEngine {
             // again, so the clear time counts from then.
             open.last_present = Some(at + secs(self.tracker.config().stationary_after));
         }
-        // Present now, unless every object here is unseen with its place looking empty (it
-        // may be gone): then only until the last of them was seen, so that, once gone, the
-        // clear time counts from its last sighting.
-        let vouched = (self.tracker.tracks().iter())
-            .filter(|t| present.iter().any(|o| o.track_id == t.id))
-            .map(|t| t.present_until(at))
-            .max();
-        let present_at = vouched.max(gone_at);
         self.shown = present;
         self.step(at, present_at, dwelled)
     }

@@ -61,10 +61,6 @@ fn track_ids(report: &Value) -> Vec<u64> {
     report["objects"].as_array().unwrap().iter().map(|o| o["track_id"].as_u64().unwrap()).collect()
 }
 
-fn resolved(reports: &[Value]) -> bool {
-    reports.iter().any(|r| r["event"] == "resolved")
-}
-
 fn assert_valid(reports: &[Value]) {
     let validator = crate::e2e::validator();
     for r in reports {
@@ -88,7 +84,7 @@ async fn three_parked_squares_are_one_incident_updated_when_a_fourth_parks() {
     let _serial = heavy().await;
     let expected = [("opened".to_string(), 3), ("updated".to_string(), 4), ("resolved".to_string(), 0)];
     let config = squares(scene_camera);
-    for (how, reports) in replayed_and_live("parked.mp4", &config, Duration::from_secs(25), resolved).await {
+    for (how, reports) in replayed_and_live("parked.mp4", &config, Duration::from_secs(25), resolved(1)).await {
         assert_eq!(events(&reports), expected, "{how}");
         assert_valid(&reports);
         let (opened, updated) = (track_ids(&reports[0]), track_ids(&reports[1]));
@@ -115,7 +111,7 @@ async fn three_parked_squares_are_one_incident_updated_when_a_fourth_parks() {
 async fn a_parked_square_with_squares_passing_in_front_is_one_incident() {
     let _serial = heavy().await;
     let config = squares(scene_camera);
-    for (how, reports) in replayed_and_live("occluded.mp4", &config, Duration::from_secs(25), resolved).await {
+    for (how, reports) in replayed_and_live("occluded.mp4", &config, Duration::from_secs(25), resolved(1)).await {
         assert_eq!(events(&reports), [("opened".to_string(), 1), ("resolved".to_string(), 0)], "{how}");
         assert_valid(&reports);
         // It stood from 1 s to 12 s; 1 s of coasting and 2 s clear later it is resolved.
@@ -198,7 +194,8 @@ fn incidents_of(reports: &[Value]) -> (Vec<(String, usize)>, Vec<String>) {
     (events(reports), ids)
 }
 
-fn resolved_n(n: usize) -> impl Fn(&[Value]) -> bool {
+/// Whether `n` incidents have resolved.
+fn resolved(n: usize) -> impl Fn(&[Value]) -> bool {
     move |reports| reports.iter().filter(|r| r["event"] == "resolved").count() >= n
 }
 
@@ -223,7 +220,7 @@ fn pair(event: &str, objects: usize) -> (String, usize) {
 async fn an_object_that_vanishes_resolves_after_its_last_sighting_and_the_next_is_a_new_incident() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in replayed_and_live("left.mp4", &config, Duration::from_secs(30), resolved_n(2)).await {
+    for (how, reports) in replayed_and_live("left.mp4", &config, Duration::from_secs(30), resolved(2)).await {
         let (events, ids) = incidents_of(&reports);
         let expected = [pair("opened", 1), pair("resolved", 0), pair("opened", 1), pair("resolved", 0)];
         assert_eq!(events, expected, "{how}: {:#?}", summary(&reports));
@@ -242,7 +239,7 @@ async fn an_object_that_vanishes_resolves_after_its_last_sighting_and_the_next_i
 async fn a_group_that_leaves_one_by_one_is_counted_down() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in replayed_and_live("group.mp4", &config, Duration::from_secs(26), resolved).await {
+    for (how, reports) in replayed_and_live("group.mp4", &config, Duration::from_secs(26), resolved(1)).await {
         let expected = [pair("opened", 3), pair("updated", 2), pair("updated", 1), pair("resolved", 0)];
         assert_eq!(events(&reports), expected, "{how}: {:#?}", summary(&reports));
         assert_valid(&reports);
@@ -261,7 +258,7 @@ async fn a_group_that_leaves_one_by_one_is_counted_down() {
 async fn a_square_hidden_behind_a_box_of_no_class_keeps_its_incident_and_resolves_once_gone() {
     let _serial = heavy().await;
     let config = squares(street_camera);
-    for (how, reports) in replayed_and_live("covered.mp4", &config, Duration::from_secs(28), resolved).await {
+    for (how, reports) in replayed_and_live("covered.mp4", &config, Duration::from_secs(28), resolved(1)).await {
         assert_eq!(events(&reports), [pair("opened", 1), pair("resolved", 0)], "{how}: {:#?}", summary(&reports));
         assert_valid(&reports);
         // Wholly hidden 6-11.6 s, seen again until 16 s: resolved 2 s after that.
@@ -277,18 +274,15 @@ fn person_config(dir: &std::path::Path, port: u16, url: &str) -> std::path::Path
         .replace("stationary_after_secs = 1", "stationary_after_secs = 2")
         .replace("classes = [\"red\"]", "classes = [\"Normal\"]");
     let path = daemon_config(dir, port, &camera);
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        &root().join("models/squares.onnx").display().to_string(),
-        &cache("models/person-yolov8.onnx").display().to_string(),
-    );
-    std::fs::write(&path, text).unwrap();
+    with_model(&path, &cache("models/person-yolov8.onnx"));
     path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_man_who_walks_off_is_resolved_after_he_was_last_seen() {
     let _serial = heavy().await;
-    for (how, reports) in replayed_and_live("person_left.mp4", &person_config, Duration::from_secs(24), resolved).await
+    for (how, reports) in
+        replayed_and_live("person_left.mp4", &person_config, Duration::from_secs(24), resolved(1)).await
     {
         assert_eq!(events(&reports), [pair("opened", 1), pair("resolved", 0)], "{how}: {:#?}", summary(&reports));
         // He stood from 2 s to 12 s (last seen by 11.5 s at 2/s); resolved 2 s later.

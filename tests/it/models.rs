@@ -146,8 +146,7 @@ async fn an_end_to_end_model_on_an_empty_street_stays_up_and_reports_the_square_
     let camera = RtspServer::start(&cache("clips/empty_then_square.mp4"), None);
     let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
     let config = daemon_config(&dir, broker.port, &scene_camera(&camera.url()));
-    let text = config_text(&config).replace("models/squares.onnx", "models/squares_e2e.onnx");
-    std::fs::write(&config, text).unwrap();
+    with_model(&config, &root().join("models/squares_e2e.onnx"));
     let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
     subscriber.wait_for_reports(1, Duration::from_secs(25)).await;
     assert!(daemon.wait_exit(Duration::from_millis(100)).is_none(), "the daemon died:\n{}", daemon.log_text());

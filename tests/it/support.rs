@@ -63,6 +63,13 @@ pub fn daemon_config_http(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str,
     path
 }
 
+/// Makes the config [`daemon_config`] wrote at `config` use `model` instead of the squares model.
+pub fn with_model(config: &Path, model: &Path) {
+    let squares = root().join("models/squares.onnx").display().to_string();
+    let text = std::fs::read_to_string(config).unwrap().replace(&squares, &model.display().to_string());
+    std::fs::write(config, text).unwrap();
+}
+
 /// The camera block for scene.mp4 (see scripts/make_clips): id `cam-ok`, detecting at 5 fps,
 /// one rule on the lower middle of the frame for red squares, dwell 3 s, clear after 2 s. The
 /// squares stop dead and vanish at once, so tracking is quick: stationary after 1 s, and a
