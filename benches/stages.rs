@@ -69,10 +69,13 @@ fn main() {
         // The detector's path: YUV planes scaled, converted small, written into a kept tensor.
         let mut prep = Preprocessor::new(side, side, InputStyle::ULTRALYTICS);
         let mut tensor = vec![0f32; prep.input_len()];
-        let took = median(|| _ = prep.frame(&frame, &mut tensor, |v| v), 30);
+        let took = median(|| _ = prep.frame(&frame, &mut tensor, |v| v).expect("a decoded frame letterboxes"), 30);
         println!("preprocess yuv -> {side}x{side} tensor   {took:?}");
     }
-    println!("(from rgb, allocating: 640x640    {:?})", median(|| drop(letterbox(&rgb, 640, 640)), 30));
+    println!(
+        "(from rgb, allocating: 640x640    {:?})",
+        median(|| drop(letterbox(&rgb, 640, 640).expect("an RGB image letterboxes")), 30)
+    );
     let candidates = overlapping_candidates();
     // Timed without making its input (a fresh copy each run).
     let mut times: Vec<Duration> = (0..31)

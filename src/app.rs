@@ -69,6 +69,7 @@ impl AppError {
 
 /// A short, stable fingerprint of the effective configuration (secrets masked), carried in
 /// every report so the IOC can tell which settings produced it.
+#[allow(clippy::expect_used, reason = "the config is plain data with string keys: serialising cannot fail")]
 pub fn config_version(config: &Config) -> String {
     let json = serde_json::to_vec(config).expect("config serialises: plain data only");
     let digest = sha2::Sha256::digest(&json);
@@ -127,7 +128,7 @@ pub fn load_models(
 fn used_models(settings: &Settings) -> Vec<bool> {
     let mut used = vec![false; settings.config.all_models().len()];
     for m in settings.cameras.iter().flat_map(|c| c.models()) {
-        used[m] = true;
+        used.get_mut(m).into_iter().for_each(|used| *used = true);
     }
     used
 }
@@ -155,7 +156,7 @@ impl Policies {
 pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), AppError> {
     let config = &settings.config;
     let used = used_models(&settings);
-    let models = load_models(&settings, |i, m| if used[i] { m.workers } else { 0 })?;
+    let models = load_models(&settings, |i, m| if used.get(i) == Some(&true) { m.workers } else { 0 })?;
     // Building sessions frees far more than it keeps (the parsed model, optimiser copies).
     crate::telemetry::release_free_memory();
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
@@ -177,7 +178,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
     }
     let mut supervisor = Supervisor::default();
-    let started = start_cameras(&mut supervisor, &settings, cameras, models, Policies::LIVE, clock, &shutdown);
+    let started = start_cameras(&mut supervisor, &settings, cameras, models, Policies::LIVE, clock, &shutdown)?;
     let describe = describe_device(&settings, &started, outbox.clone());
     let presence = Presence::Announce(describe);
     let publisher = publish::run(
@@ -244,8 +245,8 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
             .enumerate()
             .map(|(i, (id, c))| {
                 let frames = c.encoded_frames.get();
-                let fps = (frames - previous.1[i]) as f64 / secs;
-                previous.1[i] = frames;
+                let before = previous.1.get_mut(i).map_or(frames, |before| std::mem::replace(before, frames));
+                let fps = frames.saturating_sub(before) as f64 / secs;
                 let last = c.last_frame_ms.get();
                 let last_frame_at = (last > 0)
                     .then(|| chrono::DateTime::from_timestamp_millis(last as i64).map(report::timestamp))
@@ -412,11 +413,13 @@ pub async fn replay(
     let clock = Arc::new(crate::clock::SystemClock);
     // Replay keeps no state: it must not touch what the live daemon remembers.
     let cameras = vec![CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) }];
-    let started = start_cameras(&mut supervisor, settings, cameras, models, Policies::LOSSLESS, clock, &shutdown);
+    let started = start_cameras(&mut supervisor, settings, cameras, models, Policies::LOSSLESS, clock, &shutdown)?;
     supervisor.watch(&shutdown, Until::Done).await;
     supervisor.result()?;
 
-    let c = &started.cameras[0].1;
+    let Some((_, c)) = started.cameras.first() else {
+        return Err(AppError::NoCamera { id: camera_id.to_string(), known: Vec::new() });
+    };
     Ok(ReplaySummary {
         frames: c.frames_detected.get(),
         detections: c.detections.get(),
@@ -571,7 +574,7 @@ fn start_cameras(
     policies: Policies,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
-) -> Started {
+) -> Result<Started, AppError> {
     let config = &settings.config;
     let version = config_version(config);
     let model_names: Vec<String> = config.all_models().into_iter().map(|m| m.name).collect();
@@ -579,11 +582,27 @@ fn start_cameras(
     let stages = Stages::default();
     let frame_edges: Vec<(EdgeSender<Detected>, EdgeReceiver<Detected>)> =
         models.iter().map(|_| edge(policies.frames, counters.iter().map(|c| c.frames.clone()).collect())).collect();
+    // Each camera's decoder feeds the first model it reads; one that reads a model not loaded
+    // is refused here, before anything starts (Settings resolves every model a rule names).
+    let mut first_edges = Vec::new();
+    for (index, start) in cameras.iter().enumerate() {
+        let first = start.camera.models().into_iter().min().and_then(|m| frame_edges.get(m));
+        let unloaded = start.camera.models().into_iter().find(|&m| m >= frame_edges.len());
+        match (first, unloaded) {
+            (Some((first, _)), None) => first_edges.push(first.keyed(index)),
+            (_, unloaded) => {
+                return Err(AppError::Mismatch(vec![Problem {
+                    path: format!("cameras.{}", start.camera.id),
+                    message: format!("reads model {unloaded:?} of the {} loaded", frame_edges.len()),
+                }]));
+            }
+        }
+    }
     // outputs[m][camera]: where model m sends that camera's frames next.
     let mut outputs: Vec<Vec<Option<EdgeSender<Detected>>>> = models.iter().map(|_| Vec::new()).collect();
     let mut ids = Vec::new();
-    for (index, CameraStart { camera, run: run_source, state, sink }) in cameras.into_iter().enumerate() {
-        let c = &counters[index];
+    let starts = cameras.into_iter().zip(&counters).zip(first_edges).enumerate();
+    for (index, ((CameraStart { camera, run: run_source, state, sink }, c), first_edge)) in starts {
         let span = info_span!("camera", camera = %camera.id);
         let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
         let (detected_tx, detected_rx) = edge(policies.detections, vec![c.detected.clone()]);
@@ -593,7 +612,7 @@ fn start_cameras(
             let next = match route.iter().position(|r| *r == m) {
                 None => None,
                 Some(step) => match route.get(step + 1) {
-                    Some(&after) => Some(frame_edges[after].0.keyed(index)),
+                    Some(&after) => frame_edges.get(after).map(|(next, _)| next.keyed(index)),
                     None => Some(detected_tx.clone()),
                 },
             };
@@ -610,7 +629,7 @@ fn start_cameras(
         supervisor.spawn(Stage::of("source", &camera.id), source.instrument(span.clone()));
 
         stages.add(format!("decode {}", camera.id), c.decoding.clone());
-        let (cam, frames, cc) = (camera.clone(), frame_edges[route[0]].0.keyed(index), c.clone());
+        let (cam, frames, cc) = (camera.clone(), first_edge, c.clone());
         supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
             decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, frames, &cc);
             Ok(())
@@ -665,7 +684,7 @@ fn start_cameras(
         }
     }
     let cameras = ids.into_iter().zip(counters).collect();
-    Started { cameras, stages, models: running, frames: closers }
+    Ok(Started { cameras, stages, models: running, frames: closers })
 }
 
 /// Applies `camera`'s rules to each detection result; events become reports. With a `state`

@@ -85,11 +85,10 @@ fn respond<B>(observed: &Observed, request: &Request<B>) -> Response<Full<Bytes>
         ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "GET /healthz or /metrics\n".into()),
         _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
     };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a status, one header and a body make a valid response")
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response
 }
 
 /// Whether every own stage is alive, and the JSON that says so stage by stage.
@@ -127,7 +126,10 @@ pub fn metrics(observed: &Observed) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Exposed(observed.clone())));
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    // Writing to a String fails only if a collector does: what was written is still served.
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::warn!(%error, "the metrics exposition stopped part way");
+    }
     text
 }
 

@@ -35,6 +35,10 @@
 //! - [`http`]: the local `/healthz` and `/metrics` endpoint.
 //! - [`systemd`]: READY, STOPPING and watchdog pings while the daemon's own stages progress.
 
+// No input panics the daemon: outside tests, what can fail is handled, and the few places
+// where a panic is impossible say why in an `allow`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
 pub mod app;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,10 @@
 //! Command line: `run`, `check`, `detect`, `replay` and `outbox`. Everything else lives in the
 //! library.
 
+// No input panics the daemon: outside tests, what can fail is handled, and the few places
+// where a panic is impossible say why in an `allow`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fieldwatch::app::{self, AppError, ReplayOptions};
@@ -276,7 +280,7 @@ fn detect(settings: &Settings, model: Option<&str>, out: &std::path::Path, image
     fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     let models = settings.config.all_models();
     let chosen = match model {
-        None => &models[0],
+        None => models.first().context("the config has no model")?,
         Some(name) => models.iter().find(|m| m.name == name).with_context(|| {
             let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
             format!("--model: no model {name:?} in the config (it has {names:?})")
@@ -292,8 +296,9 @@ fn detect(settings: &Settings, model: Option<&str>, out: &std::path::Path, image
         fieldwatch::report::annotate(&mut rgb, &[], &boxes);
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let annotated = out.join(format!("{stem}.detections.jpg"));
-        std::fs::write(&annotated, fieldwatch::report::encode_jpeg(&rgb, settings.config.snapshot.jpeg_quality))
-            .with_context(|| format!("writing {}", annotated.display()))?;
+        let jpeg = fieldwatch::report::encode_jpeg(&rgb, settings.config.snapshot.jpeg_quality)
+            .with_context(|| format!("encoding {}", annotated.display()))?;
+        std::fs::write(&annotated, jpeg).with_context(|| format!("writing {}", annotated.display()))?;
         results.push(serde_json::json!({ "image": path, "annotated": annotated, "detections": detections }));
     }
     println!("{}", serde_json::to_string_pretty(&results)?);

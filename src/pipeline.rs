@@ -149,7 +149,8 @@ impl<T> Shared<T> {
         if s.closed || !s.receiver {
             return Ok(Err(Closed));
         }
-        let counters = &self.counters[key];
+        // Keys are checked when a sender is made (`edge`, `keyed`).
+        let Some(counters) = self.counters.get(key) else { return Ok(Err(Closed)) };
         let outcome = match self.spec.when_full {
             WhenFull::NewestWinsPerKey => match s.items.iter_mut().find(|(k, _)| *k == key) {
                 Some(waiting) => {
@@ -189,15 +190,18 @@ impl<T> Shared<T> {
         while batch.len() < max {
             let next = match self.spec.when_full {
                 WhenFull::NewestWinsPerKey => {
-                    let least_recent = (0..s.items.len()).min_by_key(|&i| s.served[s.items[i].0]);
-                    least_recent.and_then(|i| s.items.remove(i))
+                    let served = |key: usize| s.served.get(key).copied().unwrap_or_default();
+                    let least_recent = s.items.iter().enumerate().min_by_key(|(_, (key, _))| served(*key));
+                    least_recent.map(|(i, _)| i).and_then(|i| s.items.remove(i))
                 }
                 _ => s.items.pop_front(),
             };
             let Some(item) = next else { break };
             s.receptions += 1;
             let now = s.receptions;
-            s.served[item.0] = now;
+            if let Some(served) = s.served.get_mut(item.0) {
+                *served = now;
+            }
             batch.push(item);
         }
         match batch.is_empty() {

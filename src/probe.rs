@@ -87,7 +87,7 @@ pub async fn probe(url: CameraUrl, transport: TransportConfig, seconds: f64, jpe
     let (frame, profile) = tokio::task::spawn_blocking(move || crate::decode::first_picture(&units))
         .await
         .map_err(|e| format!("decoding failed: {e}"))??;
-    let picture = crate::report::encode_jpeg(&frame.to_rgb(), 85);
+    let picture = crate::report::encode_jpeg(&frame.to_rgb(), 85).map_err(|e| format!("encoding the frame: {e}"))?;
     std::fs::write(jpeg, picture).map_err(|e| format!("writing {}: {e}", jpeg.display()))?;
     Ok(Probed { profile, width: frame.width, height: frame.height, ..measured })
 }
@@ -100,11 +100,13 @@ fn measure(units: &[EncodedFrame]) -> Probed {
     let seconds = (last - first).max(0.0);
     let per_sec = |n: f64| if seconds > 0.0 { n / seconds } else { 0.0 };
     let keyframes: Vec<usize> = units.iter().enumerate().filter(|(_, u)| u.keyframe).map(|(i, _)| i).collect();
-    let gop = (keyframes.len() > 1)
-        .then(|| (keyframes[keyframes.len() - 1] - keyframes[0]) as f64 / (keyframes.len() - 1) as f64);
+    let gop = match (keyframes.first(), keyframes.last()) {
+        (Some(first), Some(last)) if keyframes.len() > 1 => Some((last - first) as f64 / (keyframes.len() - 1) as f64),
+        _ => None,
+    };
     // Bits over the span between the first and the last frame's timestamps: the last unit's
     // bytes belong to the next interval.
-    let bytes: usize = units[..units.len().saturating_sub(1)].iter().map(|u| u.data.len()).sum();
+    let bytes: usize = units.iter().rev().skip(1).map(|u| u.data.len()).sum();
     Probed {
         codec: units.first().map_or(VideoCodec::H264, |u| u.connection.codec),
         profile: String::new(),

@@ -166,8 +166,8 @@ impl Scene {
             let c2 = ((b.x2 / cw).ceil() as i64 + 1).clamp(0, columns as i64) as usize;
             let r1 = ((b.y1 / ch).floor() as i64 - 1).clamp(0, rows as i64) as usize;
             let r2 = ((b.y2 / ch).ceil() as i64 + 1).clamp(0, rows as i64) as usize;
-            for r in r1..r2 {
-                free[r * columns + c1..r * columns + c2].fill(false);
+            for row in free.chunks_mut(columns).take(r2).skip(r1) {
+                row.get_mut(c1..c2).into_iter().for_each(|cells| cells.fill(false));
             }
         }
         // The light: now against the background over the free cells seen before whose ratio
@@ -175,27 +175,31 @@ impl Scene {
         // the last one if too few are free. A ratio of sums, not a median of ratios: the
         // median of quantised levels is lumpy, and the background would learn its error
         // frame after frame (seen: an hour of dusk to half the light read as 0.72).
-        let cells: Vec<usize> =
-            (0..free.len()).filter(|&i| free[i] && self.learned[i] > 0 && self.background[i] >= MIN_CONTRAST).collect();
-        if cells.len() >= free.len() / 8 && !cells.is_empty() {
-            let mut ratios: Vec<f32> = cells.iter().map(|&i| self.now[i] / self.background[i]).collect();
+        let cells = free.iter().zip(&self.learned).zip(self.now.iter().zip(&self.background));
+        let compared: Vec<(f32, f32)> = cells
+            .filter(|&((&free, &learned), (_, &background))| free && learned > 0 && background >= MIN_CONTRAST)
+            .map(|(_, (&now, &background))| (now, background))
+            .collect();
+        if compared.len() >= free.len() / 8 && !compared.is_empty() {
+            let mut ratios: Vec<f32> = compared.iter().map(|(now, background)| now / background).collect();
             let (q1, q3) = (ratios.len() / 4, ratios.len() * 3 / 4);
             let high = *ratios.select_nth_unstable_by(q3, f32::total_cmp).1;
             let low = *ratios.select_nth_unstable_by(q1, f32::total_cmp).1;
-            let (now, background) = (cells.iter())
-                .filter(|&&i| (low..=high).contains(&(self.now[i] / self.background[i])))
-                .fold((0.0, 0.0), |(n, b), &i| (n + self.now[i], b + self.background[i]));
+            let (now, background) = (compared.iter())
+                .filter(|(now, background)| (low..=high).contains(&(now / background)))
+                .fold((0.0, 0.0), |(n, b), (now, background)| (n + now, b + background));
             if background > 0.0 {
                 self.light = (now / background).clamp(0.1, 10.0);
             }
         }
-        for i in (0..free.len()).filter(|&i| free[i]) {
-            let n = self.learned[i].saturating_add(1).min(1000);
-            let change = self.now[i] / self.light - self.background[i];
+        let cells = free.iter().zip(&self.now).zip(self.background.iter_mut().zip(&mut self.learned));
+        for ((_, &now), (background, learned)) in cells.filter(|((free, _), _)| **free) {
+            let n = learned.saturating_add(1).min(1000);
+            let change = now / self.light - *background;
             // A running mean at first, then an exponential one; large changes slowly.
             let rate = if n > 1 && change.abs() > LARGE { SLOWLY } else { (1.0 / n as f32).max(LEARN) };
-            self.background[i] += change * rate;
-            self.learned[i] = n;
+            *background += change * rate;
+            *learned = n;
         }
         View { scene: self, covering, cell: (cw, ch) }
     }
@@ -215,10 +219,9 @@ impl Scene {
                 now: vec![0.0; cells],
                 ..Self::new()
             };
-            self.scaled = Some(Image::new(columns, rows, PixelType::U8));
         }
         let black = if luma.full_range { 0.0 } else { 16.0 };
-        let scaled = self.scaled.as_mut().expect("made above for this size");
+        let scaled = (self.scaled).get_or_insert_with(|| Image::new(self.columns, self.rows, PixelType::U8));
         let source = ImageRef::new(luma.width, luma.height, luma.data, PixelType::U8);
         let resized = source.ok().map(|source| {
             let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
@@ -301,18 +304,16 @@ impl View<'_> {
         }
         let (mut now, mut background) = ([0.0; SAMPLES * SAMPLES], [0.0; SAMPLES * SAMPLES]);
         let mut known = 0;
-        for j in 0..SAMPLES {
+        for (k, (now, background)) in now.iter_mut().zip(&mut background).enumerate() {
             // Sample centres, in grid coordinates (cell centres at .5).
-            let y = (y1 + (y2 - y1) * (j as f32 + 0.5) / SAMPLES as f32) / self.cell.1 - 0.5;
-            for i in 0..SAMPLES {
-                let x = (x1 + (x2 - x1) * (i as f32 + 0.5) / SAMPLES as f32) / self.cell.0 - 0.5;
-                let k = j * SAMPLES + i;
-                now[k] = bilinear(&s.now, s.columns, s.rows, x, y);
-                background[k] = bilinear(&s.background, s.columns, s.rows, x, y);
-                let nearest = (y.round().clamp(0.0, (s.rows - 1) as f32) as usize) * s.columns as usize
-                    + x.round().clamp(0.0, (s.columns - 1) as f32) as usize;
-                known += usize::from(s.learned[nearest] > 0);
-            }
+            let (i, j) = ((k % SAMPLES) as f32, (k / SAMPLES) as f32);
+            let x = (x1 + (x2 - x1) * (i + 0.5) / SAMPLES as f32) / self.cell.0 - 0.5;
+            let y = (y1 + (y2 - y1) * (j + 0.5) / SAMPLES as f32) / self.cell.1 - 0.5;
+            *now = bilinear(&s.now, s.columns, s.rows, x, y);
+            *background = bilinear(&s.background, s.columns, s.rows, x, y);
+            let nearest = (y.round().clamp(0.0, s.rows.saturating_sub(1) as f32) as usize) * s.columns as usize
+                + x.round().clamp(0.0, s.columns.saturating_sub(1) as f32) as usize;
+            known += usize::from(s.learned.get(nearest).is_some_and(|&n| n > 0));
         }
         let seen = known as f32 >= KNOWN * (SAMPLES * SAMPLES) as f32;
         Some((now, seen.then_some(background)))
@@ -325,12 +326,14 @@ fn mean_difference(a: &[f32; SAMPLES * SAMPLES], b: &[f32; SAMPLES * SAMPLES]) -
 
 /// `grid` at (x, y) in cell coordinates, clamped to its edges.
 fn bilinear(grid: &[f32], columns: u32, rows: u32, x: f32, y: f32) -> f32 {
-    let x = x.clamp(0.0, (columns - 1) as f32);
-    let y = y.clamp(0.0, (rows - 1) as f32);
+    let (last_column, last_row) = (columns.saturating_sub(1) as usize, rows.saturating_sub(1) as usize);
+    let x = x.clamp(0.0, last_column as f32);
+    let y = y.clamp(0.0, last_row as f32);
     let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(columns as usize - 1), (y0 + 1).min(rows as usize - 1));
+    let (x1, y1) = ((x0 + 1).min(last_column), (y0 + 1).min(last_row));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let at = |c: usize, r: usize| grid[r * columns as usize + c];
+    // Within the grid by the clamps above; a grid shorter than its size reads as black.
+    let at = |c: usize, r: usize| grid.get(r * columns as usize + c).copied().unwrap_or(0.0);
     let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
     let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
     top * (1.0 - fy) + bottom * fy

@@ -16,6 +16,7 @@ fn asked(stage: &str, camera: &str) -> bool {
         .is_ok_and(|spec| spec.split_once(':').is_some_and(|(s, c)| s == stage && (c == camera || stage == "detect")))
 }
 
+#[allow(clippy::panic, reason = "the tests' fault injection: panics only when FIELDWATCH_TEST_PANIC asks")]
 pub fn maybe_panic(stage: &str, camera: &str) {
     if asked(stage, camera) {
         panic!("FIELDWATCH_TEST_PANIC: {stage} of camera {camera} panics as asked");
@@ -23,6 +24,7 @@ pub fn maybe_panic(stage: &str, camera: &str) {
 }
 
 /// Like [`maybe_panic`], but only the first time in the process.
+#[allow(clippy::panic, reason = "the tests' fault injection: panics only when FIELDWATCH_TEST_PANIC asks")]
 pub fn maybe_panic_once(stage: &str, camera: &str) {
     static DONE: AtomicBool = AtomicBool::new(false);
     if asked(stage, camera) && !DONE.swap(true, Ordering::Relaxed) {

@@ -144,11 +144,10 @@ impl Track {
     /// Where a moving track should be at `at`: its last box moved on at the speed of its last
     /// two boxes (for at most two seconds ahead); its last box if it has only one.
     pub fn predicted(&self, at: DateTime<Utc>) -> BBox {
-        let n = self.history.len();
-        if n < 2 {
+        let mut newest = self.history.iter().rev();
+        let (Some(&b), Some(&a)) = (newest.next(), newest.next()) else {
             return self.bbox;
-        }
-        let (a, b) = (self.history[n - 2], self.history[n - 1]);
+        };
         let span = (b.at - a.at).as_seconds_f64();
         if span <= 0.0 {
             return b.bbox;
@@ -251,12 +250,13 @@ pub(crate) fn secs(d: Duration) -> chrono::TimeDelta {
 }
 
 fn median(values: &mut [f32]) -> f32 {
-    if values.is_empty() {
-        return 0.0;
-    }
     values.sort_by(f32::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+    let (lower, upper) = values.split_at(values.len() / 2);
+    match (lower.last(), upper.first()) {
+        (Some(below), Some(middle)) if lower.len() == upper.len() => (below + middle) / 2.0,
+        (_, Some(middle)) => *middle,
+        (_, None) => 0.0,
+    }
 }
 
 fn median_box(boxes: impl Iterator<Item = BBox>) -> BBox {
@@ -291,15 +291,18 @@ pub fn assign(weights: &[Vec<i64>]) -> Vec<Option<usize>> {
     // kuhn_munkres wants no more rows than columns: transpose when needed.
     let transposed = rows > columns;
     let (r, c) = if transposed { (columns, rows) } else { (rows, columns) };
-    let cell = |i: usize, j: usize| if transposed { weights[j][i] } else { weights[i][j] };
+    // A ragged row's missing cells weigh 0: not allowed.
+    let weight = |row: usize, column: usize| weights.get(row).and_then(|w| w.get(column)).copied().unwrap_or(0);
+    let cell = |i: usize, j: usize| if transposed { weight(j, i) } else { weight(i, j) };
     let values = (0..r).flat_map(|i| (0..c).map(move |j| cell(i, j).max(0))).collect();
-    let matrix = pathfinding::matrix::Matrix::from_vec(r, c, values).expect("r*c values, no empty row");
-    let (_, chosen) = pathfinding::kuhn_munkres::kuhn_munkres(&matrix);
     let mut out = vec![None; rows];
+    // r * c values and r, c > 0: the matrix cannot be refused; were it, nothing is assigned.
+    let Ok(matrix) = pathfinding::matrix::Matrix::from_vec(r, c, values) else { return out };
+    let (_, chosen) = pathfinding::kuhn_munkres::kuhn_munkres(&matrix);
     for (i, j) in chosen.into_iter().enumerate() {
         let (row, column) = if transposed { (j, i) } else { (i, j) };
-        if weights[row][column] > 0 {
-            out[row] = Some(column);
+        if let (true, Some(slot)) = (weight(row, column) > 0, out.get_mut(row)) {
+            *slot = Some(column);
         }
     }
     out
@@ -342,30 +345,23 @@ impl Tracker {
         labels.dedup();
         let (moving_iou, gate) = (self.config.moving_iou, self.config.match_distance);
         for label in labels {
-            let dets: Vec<usize> = (0..detections.len()).filter(|&i| detections[i].label == label).collect();
-            let of_label = |t: &Track| t.label == label;
+            let dets = positions(detections, |d| d.label == label);
             // Stage 1: stationary tracks by IoU with their anchor box.
-            let stationary: Vec<usize> = (0..self.tracks.len())
-                .filter(|&t| of_label(&self.tracks[t]) && self.tracks[t].is_stationary())
-                .collect();
+            let stationary = positions(&self.tracks, |t| t.label == label && t.is_stationary());
             self.match_stage(at, detections, &dets, &stationary, &mut matched_detection, Track::anchor_box, |a, d| {
                 let iou = a.iou(d);
                 (iou >= moving_iou).then_some(iou)
             });
             // Stage 2: moving and tentative tracks by size-normalised distance from where they
             // were heading, gated.
-            let rest: Vec<usize> = (0..self.tracks.len())
-                .filter(|&t| {
-                    of_label(&self.tracks[t]) && !self.tracks[t].is_stationary() && !self.tracks[t].seen_at(at)
-                })
-                .collect();
+            let rest = positions(&self.tracks, |t| t.label == label && !t.is_stationary() && !t.seen_at(at));
             let heading = |t: &Track| t.predicted(at);
             self.match_stage(at, detections, &dets, &rest, &mut matched_detection, heading, |e, d| {
                 let distance = distance(e, d);
                 (distance <= gate).then_some(gate - distance)
             });
             // Stage 3: stationary tracks not seen, to free detections overlapping their last box.
-            let left: Vec<usize> = stationary.into_iter().filter(|&t| !self.tracks[t].seen_at(at)).collect();
+            let left = positions(&self.tracks, |t| t.label == label && t.is_stationary() && !t.seen_at(at));
             self.match_stage(
                 at,
                 detections,
@@ -422,8 +418,8 @@ impl Tracker {
             }
             true
         });
-        for (d, detection) in detections.iter().enumerate() {
-            if !matched_detection[d] {
+        for (detection, matched) in detections.iter().zip(matched_detection) {
+            if !matched {
                 self.tracks.push(Track::new(self.next_id, at, detection));
                 self.next_id += 1;
             }
@@ -446,24 +442,36 @@ impl Tracker {
         reference: impl Fn(&Track) -> BBox,
         weigh: impl Fn(&BBox, &BBox) -> Option<f32>,
     ) {
-        let free: Vec<usize> = dets.iter().copied().filter(|&d| !matched[d]).collect();
+        let free: Vec<usize> = dets.iter().copied().filter(|&d| matched.get(d) == Some(&false)).collect();
         let weights: Vec<Vec<i64>> = tracks
             .iter()
             .map(|&t| {
-                let reference = reference(&self.tracks[t]);
+                let reference = self.tracks.get(t).map(&reference);
                 free.iter()
-                    .map(|&d| weigh(&reference, &detections[d].bbox).map_or(0, |w| (w as f64 * SCALE) as i64 + 1))
+                    .map(|&d| {
+                        let pair = reference.as_ref().zip(detections.get(d));
+                        pair.and_then(|(r, detection)| weigh(r, &detection.bbox))
+                            .map_or(0, |w| (w as f64 * SCALE) as i64 + 1)
+                    })
                     .collect()
             })
             .collect();
         for (row, column) in assign(&weights).into_iter().enumerate() {
-            if let Some(column) = column {
-                let d = free[column];
-                self.tracks[tracks[row]].hit(at, &detections[d], &self.config);
-                matched[d] = true;
+            let d = column.and_then(|c| free.get(c)).copied();
+            let track = tracks.get(row).and_then(|&t| self.tracks.get_mut(t));
+            if let (Some(track), Some(d)) = (track, d)
+                && let (Some(detection), Some(matched)) = (detections.get(d), matched.get_mut(d))
+            {
+                track.hit(at, detection, &self.config);
+                *matched = true;
             }
         }
     }
+}
+
+/// The positions in `items` of those `keep` accepts.
+fn positions<T>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<usize> {
+    items.iter().enumerate().filter(|(_, item)| keep(item)).map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]

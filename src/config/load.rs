@@ -45,6 +45,11 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         .build()
         .and_then(|c| c.try_deserialize::<Value>())
         .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
+    settle(merged).map_err(|problems| ConfigError::Invalid { path: shown, problems })
+}
+
+/// The merged tree deserialised and validated: the settings, or every problem found.
+fn settle(merged: Value) -> Result<Settings, Vec<Problem>> {
     let (config, mut problems, removed) = deserialize_all(merged);
     let mut cameras = Vec::new();
     if let Some(config) = &config {
@@ -61,7 +66,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             }
             Ok(Settings { config, cameras })
         }
-        _ => Err(ConfigError::Invalid { path: shown, problems }),
+        _ => Err(problems),
     }
 }
 
@@ -173,15 +178,21 @@ fn remove_key(root: &mut Value, path: &[Segment]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
 
-    fn problems(toml_text: &str) -> Vec<Problem> {
+    fn loaded(toml_text: &str) -> Result<Settings, ConfigError> {
         let dir = std::env::temp_dir().join(format!("fw-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, toml_text).unwrap();
         let result = load(&path);
         std::fs::remove_dir_all(&dir).ok();
-        match result {
+        result
+    }
+
+    fn problems(toml_text: &str) -> Vec<Problem> {
+        match loaded(toml_text) {
             Ok(_) => Vec::new(),
             Err(ConfigError::Invalid { problems, .. }) => problems,
             Err(e) => panic!("unexpected {e}"),
@@ -314,6 +325,152 @@ mod tests {
         assert_eq!(found.len(), expected.len(), "{found:#?}");
         for (f, e) in found.iter().zip(expected) {
             assert!(f.starts_with(e), "{f} should start with {e}");
+        }
+    }
+
+    /// GOOD with a value under every kind of numeric key: two models, masks, per-class
+    /// filters, a rule of each model.
+    fn full() -> String {
+        let filter =
+            "min_score = 0.3\nthreshold = 0.4\nmin_area = 0.01\nmax_area = 0.5\nmin_ratio = 0.1\nmax_ratio = 10.0";
+        let litter =
+            "id = \"litter\"\nviolation = \"garbage\"\nzone = \"sidewalk\"\nmodel = \"garbage\"\nclasses = [\"bag\"]";
+        GOOD.replace("[model]", "[models.garbage]\npath = \"Cargo.toml\"\n[model]")
+            .replace(
+                "url = \"rtsp://127.0.0.1:8554/x\"",
+                "url = \"rtsp://127.0.0.1:8554/x\"\nmasks = [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1]]]\n\
+                 privacy_masks = [[[0.5, 0.0], [0.6, 0.0], [0.6, 0.1]]]",
+            )
+            .replace(
+                "classes = [\"red\"]",
+                &format!("classes = [\"red\", \"blue\"]\n[cameras.rules.filters.blue]\n{filter}"),
+            )
+            + &format!("[[cameras.rules]]\n{litter}\n")
+    }
+
+    /// Every number in `value` (the config as its types serialise it, defaults included), by path.
+    fn numbers(value: &Value, path: &mut Vec<Segment>, out: &mut Vec<Vec<Segment>>) {
+        let mut below = |segment: Segment, value: &Value| {
+            path.push(segment);
+            numbers(value, path, out);
+            path.pop();
+        };
+        match value {
+            Value::Number(_) => out.push(path.clone()),
+            Value::Object(map) => map.iter().for_each(|(k, v)| below(Segment::Key(k.clone()), v)),
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| below(Segment::Index(i), v)),
+            _ => {}
+        }
+    }
+
+    fn at<'a>(root: &'a mut Value, path: &[Segment]) -> &'a mut Value {
+        path.iter().fold(root, |node, segment| match segment {
+            Segment::Key(k) => &mut node[k.as_str()],
+            Segment::Index(i) => &mut node[*i],
+        })
+    }
+
+    /// The table (or list) holding `key`.
+    fn parent(key: &str) -> &str {
+        &key[..key.rfind(['.', '[']).unwrap_or(0)]
+    }
+
+    /// `key` without its table.
+    fn leaf(key: &str) -> &str {
+        &key[key.rfind('.').map_or(0, |i| i + 1)..]
+    }
+
+    /// The full config as a tree, and the paths of its numeric keys.
+    fn full_tree() -> (Value, Vec<Vec<Segment>>) {
+        let mut tree = serde_json::to_value(&loaded(&full()).unwrap().config).unwrap();
+        // Secrets serialise masked: back to what the config said.
+        tree["mqtt"].as_object_mut().unwrap().remove("password");
+        tree["cameras"][0].as_object_mut().unwrap().remove("password");
+        tree["cameras"][0]["url"] = json!("rtsp://127.0.0.1:8554/x");
+        let mut keys = Vec::new();
+        numbers(&tree, &mut Vec::new(), &mut keys);
+        (tree, keys)
+    }
+
+    /// `key` set to `value` in `tree`: the config loads and its rules run, or it is refused with
+    /// a problem at the key, or beside it saying its name (max_area below min_area is reported
+    /// at max_area, "must be at least min_area"); never a panic. Returns what went wrong.
+    fn try_extreme(tree: &Value, key: &[Segment], value: &Value) -> Result<(), String> {
+        let mut tree = tree.clone();
+        *at(&mut tree, key) = value.clone();
+        let name = render(key);
+        let outcome = std::panic::catch_unwind(|| {
+            let settings = settle(tree)?;
+            for camera in &settings.cameras {
+                let mut rules = crate::rules::CameraRules::new(camera);
+                let start = chrono::Utc::now();
+                let bbox = crate::detect::BBox { x1: 300.0, y1: 400.0, x2: 340.0, y2: 470.0 };
+                for (k, label) in ["red", "blue", "bag"].into_iter().enumerate().cycle().take(30) {
+                    let (model, class_id, label) = (usize::from(label == "bag"), k % 2, label.to_string());
+                    let seen = crate::detect::Detection { model, class_id, label, score: 0.9, bbox };
+                    let at = start + chrono::TimeDelta::milliseconds(700 * k as i64);
+                    rules.observe(at, &[seen], 640, 480, None);
+                }
+            }
+            Ok::<(), Vec<Problem>>(())
+        });
+        match outcome {
+            Err(_) => Err(format!("{name} = {value}: panicked")),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(problems)) => {
+                let names = |p: &Problem| {
+                    name == p.path
+                        || name.starts_with(&format!("{}.", p.path))
+                        || name.starts_with(&format!("{}[", p.path))
+                        || (parent(&name) == parent(&p.path) && p.message.contains(leaf(&name)))
+                };
+                match problems.iter().any(names) {
+                    true => Ok(()),
+                    false => Err(format!("{name} = {value}: refused without naming it: {problems:?}")),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_at_its_extremes_loads_or_is_refused_by_name() {
+        let (tree, keys) = full_tree();
+        assert!(keys.len() > 60, "numeric keys found: {}", keys.len());
+        assert!(settle(tree.clone()).is_ok(), "the full config loads as it serialises");
+        // NaN and the infinities arrive as null: TOML and the environment give floats that
+        // the merged tree cannot hold.
+        let extremes = [
+            json!(0),
+            json!(1),
+            json!(-1),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(0.5),
+            json!(-0.5),
+            json!(1e-300),
+            json!(1e300),
+            json!(-1e300),
+            Value::Null,
+        ];
+        let failures: Vec<String> = (keys.iter())
+            .flat_map(|key| extremes.iter().map(move |value| (key, value)))
+            .filter_map(|(key, value)| try_extreme(&tree, key, value).err())
+            .collect();
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn any_number_under_any_numeric_key_loads_or_is_refused_by_name(
+            pick in any::<prop::sample::Index>(),
+            value in prop_oneof![any::<i64>().prop_map(|v| json!(v)), prop::num::f64::NORMAL.prop_map(|v| json!(v))],
+        ) {
+            let (tree, keys) = full_tree();
+            if let Err(failure) = try_extreme(&tree, pick.get::<Vec<Segment>>(&keys), &value) {
+                prop_assert!(false, "{}", failure);
+            }
         }
     }
 }

@@ -37,8 +37,10 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
             v.problem(format!("models.{name}.name"), "the table's own name is the model's name: leave this out");
         }
     }
-    if config.models.contains_key(&models[0].name) {
-        v.problem(format!("models.{}", models[0].name), "has the name of [model]: give one of them another name");
+    if let Some(first) = models.first()
+        && config.models.contains_key(&first.name)
+    {
+        v.problem(format!("models.{}", first.name), "has the name of [model]: give one of them another name");
     }
 
     let mqtt = &config.mqtt;

@@ -9,6 +9,9 @@
 //! frame carries its stream time: the connection's anchor plus its timestamp, never a clock
 //! reading.
 
+// What comes from a camera, a clip or a model is never cut short by a cast unseen.
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
+
 mod sampler;
 
 pub use sampler::Sampler;
@@ -50,6 +53,10 @@ pub struct Frame {
 impl Frame {
     /// Encodes an RGB image as a camera sends it (YUV 4:2:0, BT.601, limited range): photos
     /// go through the same path as decoded frames (tests, benchmarks, reference comparisons).
+    #[allow(
+        clippy::expect_used,
+        reason = "the planes are allocated for the image's own size, which RgbImage guarantees"
+    )]
     pub fn from_rgb(rgb: &RgbImage, at: DateTime<Utc>) -> Frame {
         use yuvutils_rs::{BufferStoreMut, YuvChromaSubsampling, YuvPlanarImageMut};
         let (width, height) = rgb.dimensions();
@@ -101,10 +108,14 @@ impl Frame {
             height: self.height,
         };
         let range = if self.full_range { yuvutils_rs::YuvRange::Full } else { yuvutils_rs::YuvRange::Limited };
-        let mut rgb = vec![0u8; self.width as usize * self.height as usize * 3];
-        yuvutils_rs::yuv420_to_rgb(&image, &mut rgb, self.width * 3, range, yuvutils_rs::YuvStandardMatrix::Bt601)
-            .expect("plane sizes are computed from width and height");
-        RgbImage::from_raw(self.width, self.height, rgb).expect("buffer sized width*height*3")
+        let mut rgb = RgbImage::new(self.width, self.height);
+        let converted =
+            yuvutils_rs::yuv420_to_rgb(&image, &mut rgb, self.width * 3, range, yuvutils_rs::YuvStandardMatrix::Bt601);
+        // The decoder makes each plane the size it says; a frame made otherwise shows black.
+        if let Err(error) = converted {
+            tracing::warn!(%error, width = self.width, height = self.height, "a frame's planes do not match its size");
+        }
+        rgb
     }
 }
 
@@ -274,7 +285,12 @@ pub fn first_picture(units: &[EncodedFrame]) -> Result<(Frame, String), String> 
 /// An access unit as libavcodec takes it, timestamped in the RTP time base.
 fn packet(au: &EncodedFrame) -> ff::Packet {
     let mut packet = ff::Packet::copy(&au.data);
-    packet.set_pts(Some((au.pts_secs * TIME_BASE).round() as i64));
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a float saturates into an i64; times beyond it are dropped at the source"
+    )]
+    let pts = (au.pts_secs * TIME_BASE).round() as i64;
+    packet.set_pts(Some(pts));
     packet
 }
 
@@ -289,25 +305,30 @@ fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, Dec
     let found = ff::decoder::find(id).ok_or(open_err(ff::Error::DecoderNotFound))?;
     let mut context = ff::codec::Context::new_with_codec(found);
     if !connection.extradata.is_empty() {
-        set_extradata(&mut context, &connection.extradata);
+        set_extradata(&mut context, &connection.extradata).map_err(open_err)?;
     }
     context.decoder().video().map_err(open_err)
 }
 
 /// Hands out-of-band parameter sets (avcC) to the decoder, which then reads length-prefixed
 /// access units as MP4 and MKV store them.
-fn set_extradata(context: &mut ff::codec::Context, data: &[u8]) {
+fn set_extradata(context: &mut ff::codec::Context, data: &[u8]) -> Result<(), ff::Error> {
     let padding = ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // Parameter sets of gigabytes are not parameter sets.
+    let size = i32::try_from(data.len()).map_err(|_| ff::Error::InvalidData)?;
     // SAFETY: the buffer is allocated with av_mallocz (zeroed padding, as libavcodec requires)
     // and owned by the codec context from here on, which frees it with the context.
     unsafe {
         let buffer = ff::ffi::av_mallocz(data.len() + padding) as *mut u8;
-        assert!(!buffer.is_null(), "out of memory allocating {} bytes of extradata", data.len());
+        if buffer.is_null() {
+            return Err(ff::Error::Other { errno: ff::error::ENOMEM });
+        }
         std::ptr::copy_nonoverlapping(data.as_ptr(), buffer, data.len());
         let ctx = &mut *context.as_mut_ptr();
         ctx.extradata = buffer;
-        ctx.extradata_size = data.len() as i32;
+        ctx.extradata_size = size;
     }
+    Ok(())
 }
 
 fn copy_frame(camera_id: &str, f: &ff::frame::Video, pts_secs: f64, at: DateTime<Utc>) -> Result<Frame, DecodeError> {
@@ -318,18 +339,22 @@ fn copy_frame(camera_id: &str, f: &ff::frame::Video, pts_secs: f64, at: DateTime
         format => return Err(DecodeError::PixelFormat { camera: camera_id.to_string(), format }),
     };
     let (w, h) = (f.width() as usize, f.height() as usize);
+    // libavcodec gives each plane `stride` bytes a row, `ph` rows: a row missing reads black.
     let plane = |i: usize, pw: usize, ph: usize| {
         let (data, stride) = (f.data(i), f.stride(i));
         let mut out = Vec::with_capacity(pw * ph);
         for row in 0..ph {
-            out.extend_from_slice(&data[row * stride..row * stride + pw]);
+            match data.get(row * stride..row * stride + pw) {
+                Some(row) => out.extend_from_slice(row),
+                None => out.resize(out.len() + pw, 0),
+            }
         }
         out
     };
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     Ok(Frame {
-        width: w as u32,
-        height: h as u32,
+        width: f.width(),
+        height: f.height(),
         y: plane(0, w, h),
         u: plane(1, cw, ch),
         v: plane(2, cw, ch),

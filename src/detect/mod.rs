@@ -88,6 +88,8 @@ pub enum DetectError {
     Provider { key: String, provider: &'static str, reason: String },
     #[error("model {model}: inference failed: {message}")]
     Inference { model: String, message: String },
+    #[error("model {model}: a picture cannot be its input: {error}")]
+    Picture { model: String, error: String },
 }
 
 /// Loads the ONNX Runtime library and creates its environment, once per process; sessions
@@ -121,13 +123,12 @@ enum Input {
 impl Input {
     /// Writes image `index` of the batch with `write`, which fills one `[3, H, W]` slice
     /// through the conversion to the tensor's element type.
-    fn write<W>(&mut self, index: usize, len: usize, write: W) -> Letterbox
-    where
-        W: FnOnce(InputSlice<'_>) -> Letterbox,
-    {
+    /// Has `write` fill image `index` (of `len` values) of the tensor; None past its end.
+    fn write<T>(&mut self, index: usize, len: usize, write: impl FnOnce(InputSlice<'_>) -> T) -> Option<T> {
+        let at = index * len..(index + 1) * len;
         match self {
-            Input::F32(t) => write(InputSlice::F32(&mut t.extract_tensor_mut().1[index * len..(index + 1) * len])),
-            Input::F16(t) => write(InputSlice::F16(&mut t.extract_tensor_mut().1[index * len..(index + 1) * len])),
+            Input::F32(t) => t.extract_tensor_mut().1.get_mut(at).map(|s| write(InputSlice::F32(s))),
+            Input::F16(t) => t.extract_tensor_mut().1.get_mut(at).map(|s| write(InputSlice::F16(s))),
         }
     }
 }
@@ -150,20 +151,23 @@ struct Inputs {
 impl Inputs {
     /// The tensor for a batch of `n`, made the first time (an error names `model`).
     fn get(&mut self, n: usize, model: &str) -> Result<&mut Input, DetectError> {
-        let slot = &mut self.by_batch[n - 1];
-        if slot.is_none() {
-            let [c, h, w] = self.image;
-            let allocator = ort::memory::Allocator::default();
-            let made = match self.half {
-                false => Tensor::new(&allocator, [n, c, h, w]).map(Input::F32),
-                true => Tensor::new(&allocator, [n, c, h, w]).map(Input::F16),
-            };
-            *slot = Some(made.map_err(|e| DetectError::Layout {
-                model: model.to_string(),
-                message: format!("cannot make the input tensor: {e}"),
-            })?);
-        }
-        Ok(slot.as_mut().expect("just made"))
+        let layout = |message: String| DetectError::Layout { model: model.to_string(), message };
+        let (half, [c, h, w], most) = (self.half, self.image, self.by_batch.len());
+        let Some(slot) = n.checked_sub(1).and_then(|i| self.by_batch.get_mut(i)) else {
+            return Err(layout(format!("a batch of {n} images; the model takes 1 to {most}")));
+        };
+        let input = match slot.take() {
+            Some(input) => input,
+            None => {
+                let allocator = ort::memory::Allocator::default();
+                let made = match half {
+                    false => Tensor::new(&allocator, [n, c, h, w]).map(Input::F32),
+                    true => Tensor::new(&allocator, [n, c, h, w]).map(Input::F16),
+                };
+                made.map_err(|e| layout(format!("cannot make the input tensor: {e}")))?
+            }
+        };
+        Ok(slot.insert(input))
     }
 }
 
@@ -215,7 +219,7 @@ impl Detector {
 
         let input = session.inputs().first().ok_or_else(|| layout_err("the model has no input".into()))?;
         let dims: Vec<i64> = input.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
-        let side = |d: i64| if d > 0 { d as u32 } else { config.input_size };
+        let side = |d: i64| u32::try_from(d).ok().filter(|&d| d > 0).unwrap_or(config.input_size);
         let (batch, input_height, input_width) = match dims.as_slice() {
             [1, 3, h, w] => (1, side(*h), side(*w)),
             // A batch dimension left open: several cameras' frames can run together.
@@ -239,8 +243,8 @@ impl Detector {
         let output = session.outputs().first().ok_or_else(|| layout_err("the model has no output".into()))?;
         let mut out_dims: Vec<i64> =
             output.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
-        if batch > 1 && out_dims.len() == 3 {
-            out_dims[0] = 1; // one image's part of a batch's output
+        if let (true, Some(images)) = (batch > 1 && out_dims.len() == 3, out_dims.first_mut()) {
+            *images = 1; // one image's part of a batch's output
         }
         let open = out_dims.is_empty() || (out_dims.len() == 3 && out_dims.iter().any(|d| *d <= 0));
         let format = match Layout::of(&out_dims, labels.len(), config.format) {
@@ -310,18 +314,19 @@ impl Detector {
             Ok(input) => input,
             Err(e) => return (Err(e), started.elapsed()),
         };
-        let boxes: Vec<Letterbox> = frames
-            .iter()
-            .enumerate()
+        let picture = |error: String| DetectError::Picture { model: self.name.clone(), error };
+        let boxes: Result<Vec<Letterbox>, DetectError> = (frames.iter().enumerate())
             .map(|(i, frame)| {
-                input.write(i, len, |slice| match slice {
+                let written = input.write(i, len, |slice| match slice {
                     InputSlice::F32(out) => prep.frame(frame, out, |v| v),
                     InputSlice::F16(out) => prep.frame(frame, out, half::f16::from_f32),
-                })
+                });
+                let written = written.ok_or_else(|| picture(format!("image {i} is past the input tensor")))?;
+                written.map_err(|e| picture(e.to_string()))
             })
             .collect();
         let preprocessed = started.elapsed();
-        (self.infer(&boxes), preprocessed)
+        (boxes.and_then(|boxes| self.infer(&boxes)), preprocessed)
     }
 
     /// Detects objects in one decoded frame (see [`detect_frames`](Self::detect_frames)).
@@ -334,10 +339,13 @@ impl Detector {
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let (len, prep) = (self.prep.input_len(), &mut self.prep);
         let input = self.inputs.get(1, &self.name)?;
-        let lb = input.write(0, len, |slice| match slice {
+        let picture = |error: String| DetectError::Picture { model: self.name.clone(), error };
+        let written = input.write(0, len, |slice| match slice {
             InputSlice::F32(out) => prep.rgb(rgb, out, |v| v),
             InputSlice::F16(out) => prep.rgb(rgb, out, half::f16::from_f32),
         });
+        let lb = written.ok_or_else(|| picture("the input tensor holds no image".into()))?;
+        let lb = lb.map_err(|e| picture(e.to_string()))?;
         Ok(self.infer(&[lb])?.pop().unwrap_or_default())
     }
 
@@ -345,12 +353,13 @@ impl Detector {
     /// back through `lb`: for comparing with a reference implementation on the same input.
     pub fn detect_tensor(&mut self, tensor: &[f32], lb: &Letterbox) -> Result<Vec<Detection>, DetectError> {
         let len = self.prep.input_len();
-        self.inputs.get(1, &self.name)?.write(0, len, |slice| {
-            match slice {
-                InputSlice::F32(out) => out.copy_from_slice(tensor),
-                InputSlice::F16(out) => out.iter_mut().zip(tensor).for_each(|(d, v)| *d = half::f16::from_f32(*v)),
-            }
-            *lb
+        if tensor.len() != len {
+            let error = format!("a tensor of {} values for an input of {len}", tensor.len());
+            return Err(DetectError::Picture { model: self.name.clone(), error });
+        }
+        self.inputs.get(1, &self.name)?.write(0, len, |slice| match slice {
+            InputSlice::F32(out) => out.iter_mut().zip(tensor).for_each(|(d, v)| *d = *v),
+            InputSlice::F16(out) => out.iter_mut().zip(tensor).for_each(|(d, v)| *d = half::f16::from_f32(*v)),
         });
         Ok(self.infer(std::slice::from_ref(lb))?.pop().unwrap_or_default())
     }
@@ -476,7 +485,8 @@ impl Worker {
             }
             let started = Instant::now();
             self.progress.start();
-            crate::testing::maybe_block("detect", &self.camera_ids[batch[0].0]);
+            let first_camera = batch.first().and_then(|(camera, _)| self.camera_ids.get(*camera));
+            crate::testing::maybe_block("detect", first_camera.map(String::as_str).unwrap_or_default());
             let frames: Vec<&Frame> = batch.iter().map(|(_, d)| &*d.frame).collect();
             let (result, preprocessing) = self.detector.detect_frames(&frames);
             self.progress.done();
@@ -486,9 +496,9 @@ impl Worker {
             // Each frame of a run is charged an equal share of it.
             let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;
             let (busy, preprocessing) = (share(took), share(preprocessing));
-            for (camera, _) in &batch {
-                self.counters[*camera].detect_busy.add(busy);
-                self.counters[*camera].preprocess_busy.add(preprocessing);
+            for counters in batch.iter().filter_map(|(camera, _)| self.counters.get(*camera)) {
+                counters.detect_busy.add(busy);
+                counters.preprocess_busy.add(preprocessing);
             }
             match result {
                 Ok(found) => {
@@ -496,14 +506,15 @@ impl Worker {
                         detections.iter_mut().for_each(|d| d.model = self.model);
                         job.detections.append(&mut detections);
                         // A closed output means that camera is shutting down; the others go on.
-                        if let Some(next) = &self.outputs[camera] {
+                        if let Some(next) = self.outputs.get(camera).and_then(Option::as_ref) {
                             let _ = next.send(job);
                         }
                     }
                 }
                 Err(error) => {
                     self.stats.failures.inc();
-                    let cameras: Vec<&str> = batch.iter().map(|(c, _)| self.camera_ids[*c].as_str()).collect();
+                    let cameras: Vec<&str> =
+                        batch.iter().filter_map(|(c, _)| self.camera_ids.get(*c)).map(String::as_str).collect();
                     warn!(%error, model = %self.detector.name(), ?cameras, "detection failed; frames skipped");
                 }
             }

@@ -32,15 +32,15 @@ pub struct Letterbox {
 impl Letterbox {
     pub fn new(source_width: u32, source_height: u32, input_width: u32, input_height: u32) -> Self {
         let scale = (input_width as f64 / source_width as f64).min(input_height as f64 / source_height as f64);
-        let scaled_width = ((source_width as f64 * scale).round() as u32).clamp(1, input_width);
-        let scaled_height = ((source_height as f64 * scale).round() as u32).clamp(1, input_height);
+        let scaled_width = ((source_width as f64 * scale).round() as u32).min(input_width).max(1);
+        let scaled_height = ((source_height as f64 * scale).round() as u32).min(input_height).max(1);
         Self {
             source_width,
             source_height,
             scaled_width,
             scaled_height,
-            pad_x: (input_width - scaled_width) / 2,
-            pad_y: (input_height - scaled_height) / 2,
+            pad_x: input_width.saturating_sub(scaled_width) / 2,
+            pad_y: input_height.saturating_sub(scaled_height) / 2,
         }
     }
 
@@ -65,6 +65,21 @@ impl InputStyle {
     pub const ULTRALYTICS: Self = Self { bgr: false, scale: 1.0 / 255.0 };
 }
 
+/// Why a picture could not be letterboxed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("a {width}x{height} plane holds {len} bytes, too few")]
+    ShortPlane { width: u32, height: u32, len: usize },
+    #[error("cannot scale to the model input: {0}")]
+    Resize(#[from] fast_image_resize::ResizeError),
+}
+
+impl PreprocessError {
+    fn short(width: u32, height: u32, data: &[u8]) -> Self {
+        Self::ShortPlane { width, height, len: data.len() }
+    }
+}
+
 /// Letterboxes frames into a model's `[1, 3, H, W]` input, reusing its buffers.
 pub struct Preprocessor {
     input_width: u32,
@@ -86,30 +101,36 @@ impl Preprocessor {
 
     /// Writes `frame`, letterboxed, into `out` (`input_len` values), each value through
     /// `convert` (to the model's element type).
-    pub fn frame<T: Copy>(&mut self, frame: &Frame, out: &mut [T], convert: impl Fn(f32) -> T) -> Letterbox {
-        let lb = Letterbox::new(frame.width, frame.height, self.input_width, self.input_height);
+    pub fn frame<T: Copy>(
+        &mut self,
+        frame: &Frame,
+        out: &mut [T],
+        convert: impl Fn(f32) -> T,
+    ) -> Result<Letterbox, PreprocessError> {
+        let (lb, geometry) =
+            (Letterbox::new(frame.width, frame.height, self.input_width, self.input_height), self.geometry());
         let (sw, sh) = (lb.scaled_width, lb.scaled_height);
         // Every plane is scaled to the letterboxed size, chroma included: scaling chroma up
         // bilinearly here is what a full-size conversion followed by a resize would give.
-        let fits = |p: &[Image<'static>; 3]| (p[0].width(), p[0].height()) == (sw, sh);
+        let fits = |p: &[Image<'static>; 3]| p.iter().all(|p| (p.width(), p.height()) == (sw, sh));
         if !self.planes.as_ref().is_some_and(fits) {
-            self.planes = Some([(); 3].map(|_| Image::new(sw, sh, PixelType::U8)));
+            self.planes = None;
         }
-        let planes = self.planes.as_mut().expect("just made");
+        let planes = self.planes.get_or_insert_with(|| [(); 3].map(|_| Image::new(sw, sh, PixelType::U8)));
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
         let (fcw, fch) = (frame.width.div_ceil(2), frame.height.div_ceil(2));
         for (plane, (data, w, h)) in
             planes.iter_mut().zip([(&frame.y, frame.width, frame.height), (&frame.u, fcw, fch), (&frame.v, fcw, fch)])
         {
-            let src = ImageRef::new(w, h, data, PixelType::U8).expect("planes are packed width*height");
-            self.resizer.resize(&src, plane, &options).expect("both planes are U8");
+            let src = ImageRef::new(w, h, data, PixelType::U8).map_err(|_| PreprocessError::short(w, h, data))?;
+            self.resizer.resize(&src, plane, &options)?;
         }
-        let planes = self.planes.as_ref().expect("just made");
-        let (y, u, v) = (planes[0].buffer(), planes[1].buffer(), planes[2].buffer());
+        let [y, u, v] = planes.each_ref().map(Image::buffer);
         let (c, scale, sw) = (Bt601::new(frame.full_range), self.style.scale, sw as usize);
-        self.fill(&lb, out, &convert, |row, [r, g, b]| {
+        geometry.fill(&lb, out, &convert, |row, [r, g, b]| {
+            // Rows of the scaled planes, sw * sh bytes each by construction; a short one is padding.
             let at = row * sw..(row + 1) * sw;
-            let (y, u, v) = (&y[at.clone()], &u[at.clone()], &v[at]);
+            let [y, u, v] = [y, u, v].map(|plane| plane.get(at.clone()).unwrap_or_default());
             for ((d, y), v) in r.iter_mut().zip(y).zip(v) {
                 *d = convert(c.red(*y, *v) * scale);
             }
@@ -120,29 +141,47 @@ impl Preprocessor {
                 *d = convert(c.blue(*y, *u) * scale);
             }
         });
-        lb
+        Ok(lb)
     }
 
     /// [`frame`](Self::frame) for an RGB image (photos, `fieldwatch detect`).
-    pub fn rgb<T: Copy>(&mut self, rgb: &RgbImage, out: &mut [T], convert: impl Fn(f32) -> T) -> Letterbox {
+    pub fn rgb<T: Copy>(
+        &mut self,
+        rgb: &RgbImage,
+        out: &mut [T],
+        convert: impl Fn(f32) -> T,
+    ) -> Result<Letterbox, PreprocessError> {
         let lb = Letterbox::new(rgb.width(), rgb.height(), self.input_width, self.input_height);
         let src = ImageRef::new(rgb.width(), rgb.height(), rgb.as_raw(), PixelType::U8x3)
-            .expect("RgbImage buffers are width*height*3");
+            .map_err(|_| PreprocessError::short(rgb.width(), rgb.height(), rgb.as_raw()))?;
         let mut scaled = Image::new(lb.scaled_width, lb.scaled_height, PixelType::U8x3);
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        self.resizer.resize(&src, &mut scaled, &options).expect("source and destination are both U8x3");
-        let (scaled, sw, scale) = (scaled.buffer(), lb.scaled_width as usize, self.style.scale);
-        self.fill(&lb, out, &convert, |row, channels| {
-            let pixels = scaled[row * sw * 3..(row + 1) * sw * 3].chunks_exact(3);
+        self.resizer.resize(&src, &mut scaled, &options)?;
+        let (scaled, row_len, scale) = (scaled.buffer(), lb.scaled_width as usize * 3, self.style.scale);
+        self.geometry().fill(&lb, out, &convert, |row, channels| {
+            let pixels = scaled.get(row * row_len..(row + 1) * row_len).unwrap_or_default();
             for (c, dst) in channels.into_iter().enumerate() {
-                for (d, px) in dst.iter_mut().zip(pixels.clone()) {
-                    *d = convert(px[c] as f32 * scale);
+                for (d, value) in dst.iter_mut().zip(pixels.iter().skip(c).step_by(3)) {
+                    *d = convert(*value as f32 * scale);
                 }
             }
         });
-        lb
+        Ok(lb)
     }
 
+    fn geometry(&self) -> Geometry {
+        Geometry { input_width: self.input_width, input_height: self.input_height, style: self.style }
+    }
+}
+
+/// The model input's size and style: what filling it needs, apart from the scaled planes.
+struct Geometry {
+    input_width: u32,
+    input_height: u32,
+    style: InputStyle,
+}
+
+impl Geometry {
     /// Pads `out` and has `write_row(y, [r, g, b])` write row `y` of the scaled image into the
     /// rows of the red, green and blue planes where it lands (in the model's channel order).
     fn fill<T: Copy>(
@@ -153,15 +192,17 @@ impl Preprocessor {
         mut write_row: impl FnMut(usize, [&mut [T]; 3]),
     ) {
         let (w, plane) = (self.input_width as usize, self.input_width as usize * self.input_height as usize);
-        assert_eq!(out.len(), 3 * plane, "the input tensor is [1, 3, H, W]");
+        debug_assert_eq!(out.len(), 3 * plane, "the input tensor is [1, 3, H, W]");
         out.fill(convert(PAD * self.style.scale));
-        let (first, rest) = out.split_at_mut(plane);
-        let (second, third) = rest.split_at_mut(plane);
+        let (first, rest) = out.split_at_mut(plane.min(out.len()));
+        let (second, third) = rest.split_at_mut(plane.min(rest.len()));
         let sw = lb.scaled_width as usize;
         for y in 0..lb.scaled_height as usize {
+            // The letterbox lies within the input by construction (Letterbox::new).
             let start = (y + lb.pad_y as usize) * w + lb.pad_x as usize;
             let at = start..start + sw;
-            let (p0, p1, p2) = (&mut first[at.clone()], &mut second[at.clone()], &mut third[at]);
+            let rows = (first.get_mut(at.clone()), second.get_mut(at.clone()), third.get_mut(at));
+            let (Some(p0), Some(p1), Some(p2)) = rows else { break };
             write_row(y, if self.style.bgr { [p2, p1, p0] } else { [p0, p1, p2] });
         }
     }
@@ -212,11 +253,15 @@ fn byte_range(v: f32) -> f32 {
 }
 
 /// The `[1, 3, H, W]` RGB 0..1 tensor for `rgb`, freshly allocated (tests and benchmarks).
-pub fn letterbox(rgb: &RgbImage, input_width: u32, input_height: u32) -> (Vec<f32>, Letterbox) {
+pub fn letterbox(
+    rgb: &RgbImage,
+    input_width: u32,
+    input_height: u32,
+) -> Result<(Vec<f32>, Letterbox), PreprocessError> {
     let mut prep = Preprocessor::new(input_width, input_height, InputStyle::ULTRALYTICS);
     let mut tensor = vec![0.0; prep.input_len()];
-    let lb = prep.rgb(rgb, &mut tensor, |v| v);
-    (tensor, lb)
+    let lb = prep.rgb(rgb, &mut tensor, |v| v)?;
+    Ok((tensor, lb))
 }
 
 #[cfg(test)]
@@ -235,7 +280,7 @@ mod tests {
     fn pixels_land_inside_the_box_and_padding_is_grey() {
         let mut rgb = RgbImage::new(64, 32);
         rgb.put_pixel(63, 31, image::Rgb([255, 0, 0]));
-        let (t, lb) = letterbox(&rgb, 32, 32);
+        let (t, lb) = letterbox(&rgb, 32, 32).unwrap();
         assert_eq!((lb.pad_x, lb.pad_y, lb.scaled_width, lb.scaled_height), (0, 8, 32, 16));
         assert!((t[0] - PAD / 255.0).abs() < 1e-6, "top padding");
         assert!(t[8 * 32] < 0.01, "first scaled row is black");
@@ -264,7 +309,7 @@ mod tests {
         let frame = red_cornered_frame();
         let mut prep = Preprocessor::new(32, 32, InputStyle::ULTRALYTICS);
         let mut t = vec![0f32; prep.input_len()];
-        let lb = prep.frame(&frame, &mut t, |v| v);
+        let lb = prep.frame(&frame, &mut t, |v| v).unwrap();
         assert_eq!((lb.pad_y, lb.scaled_height), (8, 16));
         let at = |t: &[f32], c: usize, x: usize, y: usize| t[c * 32 * 32 + y * 32 + x];
         assert!((at(&t, 0, 0, 0) - 114.0 / 255.0).abs() < 1e-6, "padding");
@@ -276,7 +321,7 @@ mod tests {
         // BGR and 0..255: the same pixel, channels swapped, values in bytes.
         let mut prep = Preprocessor::new(32, 32, InputStyle { bgr: true, scale: 1.0 });
         let mut t = vec![0f32; prep.input_len()];
-        prep.frame(&frame, &mut t, |v| v);
+        prep.frame(&frame, &mut t, |v| v).unwrap();
         assert!(at(&t, 2, 30, 21) > 230.0 && at(&t, 0, 30, 21) < 25.0, "red is the last channel, in bytes");
         assert_eq!(at(&t, 0, 0, 0), 114.0);
     }

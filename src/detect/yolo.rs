@@ -7,6 +7,9 @@
 //!   objectness times its own;
 //! - end-to-end (YOLOv10, YOLO26): `[1, N, 6]`: x1, y1, x2, y2, score, class, NMS done inside.
 
+// What comes from a camera, a clip or a model is never cut short by a cast unseen.
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
+
 use super::preprocess::Letterbox;
 use super::{BBox, Detection};
 use crate::config::ModelFormat;
@@ -32,7 +35,7 @@ impl Layout {
         let v8 = a == 4 + c;
         let v5 = b == 5 + c;
         let e2e = b == 6;
-        let n = |v: i64| v.max(0) as usize;
+        let n = |v: i64| usize::try_from(v).unwrap_or(0);
         match format {
             ModelFormat::Yolov8 if v8 => Ok(Layout::Yolov8 { candidates: n(b) }),
             ModelFormat::Yolov5 if v5 => Ok(Layout::Yolov5 { candidates: n(a) }),
@@ -145,6 +148,7 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
                 if score >= min_score {
                     // A class id is a whole number the model has (a float here, as exported).
                     let whole = class.round();
+                    #[allow(clippy::cast_possible_truncation, reason = "a whole number from 0 to the class count")]
                     let class_id = ((class - whole).abs() < 0.01 && whole >= 0.0 && whole < classes as f32)
                         .then_some(whole as usize);
                     keep(class_id, score, frame_box(x1, y1, x2, y2));
@@ -161,7 +165,7 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
 /// Kept boxes are filed in a coarse grid (32 x 32 cells over the boxes' extent, per class) in
 /// every cell they touch, so a candidate is compared only with kept boxes in the cells it
 /// touches: 8,400 candidates take a fraction of a millisecond instead of comparing each with
-/// every kept box.
+/// every kept box. Class ids are those [`decode`] keeps: below the model's class count.
 pub fn nms(dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
     const CELLS: usize = 32;
     // Sorted as plain integers: the score's bits in total order (highest first) above the index.
@@ -175,29 +179,28 @@ pub fn nms(dets: Vec<Detection>, iou: f32) -> Vec<Detection> {
         })
         .collect();
     order.sort_unstable();
-    let classes = dets.iter().map(|d| d.class_id + 1).max().unwrap_or(0);
+    let classes = dets.iter().map(|d| d.class_id.saturating_add(1)).max().unwrap_or(0);
     let extent = dets.iter().fold(1.0f32, |m, d| m.max(d.bbox.x2).max(d.bbox.y2));
+    #[allow(clippy::cast_possible_truncation, reason = "a cell from 0 up: the float saturates, then the grid's edge")]
     let cell_of = |v: f32| ((v.max(0.0) / extent * CELLS as f32) as usize).min(CELLS - 1);
     let cells = |b: &BBox| {
         let (x1, x2, y1, y2) = (cell_of(b.x1), cell_of(b.x2), cell_of(b.y1), cell_of(b.y2));
         (y1..=y2).flat_map(move |y| (x1..=x2).map(move |x| y * CELLS + x))
     };
-    let mut grid: Vec<Vec<u32>> = vec![Vec::new(); classes * CELLS * CELLS];
-    let mut kept: Vec<u32> = Vec::new();
+    let mut grid: Vec<Vec<BBox>> = vec![Vec::new(); classes * CELLS * CELLS];
+    let mut kept: Vec<&Detection> = Vec::new();
     for key in order {
-        let i = key as u32; // the low half
-        let d = &dets[i as usize];
+        let Some(d) = usize::try_from(key & u64::from(u32::MAX)).ok().and_then(|i| dets.get(i)) else { continue }; // the low half: its index
         let base = d.class_id * CELLS * CELLS;
-        let overlaps =
-            cells(&d.bbox).any(|cell| grid[base + cell].iter().any(|&k| dets[k as usize].bbox.iou(&d.bbox) > iou));
+        let overlaps = cells(&d.bbox).filter_map(|cell| grid.get(base + cell)).flatten().any(|k| k.iou(&d.bbox) > iou);
         if !overlaps {
             for cell in cells(&d.bbox) {
-                grid[base + cell].push(i);
+                grid.get_mut(base + cell).into_iter().for_each(|kept| kept.push(d.bbox));
             }
-            kept.push(i);
+            kept.push(d);
         }
     }
-    kept.into_iter().map(|i| dets[i as usize].clone()).collect()
+    kept.into_iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -265,7 +265,9 @@ pub async fn run(
             // for its PUBACK would hold up the reports behind it.
             publisher.reconnected = false;
             let mut online = status(&device_id, "online", "started");
-            online["device"] = describe();
+            if let Some(fields) = online.as_object_mut() {
+                fields.insert("device".into(), describe());
+            }
             client.publish_once(&status_topic, true, online.to_string().into_bytes());
         }
         if let (Some(describe), Some(due)) = (&describe, next_heartbeat)

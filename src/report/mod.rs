@@ -159,6 +159,7 @@ impl Images {
 /// Why a report carries no snapshot.
 pub const OMITTED_DISABLED: &str = "disabled";
 pub const OMITTED_EVICTED: &str = "evicted";
+pub const OMITTED_UNENCODABLE: &str = "unencodable";
 
 /// What goes on the wire for one report: its images on their own topics (separate mode), to
 /// be sent first, then the report's JSON.
@@ -192,7 +193,7 @@ pub fn wire(
         fields.remove("first_seen");
         fields.insert("snapshot_omitted".into(), why.into());
     } else {
-        let id = report["report_id"].as_str().unwrap_or_default().to_string();
+        let id = report.get("report_id").and_then(|id| id.as_str()).unwrap_or_default().to_string();
         for (field, jpeg, topic) in [
             ("snapshot", &images.snapshot, format!("{snapshots_topic}/{id}")),
             ("first_seen", &images.first_seen, format!("{snapshots_topic}/{id}/first_seen")),
@@ -232,6 +233,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
     // The report speaks of what its snapshot shows.
     let shown = IncidentEvent { at: shots.main.frame.at, objects: shots.main.objects.clone(), ..event.clone() };
     let (mut images, mut snapshot, mut first_seen) = (Images::default(), None, None);
+    let mut omitted = (style.mode == SnapshotMode::None).then_some(OMITTED_DISABLED);
     let mut boxes: Vec<BBox> = shown.objects.iter().map(|o| o.bbox).collect();
     if style.mode != SnapshotMode::None {
         let zone = &shown.rule.zone.polygon;
@@ -241,15 +243,25 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         let (main, first) = std::thread::scope(|s| {
             let first = first.map(|shot| s.spawn(move || (shot.frame.at, picture(origin, zone, shot, "first seen"))));
             let main = picture(origin, zone, &shots.main, "");
-            (main, first.map(|f| f.join().expect("drawing a snapshot does not panic")))
+            // A drawing that panicked loses its picture, not the report.
+            (main, first.and_then(|f| f.join().ok()))
         });
         let (picture, jpeg) = main;
         boxes = picture.boxes;
-        snapshot = Some(describe_image(&picture.image, shown.at));
-        images.snapshot = Some(jpeg);
-        if let Some((at, (picture, jpeg))) = first {
-            first_seen = Some(describe_image(&picture.image, at));
-            images.first_seen = Some(jpeg);
+        match jpeg {
+            Ok(jpeg) => {
+                snapshot = Some(describe_image(&picture.image, shown.at));
+                images.snapshot = Some(jpeg);
+                if let Some((at, (picture, Ok(jpeg)))) = first {
+                    first_seen = Some(describe_image(&picture.image, at));
+                    images.first_seen = Some(jpeg);
+                }
+            }
+            Err(error) => {
+                let size = format!("{}x{}", picture.image.width(), picture.image.height());
+                tracing::warn!(%error, size, camera = %origin.camera_id, "the snapshot cannot be encoded; the report goes without");
+                omitted = Some(OMITTED_UNENCODABLE);
+            }
         }
     }
     let rule = &event.rule;
@@ -293,13 +305,18 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         clock_synchronized: crate::clock::is_synchronized(),
         snapshot,
         first_seen,
-        snapshot_omitted: (style.mode == SnapshotMode::None).then_some(OMITTED_DISABLED),
+        snapshot_omitted: omitted,
         images,
     }
 }
 
 /// A shot drawn and encoded as JPEG.
-fn picture(origin: &Origin, zone: &[[f64; 2]], shot: &Shot, caption: &str) -> (snapshot::Picture, Vec<u8>) {
+fn picture(
+    origin: &Origin,
+    zone: &[[f64; 2]],
+    shot: &Shot,
+    caption: &str,
+) -> (snapshot::Picture, Result<Vec<u8>, image::ImageError>) {
     let picture = snapshot::render(origin, zone, shot, caption);
     let jpeg = encode_jpeg(&picture.image, origin.snapshot.jpeg_quality);
     (picture, jpeg)

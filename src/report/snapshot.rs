@@ -11,6 +11,7 @@ use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
 use std::sync::LazyLock;
 
+#[allow(clippy::expect_used, reason = "the font is embedded at build time and tested: parsing it cannot fail")]
 static FONT: LazyLock<FontRef<'static>> = LazyLock::new(|| {
     FontRef::try_from_slice(include_bytes!("../../assets/fonts/DejaVuSansCondensed.ttf"))
         .expect("the embedded font is a valid TrueType file")
@@ -103,8 +104,7 @@ fn crop_area(objects: &[BBox], zone: &[[f64; 2]], width: u32, height: u32) -> [u
 /// Draws `zone` (normalised polygon) and `boxes` (frame pixels) onto `frame`.
 pub fn annotate(frame: &mut RgbImage, zone: &[[f64; 2]], boxes: &[BBox]) {
     let (w, h) = (frame.width() as f64, frame.height() as f64);
-    for i in 0..zone.len() {
-        let (a, b) = (zone[i], zone[(i + 1) % zone.len()]);
+    for (a, b) in crate::rules::zone::sides(zone) {
         line(frame, (a[0] * (w - 1.0), a[1] * (h - 1.0)), (b[0] * (w - 1.0), b[1] * (h - 1.0)), ZONE_COLOUR);
     }
     for b in boxes {
@@ -201,22 +201,25 @@ pub fn fit_width(frame: RgbImage, max_width: u32) -> (RgbImage, f32) {
     let height = ((frame.height() as f32 * scale).round() as u32).max(1);
     // fast_image_resize: about ten times faster than `image`'s resize, and this is on the way
     // from an incident opening to its report.
-    let src = ImageRef::new(frame.width(), frame.height(), frame.as_raw(), PixelType::U8x3)
-        .expect("RgbImage buffers are width*height*3");
-    let mut scaled = Image::new(max_width, height, PixelType::U8x3);
-    Resizer::new()
-        .resize(&src, &mut scaled, &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)))
-        .expect("source and destination are both U8x3");
-    let scaled = RgbImage::from_raw(max_width, height, scaled.into_vec()).expect("the buffer is width*height*3");
-    (scaled, scale)
+    let scaled = (|| {
+        let src = ImageRef::new(frame.width(), frame.height(), frame.as_raw(), PixelType::U8x3).ok()?;
+        let mut scaled = Image::new(max_width, height, PixelType::U8x3);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new().resize(&src, &mut scaled, &options).ok()?;
+        RgbImage::from_raw(max_width, height, scaled.into_vec())
+    })();
+    // Both are U8x3 of their sizes, so scaling does not fail; were it to, the frame goes as it is.
+    match scaled {
+        Some(scaled) => (scaled, scale),
+        None => (frame, 1.0),
+    }
 }
 
-pub fn encode_jpeg(frame: &RgbImage, quality: u8) -> Vec<u8> {
+/// `frame` as a JPEG; an error for a frame larger than JPEG allows (65,535 pixels a side).
+pub fn encode_jpeg(frame: &RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .encode_image(frame)
-        .expect("encoding an in-memory RGB image into a Vec cannot fail");
-    out
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality).encode_image(frame)?;
+    Ok(out)
 }
 
 /// Fills `[x1, x2) x [y1, y2)`, clipped to the image.
@@ -251,8 +254,13 @@ mod tests {
         assert_eq!(*img.get_pixel(61, 50), BOX_COLOUR, "right edge");
         assert_eq!(*img.get_pixel(50, 50), Rgb([0, 0, 0]), "inside untouched");
         assert_eq!(*img.get_pixel(50, 0), ZONE_COLOUR, "zone top edge");
-        let jpeg = encode_jpeg(&img, 80);
+        let jpeg = encode_jpeg(&img, 80).unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+    }
+
+    #[test]
+    fn a_frame_wider_than_jpeg_allows_is_an_error_not_a_panic() {
+        assert!(encode_jpeg(&RgbImage::new(70_000, 1), 80).is_err());
     }
 
     fn bright(img: &RgbImage, x: std::ops::Range<u32>, y: std::ops::Range<u32>) -> usize {

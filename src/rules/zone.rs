@@ -7,15 +7,17 @@ use crate::detect::BBox;
 pub fn contains(polygon: &[[f64; 2]], point: (f64, f64)) -> bool {
     let (px, py) = point;
     let mut inside = false;
-    let mut j = polygon.len().wrapping_sub(1);
-    for i in 0..polygon.len() {
-        let ([xi, yi], [xj, yj]) = (polygon[i], polygon[j]);
+    for ([xi, yi], [xj, yj]) in sides(polygon) {
         if (yi > py) != (yj > py) && px < (xj - xi) * (py - yi) / (yj - yi) + xi {
             inside = !inside;
         }
-        j = i;
     }
     inside
+}
+
+/// Each side of `polygon`: every point with the next, the last with the first.
+pub fn sides(polygon: &[[f64; 2]]) -> impl Iterator<Item = ([f64; 2], [f64; 2])> + '_ {
+    polygon.iter().copied().zip(polygon.iter().copied().cycle().skip(1))
 }
 
 /// Whether `bbox` (pixels of a `width` x `height` frame) is in `zone`, by its membership rule.
@@ -37,19 +39,18 @@ pub fn is_in(zone: &Zone, bbox: &BBox, width: u32, height: u32) -> bool {
 /// clip), then the shoelace formula.
 fn area_inside(polygon: &[[f64; 2]], [x1, y1, x2, y2]: [f64; 4]) -> f64 {
     // Each edge keeps the points p where inside(p) >= 0.
-    let edges: [&dyn Fn([f64; 2]) -> f64; 4] = [&|p| p[0] - x1, &|p| x2 - p[0], &|p| p[1] - y1, &|p| y2 - p[1]];
+    let edges: [&dyn Fn([f64; 2]) -> f64; 4] = [&|[x, _]| x - x1, &|[x, _]| x2 - x, &|[_, y]| y - y1, &|[_, y]| y2 - y];
     let mut points = polygon.to_vec();
     for inside in edges {
         let mut clipped = Vec::with_capacity(points.len() + 4);
-        for i in 0..points.len() {
-            let (a, b) = (points[i], points[(i + 1) % points.len()]);
+        for (a, b) in sides(&points) {
             let (da, db) = (inside(a), inside(b));
             if da >= 0.0 {
                 clipped.push(a);
             }
             if (da >= 0.0) != (db >= 0.0) {
-                let t = da / (da - db);
-                clipped.push([a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t]);
+                let (t, [ax, ay], [bx, by]) = (da / (da - db), a, b);
+                clipped.push([ax + (bx - ax) * t, ay + (by - ay) * t]);
             }
         }
         points = clipped;
@@ -57,12 +58,7 @@ fn area_inside(polygon: &[[f64; 2]], [x1, y1, x2, y2]: [f64; 4]) -> f64 {
             return 0.0;
         }
     }
-    let twice: f64 = (0..points.len())
-        .map(|i| {
-            let (a, b) = (points[i], points[(i + 1) % points.len()]);
-            a[0] * b[1] - b[0] * a[1]
-        })
-        .sum();
+    let twice: f64 = sides(&points).map(|([ax, ay], [bx, by])| ax * by - bx * ay).sum();
     twice.abs() / 2.0
 }
 

@@ -10,6 +10,9 @@
 //! [`StreamAnchor`] taken when a connection's first frame arrives ([`Timeline`]); the clock is
 //! not read again until the next connection, so a clock step mid-stream changes nothing.
 
+// What comes from a camera, a clip or a model is never cut short by a cast unseen.
+#![cfg_attr(not(test), deny(clippy::cast_possible_truncation))]
+
 mod file;
 mod rtsp;
 
@@ -67,7 +70,9 @@ impl StreamAnchor {
             return None;
         }
         // Within a century: the microseconds fit an i64 and the sum a DateTime.
-        self.wall.checked_add_signed(TimeDelta::microseconds((offset * 1e6).round() as i64))
+        #[allow(clippy::cast_possible_truncation, reason = "within a century, checked above")]
+        let micros = (offset * 1e6).round() as i64;
+        self.wall.checked_add_signed(TimeDelta::microseconds(micros))
     }
 }
 
@@ -310,7 +315,7 @@ pub async fn supervise(camera: Arc<Camera>, mut source: impl Source, mut ctx: So
         }
         // One line per attempt, so a failing camera logs once per backoff step, never a storm.
         let delay = delays.next().unwrap_or(camera.reconnect_max);
-        let delay_ms = delay.as_millis() as u64;
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Ok(Ended::Stopped) => break,
             Ok(Ended::ByServer) => {

@@ -361,12 +361,9 @@ impl Latencies {
     /// (p50, p95) of the recent latencies, if any.
     pub fn quantiles(&self) -> Option<(u32, u32)> {
         let mut sorted: Vec<u32> = self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
-        if sorted.is_empty() {
-            return None;
-        }
         sorted.sort_unstable();
-        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-        Some((at(0.5), at(0.95)))
+        let at = |q: f64| sorted.get((sorted.len().saturating_sub(1) as f64 * q).round() as usize).copied();
+        Some((at(0.5)?, at(0.95)?))
     }
 }
 
