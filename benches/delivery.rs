@@ -88,7 +88,7 @@ fn main() {
                     "snapshot": { "content_type": "image/jpeg", "width": 1280, "height": 720 },
                 });
                 let images = Images { snapshot: Some(vec![0x5a; SNAPSHOT_BYTES]), first_seen: None };
-                outbox.push("cam", &topic, &serde_json::to_vec(&json).unwrap(), &images).unwrap();
+                outbox.push("cam", &topic, &serde_json::to_vec(&json).unwrap(), &images);
             }
         };
         let sending = |rate| Sending { drain_bytes_per_sec: rate, snapshots: SnapshotMode::Inline };
@@ -132,7 +132,7 @@ fn main() {
             tokio::task::spawn_blocking(move || {
                 let report = fieldwatch::report::build(&o, &e, &s);
                 let json = serde_json::to_vec(&report).unwrap();
-                outbox.push("cam", &topic, &json, &report.images).unwrap();
+                outbox.push("cam", &topic, &json, &report.images);
             })
             .await
             .unwrap();

@@ -18,7 +18,7 @@ use crate::publish::{self, Presence};
 use crate::report::{self, Evidence, Origin, Report, Shots};
 use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
-use crate::state::{StateError, StateFile};
+use crate::state::StateFile;
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
 use crate::telemetry::{CameraCounters, ModelCounters, ModelStatus, Stages};
 use crate::{decode, detect};
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, error, info, info_span, warn};
+use tracing::{Instrument, Span, error, info, info_span};
 
 /// How long tasks get to finish after shutdown is requested before we stop waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -43,8 +43,6 @@ pub enum AppError {
     Mismatch(Vec<Problem>),
     #[error("no camera {id:?} in the config (it has {known:?})")]
     NoCamera { id: String, known: Vec<String> },
-    #[error(transparent)]
-    State(#[from] StateError),
     #[error("device.state_dir: {0}")]
     Outbox(#[from] OutboxError),
     #[error(transparent)]
@@ -54,16 +52,11 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// True for errors in what the operator configured: restarting will not help.
+    /// True for errors in what the operator configured: restarting will not help (exit 78).
+    /// Storage trouble is not one: the daemon runs through it (see `outbox`), and only the
+    /// `outbox` command and replay's own outbox can fail on it.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            AppError::Detector(_)
-                | AppError::Mismatch(_)
-                | AppError::NoCamera { .. }
-                | AppError::State(_)
-                | AppError::Outbox(_)
-        )
+        matches!(self, AppError::Detector(_) | AppError::Mismatch(_) | AppError::NoCamera { .. })
     }
 }
 
@@ -161,8 +154,9 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     crate::telemetry::release_free_memory();
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
 
-    // Disk first: a state directory that cannot be written stops us before anything runs.
-    let outbox = Arc::new(Outbox::open(&settings.outbox_path(), config.outbox.max_bytes)?);
+    // A disk that is full, read-only or corrupt does not stop us: the outbox holds reports in
+    // memory and says so (storage in the status, heartbeat and /healthz) until it recovers.
+    let outbox = Arc::new(Outbox::start(&settings.outbox_path(), config.outbox.limits()));
     let http = match config.http.listen.as_str() {
         "" => None,
         listen => Some(crate::http::bind(listen).await.map_err(AppError::Http)?),
@@ -172,7 +166,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         let cam = camera.clone();
         let run: SourceRun =
             Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
-        let state = StateFile::open(settings.state_dir(), &camera.id)?;
+        let state = StateFile::open(settings.state_dir(), &camera.id);
         let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
         let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
         cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
@@ -190,6 +184,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         shutdown.clone(),
     );
     supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+    supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
     tokio::spawn(crate::systemd::watchdog(started.stages.clone(), shutdown.clone()));
     if let Some(listener) = http {
         let observed = crate::http::Observed {
@@ -219,6 +214,20 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     }
     info!("stopped");
     result
+}
+
+/// Has the outbox look after its disk every second until shutdown, then once more: reports held
+/// in memory that the disk still will not take are lost, and said so.
+async fn look_after_storage(outbox: Arc<Outbox>, shutdown: CancellationToken) {
+    loop {
+        let o = outbox.clone();
+        let _ = tokio::task::spawn_blocking(move || o.maintain()).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || outbox.close()).await;
 }
 
 fn sending(config: &Config) -> publish::Sending {
@@ -286,7 +295,7 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
                 })
             })
             .collect();
-        let depth = outbox.depth().unwrap_or_default();
+        let depth = outbox.depth();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": started.elapsed().as_secs(),
@@ -301,7 +310,12 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
                 "oldest_age_secs": depth.oldest_age_secs(),
                 "dead_letters": depth.dead_letters, "evicted_images": depth.evicted_images,
                 "evicted_reports": depth.evicted_reports,
+                "held_in_memory": depth.held_reports, "held_bytes": depth.held_bytes,
+                "lost_images": depth.lost_images, "lost_reports": depth.lost_reports,
+                "set_aside": depth.set_aside,
             },
+            "storage": depth.storage.as_str(),
+            "storage_error": depth.storage_error,
             "cameras": cams,
         })
     })
@@ -400,6 +414,7 @@ pub async fn replay(
                 done.clone(),
             );
             supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+            supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
             let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
             Some(Forward { sink: ReportSink::Outbox { outbox: outbox.clone(), topic }, outbox, dir, done })
         }
@@ -489,7 +504,7 @@ async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forw
     }
     let Some(f) = forward else { return Ok(()) };
     // Wait for the broker to have every report, then let the publisher go.
-    let waiting = || f.outbox.depth().map(|d| d.reports).unwrap_or(0);
+    let waiting = || f.outbox.depth().reports;
     let _ = tokio::time::timeout(PUBLISH_WAIT, async {
         while waiting() > 0 && !f.done.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -523,12 +538,11 @@ impl ReportSink {
                 let (outbox, topic, camera) = (outbox.clone(), topic.clone(), report.camera_id.clone());
                 let images = report.images.clone();
                 match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &json, &images)).await {
-                    Ok(Ok(id)) => {
-                        info!(outbox_id = id, report_id = %report.report_id, event = report.event, "report queued in the outbox");
+                    Ok(slot) => {
+                        info!(outbox_id = %slot, report_id = %report.report_id, event = report.event, "report queued in the outbox");
                         Ok(())
                     }
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(error) => Err(format!("writing the outbox failed: {error}")),
+                    Err(error) => Err(format!("queueing the report failed: {error}")),
                 }
             }
         }
@@ -703,15 +717,7 @@ async fn run_rules(
     let origin = Arc::new(origin);
     let mut logic = CameraRules::new(&camera);
     if let Some(file) = &state {
-        match file.load() {
-            Ok(saved) => {
-                if !saved.is_empty() {
-                    info!(rules = saved.len(), "incidents and cooldowns restored");
-                }
-                logic.restore(&saved);
-            }
-            Err(error) => warn!(%error, "incident state unreadable; starting afresh"),
-        }
+        logic.restore(&file.restore());
     }
     let mut last_at = None;
     loop {

@@ -9,7 +9,7 @@
 //! - `GET /metrics`: Prometheus text format, read from the counters the stages keep anyway
 //!   (`prometheus-client` encodes them at scrape time).
 
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Storage};
 use crate::telemetry::{CameraCounters, ModelStatus, Stages};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -113,8 +113,20 @@ pub fn health(observed: &Observed) -> (bool, String) {
         .iter()
         .map(|(id, c)| serde_json::json!({ "id": id, "state": c.connection_state(now_ms), "last_error": c.last_error() }))
         .collect();
+    // Storage trouble degrades the box but does not fail the check: the cameras go on, the
+    // reports are held, and a restart would not mend the disk.
+    let depth = observed.outbox.depth();
+    let status = match (healthy, depth.storage) {
+        (false, _) => "stuck",
+        (true, Storage::Ok) => "ok",
+        (true, _) => "degraded",
+    };
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "stuck" },
+        "status": status,
+        "storage": {
+            "state": depth.storage.as_str(), "error": depth.storage_error, "free_bytes": depth.free_bytes,
+            "held_in_memory": depth.held_reports, "lost_reports": depth.lost_reports,
+        },
         "stages": stages,
         "cameras": cameras,
     });
@@ -250,7 +262,7 @@ impl prometheus_client::collector::Collector for Exposed {
             m.stats.run_seconds.encode(runs.encode_family(&labels)?)?;
         }
 
-        let depth = o.outbox.depth().unwrap_or_default();
+        let depth = o.outbox.depth();
         let one = |v: u64| [(Labels::new(), v)];
         family(
             &mut encoder,
@@ -268,6 +280,46 @@ impl prometheus_client::collector::Collector for Exposed {
             one(depth.dead_letters),
         )?;
         family(&mut encoder, "fieldwatch_outbox_bytes", "Bytes kept in the outbox", Gauge, one(depth.bytes))?;
+        let states = [Storage::Ok, Storage::Low, Storage::Full, Storage::ReadOnly, Storage::Corrupt, Storage::Failing];
+        family(
+            &mut encoder,
+            "fieldwatch_storage_state",
+            "What the state directory's disk is doing: 1 for the current state",
+            Gauge,
+            states.map(|s| (vec![("state", s.as_str().to_string())], u64::from(s == depth.storage))),
+        )?;
+        family(
+            &mut encoder,
+            "fieldwatch_disk_free_bytes",
+            "Free bytes on the state directory's disk",
+            Gauge,
+            one(depth.free_bytes.unwrap_or(0)),
+        )?;
+        family(
+            &mut encoder,
+            "fieldwatch_reports_held_in_memory",
+            "Reports held in memory while the disk does not take them",
+            Gauge,
+            one(depth.held_reports),
+        )?;
+        let lost = [
+            (vec![("what", "images".to_string())], depth.lost_images),
+            (vec![("what", "reports".to_string())], depth.lost_reports),
+        ];
+        family(
+            &mut encoder,
+            "fieldwatch_reports_lost",
+            "Lost past outbox.memory_bytes while the disk was out",
+            Counter,
+            lost,
+        )?;
+        family(
+            &mut encoder,
+            "fieldwatch_outbox_set_aside",
+            "Corrupt outbox files renamed aside",
+            Counter,
+            one(depth.set_aside),
+        )?;
         let evicted = [
             (vec![("what", "images".to_string())], depth.evicted_images),
             (vec![("what", "reports".to_string())], depth.evicted_reports),

@@ -160,7 +160,7 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
     if requeue {
         println!("{} dead letter(s) put back in the queue", outbox.requeue_dead_letters()?);
     }
-    let depth = outbox.depth()?;
+    let depth = outbox.depth();
     println!(
         "outbox {}: {} report(s) waiting, oldest queued at {} ({} s ago); {} dead letter(s); {} bytes \
          (limit {}); evicted to stay within it: {} report(s), the images of {}",

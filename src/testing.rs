@@ -8,6 +8,9 @@
 //! `FIELDWATCH_TEST_BLOCK=STAGE:CAMERA:SECS` makes that stage stop for SECS: decode when it
 //! starts (idle: a blocked pipeline, not a silent camera), detect inside its first run for that
 //! camera (busy: a hung inference worker, which the watchdog must notice).
+//!
+//! [`Tmpfs`] and [`Ext4`]: small real file systems for the storage tests, to fill up, and to
+//! turn read-only under a running writer as the kernel does on a disk error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -43,5 +46,162 @@ pub fn maybe_block(stage: &str, camera: &str) {
         && !DONE.swap(true, Ordering::Relaxed)
     {
         std::thread::sleep(secs);
+    }
+}
+
+/// A small tmpfs mounted at a folder for the storage tests, so a disk can fill up, turn
+/// read-only and come back for real; unmounted (and the folder removed) when dropped.
+pub struct Tmpfs {
+    pub dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `bytes` of tmpfs at `dir` (made if missing); an error, with the reason, where this
+    /// process may not mount (not root, or in a container without the right).
+    pub fn mount(dir: &std::path::Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let size = format!("size={bytes}");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        match mounted.status.success() {
+            true => Ok(Self { dir: dir.to_path_buf() }),
+            false => Err(String::from_utf8_lossy(&mounted.stderr).trim().to_string()),
+        }
+    }
+
+    /// Remounts it read-only (`true`) or writable again.
+    pub fn read_only(&self, read_only: bool) -> Result<(), String> {
+        let options = if read_only { "remount,ro" } else { "remount,rw" };
+        let done = std::process::Command::new("mount").args(["-o", options]).arg(&self.dir).status();
+        match done {
+            Ok(status) if status.success() => Ok(()),
+            failed => Err(format!("mount -o {options} {}: {failed:?}", self.dir.display())),
+        }
+    }
+
+    /// Fills it with a file of its own, to the last byte; removing the file frees the space.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.dir.join("filler");
+        if let Ok(mut file) = std::fs::File::create(&filler) {
+            let block = vec![0xA5u8; 64 << 10];
+            while file.write_all(&block).is_ok() {}
+            for _ in 0..64 {
+                let _ = file.write_all(&[0xA5; 512]);
+            }
+            let _ = file.sync_all();
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A small ext4 file system in an image file, mounted at a folder with `errors=remount-ro`, so
+/// a test can have the kernel turn it read-only under open files (as a failing SD card does;
+/// `mount -o remount,ro` refuses while files are open for writing) and bring it back.
+pub struct Ext4 {
+    pub dir: std::path::PathBuf,
+    image: std::path::PathBuf,
+}
+
+impl Ext4 {
+    /// Makes and mounts `bytes` of ext4 at `dir`; an error with the reason where this process
+    /// may not (not root, no loop devices).
+    pub fn mount(dir: &std::path::Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let image = dir.with_extension("img");
+        let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        file.set_len(bytes).map_err(|e| e.to_string())?;
+        run("mkfs.ext4", &["-q", "-F"], &image)?;
+        let fs = Self { dir: dir.to_path_buf(), image };
+        fs.attach()?;
+        Ok(fs)
+    }
+
+    fn attach(&self) -> Result<(), String> {
+        let mounted = std::process::Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&self.image)
+            .arg(&self.dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        match mounted.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&mounted.stderr).trim().to_string()),
+        }
+    }
+
+    /// Has the kernel find an error in it, which turns it read-only (`emergency_ro`) under
+    /// every open file.
+    pub fn fail(&self) -> Result<(), String> {
+        let source = std::process::Command::new("findmnt").args(["-no", "SOURCE"]).arg(&self.dir).output();
+        let device = source.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let name = device.rsplit('/').next().unwrap_or_default();
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "fieldwatch storage test")
+            .map_err(|e| format!("trigger_fs_error on {device}: {e}"))
+    }
+
+    /// Brings it back as a technician would: unmounted, checked and mounted again, writable.
+    pub fn repair(&self) -> Result<(), String> {
+        run("umount", &["-l"], &self.dir)?;
+        // e2fsck exits 1 when it fixed something: fine here.
+        let checked = std::process::Command::new("e2fsck")
+            .arg("-fy")
+            .arg(&self.image)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !checked.as_ref().is_ok_and(|s| s.code().is_some_and(|c| c <= 1)) {
+            return Err(format!("e2fsck {}: {checked:?}", self.image.display()));
+        }
+        self.attach_fresh()
+    }
+
+    /// Mounts the image through a loop device of its own: the kernel keeps the failed file
+    /// system (and its device) alive while the old files are open, and `mount -o loop` would
+    /// find it again.
+    fn attach_fresh(&self) -> Result<(), String> {
+        let made = std::process::Command::new("losetup").args(["--find", "--show"]).arg(&self.image).output();
+        let device = made.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        if device.is_empty() {
+            return Err(format!("losetup {}: no device", self.image.display()));
+        }
+        let mounted = std::process::Command::new("mount")
+            .args(["-o", "errors=remount-ro", &device])
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        // The device goes with the mount (autoclear) once nothing holds it.
+        let _ = std::process::Command::new("losetup").args(["-d", &device]).status();
+        match mounted {
+            true => Ok(()),
+            false => Err(format!("mount {device} {}", self.dir.display())),
+        }
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn run(command: &str, args: &[&str], path: &std::path::Path) -> Result<(), String> {
+    let out =
+        std::process::Command::new(command).args(args).arg(path).output().map_err(|e| format!("{command}: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("{command}: {}", String::from_utf8_lossy(&out.stderr).trim())),
     }
 }

@@ -350,11 +350,28 @@ pub struct OutboxConfig {
     /// Bytes per second at most when sending reports, so draining an hour's backlog does not
     /// choke a 4G link; 0: as fast as the broker takes them. Default 0.
     pub drain_bytes_per_sec: u64,
+    /// Most bytes of reports held in memory while the disk does not take them (full,
+    /// read-only, failing); past it the held reports lose their images, then the oldest go,
+    /// counted in the heartbeat. Default 64 MiB.
+    pub memory_bytes: u64,
+    /// Below this many free bytes on the state directory's disk the oldest reports' images are
+    /// dropped and the status says `storage: low`. Default 64 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { max_bytes: 256 << 20, drain_bytes_per_sec: 0 }
+        Self { max_bytes: 256 << 20, drain_bytes_per_sec: 0, memory_bytes: 64 << 20, min_free_bytes: 64 << 20 }
+    }
+}
+
+impl OutboxConfig {
+    pub fn limits(&self) -> crate::outbox::Limits {
+        crate::outbox::Limits {
+            max_bytes: self.max_bytes,
+            memory_bytes: self.memory_bytes,
+            min_free_bytes: self.min_free_bytes,
+        }
     }
 }
 

@@ -113,6 +113,15 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
             "must be at least 1048576 (1 MiB): a report with its snapshot can be hundreds of KB",
         );
     }
+    if !(1 << 20..=16 << 30).contains(&config.outbox.memory_bytes) {
+        v.problem(
+            "outbox.memory_bytes",
+            format!("{} is outside 1048576 (1 MiB) ..= 17179869184 (16 GiB)", config.outbox.memory_bytes),
+        );
+    }
+    if config.outbox.min_free_bytes > 1 << 40 {
+        v.problem("outbox.min_free_bytes", format!("{} is above 1 TiB", config.outbox.min_free_bytes));
+    }
 
     let http = &config.http;
     if !http.listen.is_empty() && http.listen.parse::<std::net::SocketAddr>().is_err() {

@@ -258,7 +258,7 @@ pub async fn run(
 
     let mut delivered = 0u64;
     // Refusals of the report at the head of the queue so far: (outbox id, count).
-    let mut refusals = (0i64, 0u32);
+    let mut refusals: (Option<crate::outbox::Slot>, u32) = (None, 0);
     loop {
         if let Some(describe) = describe.as_ref().filter(|_| publisher.connected && publisher.reconnected) {
             // Retained and sent again on every reconnect, so at most once is enough; waiting
@@ -278,17 +278,7 @@ pub async fn run(
             client.publish_once(&heartbeat_topic, false, describe().to_string().into_bytes());
             next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
         }
-        let next = match outbox.next() {
-            Ok(next) => next,
-            Err(error) => {
-                error!(%error, "cannot read the outbox; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        let Some(report) = next else {
+        let Some(report) = outbox.next() else {
             // Nothing waiting: keep up with the link until a report is queued or a heartbeat is due.
             let beating = announce && publisher.connected;
             let heartbeat = async {
@@ -311,28 +301,25 @@ pub async fn run(
         let snapshots = snapshots_topic(&config, &device_id, &report.camera);
         let pause = match publisher.send_report(&config, &report, sending.snapshots, &snapshots, &shutdown).await {
             Ok(Outcome::Taken) => {
-                if let Err(error) = forget(&outbox, report.id, &shutdown).await {
-                    error!(%error, outbox_id = report.id, "delivered report not removed from the outbox; it will be sent again");
-                    break;
-                }
+                outbox.remove(report.slot);
                 delivered += 1;
-                info!(topic = %report.topic, outbox_id = report.id, "report delivered");
+                info!(topic = %report.topic, outbox_id = %report.slot, "report delivered");
                 // Pace the next one by this one's size: the link's share stays under the limit.
                 let bytes = report.json.len() + report.images.bytes();
                 (sending.drain_bytes_per_sec > 0)
                     .then(|| Duration::from_secs_f64(bytes as f64 / sending.drain_bytes_per_sec as f64))
             }
             Ok(Outcome::Refused(reason)) => {
-                refusals = if refusals.0 == report.id { (report.id, refusals.1 + 1) } else { (report.id, 1) };
+                refusals = match refusals {
+                    (Some(slot), n) if slot == report.slot => (Some(slot), n + 1),
+                    _ => (Some(report.slot), 1),
+                };
                 if refusals.1 < REFUSALS {
-                    warn!(outbox_id = report.id, camera = %report.camera, %reason, attempt = refusals.1, "the broker refused a report; trying again");
+                    warn!(outbox_id = %report.slot, camera = %report.camera, %reason, attempt = refusals.1, "the broker refused a report; trying again");
                     Some(REFUSAL_PAUSE * refusals.1)
                 } else {
-                    error!(outbox_id = report.id, camera = %report.camera, %reason, "the broker refused a report {REFUSALS} times: kept as a dead letter (see `fieldwatch outbox`)");
-                    if let Err(error) = outbox.dead_letter(report.id, &reason) {
-                        error!(%error, outbox_id = report.id, "cannot keep the dead letter; stopping delivery");
-                        break;
-                    }
+                    error!(outbox_id = %report.slot, camera = %report.camera, %reason, "the broker refused a report {REFUSALS} times: kept as a dead letter (see `fieldwatch outbox`)");
+                    outbox.dead_letter(report.slot, &reason);
                     None
                 }
             }
@@ -346,9 +333,8 @@ pub async fn run(
             }
         }
     }
-    if let Ok(depth) = outbox.depth()
-        && depth.reports > 0
-    {
+    let depth = outbox.depth();
+    if depth.reports > 0 {
         info!(pending = depth.reports, "reports kept in the outbox for the next start");
     }
     if announce && publisher.connected {
@@ -369,21 +355,6 @@ pub async fn run(
         let _ = driver.await;
     }
     info!(delivered, "mqtt publisher stopped");
-}
-
-/// Removes a delivered report, retrying while the disk says no: sending on while it stays
-/// would send it again after every report.
-async fn forget(outbox: &Outbox, id: i64, shutdown: &CancellationToken) -> Result<(), crate::outbox::OutboxError> {
-    let mut tries = 0;
-    loop {
-        match outbox.remove(id) {
-            Ok(()) => return Ok(()),
-            Err(error) if tries >= 5 || shutdown.is_cancelled() => return Err(error),
-            Err(error) => warn!(%error, outbox_id = id, "removing a delivered report failed; retrying"),
-        }
-        tries += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Polls the connection until `stop`, telling the publisher about the link.
