@@ -16,7 +16,7 @@
 //! outbox file that is corrupt, is a runtime fault to survive and report ([`Storage`]), not an
 //! error: reports the disk does not take are held in memory, in order behind what is on disk,
 //! and published from there while the broker is up; [`Outbox::maintain`] (every second) retries
-//! the disk with backoff and moves them back to it when it can. Past `memory_bytes` the held
+//! the disk with backoff (up to 10 s) and moves them back to it when it can. Past `memory_bytes` the held
 //! reports lose their images first, then the oldest go, counted (`lost_*`). A corrupt file is
 //! renamed aside (`outbox.db.corrupt-{time}`, never deleted) and what still reads is salvaged
 //! into a new one. Below `min_free_bytes` on the disk, the oldest reports' images are dropped
@@ -190,9 +190,10 @@ impl Held {
     }
 }
 
-/// How long to wait before trying the disk again: 1 s, doubling to 30 s.
+/// How long to wait before trying the disk again: 1 s, doubling to 10 s (a try is a reopen and
+/// a small write: cheap, and a freed disk is used again within seconds).
 const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MOST: Duration = Duration::from_secs(30);
+const RETRY_MOST: Duration = Duration::from_secs(10);
 /// Held reports moved to disk by one `maintain`.
 const FLUSH_BATCH: usize = 64;
 

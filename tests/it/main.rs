@@ -17,5 +17,6 @@ mod person_model;
 mod reconnect;
 mod replay;
 mod squares_model;
+mod storage;
 mod supervision;
 mod support;

@@ -1,0 +1,171 @@
+//! Storage faults never stop the cameras, on real file systems: a tmpfs filled up while the
+//! daemon runs with the broker down, or before it starts, and an ext4 image the kernel turns
+//! read-only under the running daemon. Each test needs root to mount, and says SKIPPED where
+//! it cannot.
+
+use crate::support::*;
+use fieldwatch::testing::{Ext4, Tmpfs};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// A config with the health endpoint, heartbeats every second, a free-space limit a small test
+/// disk can meet, and the scene again and again: the camera reconnects 2 s after the clip ends
+/// and, with no cooldown, each pass opens an incident.
+fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, http_port: u16) -> std::path::PathBuf {
+    let camera = scene_camera(&format!("rtsp://127.0.0.1:{rtsp_port}/cam"))
+        .replace("clear_after_secs = 2", "clear_after_secs = 2\ncooldown_secs = 0")
+        .replace(
+            "reconnect_min_secs = 60\nreconnect_max_secs = 60",
+            "reconnect_min_secs = 0.5\nreconnect_max_secs = 1\nstall_timeout_secs = 2",
+        );
+    let cameras = format!("{camera}\n[outbox]\nmin_free_bytes = 65536\n");
+    daemon_config_http(dir, mqtt_port, "heartbeat_secs = 1", &cameras, Some(http_port))
+}
+
+/// `/healthz`, or null while nothing listens yet.
+fn health(port: u16) -> Value {
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        return Value::Null;
+    }
+    let (_, body) = http_get(port, "/healthz");
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Polls `/healthz` until `pred` holds; panics with the last answer after `within`.
+async fn wait_health(port: u16, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = health(port);
+        if pred(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what}: /healthz says {now:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn storage_is(state: &'static str) -> impl Fn(&Value) -> bool {
+    move |h| h["storage"]["state"] == state
+}
+
+fn mounted<T>(what: &str, fs: Result<T, String>) -> Option<T> {
+    fs.map_err(|why| eprintln!("SKIPPED: cannot mount {what} here ({why}); the storage tests need root")).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_while_the_broker_is_down_stops_no_camera_and_loses_no_report() {
+    let _serial = heavy().await;
+    let dir = temp_dir("storage-full");
+    let Some(disk) = mounted("a tmpfs", Tmpfs::mount(&dir.join("state"), 8 << 20)) else { return };
+    let mut broker = Mosquitto::start();
+    broker.stop();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let http = free_port();
+    let config = config(&dir, broker.port, camera.port, http);
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    wait_health(http, Duration::from_secs(20), "up, storage fine", storage_is("ok")).await;
+
+    // The disk fills up: the incident's reports are held in memory; nothing stops.
+    let filler = disk.fill();
+    daemon.wait_log("outbox_id=memory-", 2, Duration::from_secs(40)).await;
+    let full = wait_health(http, Duration::from_secs(10), "degraded: full", storage_is("full")).await;
+    assert_eq!(full["status"], "degraded", "{full:#}");
+    assert!(full["storage"]["held_in_memory"].as_u64() >= Some(2), "{full:#}");
+    assert!(daemon.proc.0.try_wait().unwrap().is_none(), "the daemon runs on");
+
+    // The broker comes back while the disk is still full: the held reports go out from memory,
+    // and the heartbeat says why.
+    broker.restart();
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    subscriber.wait_for_reports(2, Duration::from_secs(20)).await;
+    subscriber
+        .wait_for(Duration::from_secs(10), "a heartbeat saying full", |m| {
+            m.iter()
+                .any(|(t, p)| t.ends_with("/heartbeat") && String::from_utf8_lossy(p).contains(r#""storage":"full""#))
+        })
+        .await;
+
+    // Space is freed: the outbox is back on disk by itself, and the next incident's reports
+    // are committed there.
+    std::fs::remove_file(filler).unwrap();
+    let freed = Instant::now();
+    wait_health(http, Duration::from_secs(20), "storage fine again", |h| {
+        h["status"] == "ok" && h["storage"]["held_in_memory"] == 0
+    })
+    .await;
+    eprintln!("storage fine again {:.1} s after space was freed", freed.elapsed().as_secs_f64());
+    subscriber.wait_for_reports(4, Duration::from_secs(40)).await;
+    assert!(daemon.log_text().lines().any(|l| l.contains("report queued") && !l.contains("memory-")), "on disk again");
+
+    let reports = subscriber.json_on("edge-test/cam-ok/reports");
+    let events: Vec<(String, String)> = reports
+        .iter()
+        .map(|r| (r["incident_id"].as_str().unwrap().to_string(), r["event"].as_str().unwrap().to_string()))
+        .collect();
+    for (incident, _) in &events {
+        let of: Vec<&str> = events.iter().filter(|(i, _)| i == incident).map(|(_, e)| e.as_str()).collect();
+        assert_eq!(of.first(), Some(&"opened"), "each incident opens first: {events:?}");
+    }
+    let ids: std::collections::HashSet<&str> = reports.iter().map(|r| r["report_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), reports.len(), "no report twice: {events:?}");
+    let beats = subscriber.json_on("/heartbeat");
+    let detected: Vec<u64> =
+        beats.iter().map(|b| camera_in(b, "cam-ok")["frames_detected"].as_u64().unwrap()).collect();
+    assert!(
+        detected.windows(2).all(|w| w[0] <= w[1]) && detected.last() > detected.first(),
+        "the camera kept detecting: {detected:?}"
+    );
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", daemon.log_text());
+    assert!(!daemon.log_text().contains("stage failed"), "{}", daemon.log_text());
+    drop(disk);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_at_start_starts_the_daemon_degraded_and_it_recovers_when_space_returns() {
+    let _serial = heavy().await;
+    let dir = temp_dir("storage-start");
+    let Some(disk) = mounted("a tmpfs", Tmpfs::mount(&dir.join("state"), 2 << 20)) else { return };
+    let filler = disk.fill();
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let http = free_port();
+    let config = config(&dir, broker.port, camera.port, http);
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    let full = wait_health(http, Duration::from_secs(20), "started degraded", storage_is("full")).await;
+    assert_eq!(full["status"], "degraded", "{full:#}");
+    assert!(daemon.proc.0.try_wait().unwrap().is_none(), "no exit 78: {}", daemon.log_text());
+    std::fs::remove_file(filler).unwrap();
+    wait_health(http, Duration::from_secs(20), "recovered", |h| h["status"] == "ok").await;
+    assert!(dir.join("state/outbox.db").exists(), "the outbox is on disk now");
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", daemon.log_text());
+    drop(disk);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_the_kernel_turns_read_only_under_the_daemon_holds_reports_until_it_is_repaired() {
+    let _serial = heavy().await;
+    let dir = temp_dir("storage-ro");
+    let Some(disk) = mounted("an ext4 image", Ext4::mount(&dir.join("state"), 16 << 20)) else { return };
+    let broker = Mosquitto::start();
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let http = free_port();
+    let config = config(&dir, broker.port, camera.port, http);
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    wait_health(http, Duration::from_secs(20), "up", storage_is("ok")).await;
+    disk.fail().unwrap();
+    daemon.wait_log("outbox_id=memory-", 1, Duration::from_secs(40)).await;
+    let read_only = wait_health(http, Duration::from_secs(10), "read-only", storage_is("read_only")).await;
+    assert_eq!(read_only["status"], "degraded", "{read_only:#}");
+    subscriber.wait_for_reports(1, Duration::from_secs(10)).await; // published from memory
+    disk.repair().unwrap();
+    wait_health(http, Duration::from_secs(30), "repaired", |h| h["status"] == "ok").await;
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", daemon.log_text());
+    drop(disk);
+    std::fs::remove_dir_all(&dir).ok();
+}
