@@ -17,102 +17,14 @@
 
 mod common;
 
+use common::{Proc, ProcStats, arg, flag, mosquitto, proc_stats, rtsp_camera};
 use fieldwatch::decode::Frame;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn rtsp_camera(root: &Path, clip: &Path) -> (Proc, u16) {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(root.join("scripts/rtsp_server.py"))
-        .arg("--clip")
-        .arg(clip)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with gi (run scripts/setup)");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("PORT ").expect("the camera says its port").parse().unwrap();
-    (Proc(child), port)
-}
-
-fn mosquitto(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let child =
-        Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Proc(child), port)
-}
-
-/// /proc figures of a process.
-#[derive(Default)]
-struct ProcStats {
-    /// CPU seconds so far.
-    cpu: f64,
-    /// Resident bytes, and their split: anonymous (the heap: weights, activations, frames) and
-    /// file-backed (the binary and libraries as far as touched).
-    rss: u64,
-    rss_anon: u64,
-    rss_file: u64,
-    open_files: usize,
-}
-
-fn proc_stats(pid: u32) -> ProcStats {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let bytes = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    ProcStats {
-        cpu: (ticks(11) + ticks(12)) / 100.0, // utime, stime (fields 14, 15 of stat)
-        rss: bytes("VmRSS:"),
-        rss_anon: bytes("RssAnon:"),
-        rss_file: bytes("RssFile:"),
-        open_files: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
-    }
-}
 
 /// The newest heartbeat, as it arrives.
 type Latest = Arc<Mutex<Option<(Instant, Value)>>>;

@@ -1,12 +1,16 @@
 //! What the benchmarks share (and the tests, for clips): a 1080p frame, an `opened` event and
-//! the camera it comes from, and a clip decoded the way a camera's frames go. Each user uses
-//! some of it.
+//! the camera it comes from, a clip decoded the way a camera's frames go, and the real servers
+//! and process figures of the end-to-end benchmarks. Each user uses some of it.
 #![allow(dead_code)]
 
 use fieldwatch::decode::Frame;
 use fieldwatch::report::Origin;
 use fieldwatch::rules::{EventKind, IncidentEvent};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub fn frame_1080p() -> Frame {
     let (w, h) = (1920u32, 1080u32);
@@ -111,4 +115,100 @@ pub fn decode_clip(
     decoder.join().unwrap();
     reader.join().unwrap().expect("the clip plays");
     counters
+}
+
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+/// A child process, killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback RTSP camera serving `clip` (once a session), and its port.
+pub fn rtsp_camera(root: &Path, clip: &Path) -> (Proc, u16) {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(root.join("scripts/rtsp_server.py"))
+        .arg("--clip")
+        .arg(clip)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with gi (run scripts/setup)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("PORT ").expect("the camera says its port").parse().unwrap();
+    (Proc(child), port)
+}
+
+/// A mosquitto on a free port, and the port.
+pub fn mosquitto(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    (mosquitto_on(dir, port), port)
+}
+
+/// A mosquitto on `port` (again: a broker back where it was).
+pub fn mosquitto_on(dir: &Path, port: u16) -> Proc {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let child =
+        Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
+}
+
+/// /proc figures of a process.
+#[derive(Default)]
+pub struct ProcStats {
+    /// CPU seconds so far.
+    pub cpu: f64,
+    /// Resident bytes, and their split: anonymous (the heap: weights, activations, frames) and
+    /// file-backed (the binary and libraries as far as touched).
+    pub rss: u64,
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub open_files: usize,
+}
+
+pub fn proc_stats(pid: u32) -> ProcStats {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let bytes = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    ProcStats {
+        cpu: (ticks(11) + ticks(12)) / 100.0, // utime, stime (fields 14, 15 of stat)
+        rss: bytes("VmRSS:"),
+        rss_anon: bytes("RssAnon:"),
+        rss_file: bytes("RssFile:"),
+        open_files: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
+    }
 }

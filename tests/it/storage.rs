@@ -220,7 +220,9 @@ async fn power_cuts_at_any_point_of_a_write_burst_leave_outbox_and_state_whole()
         child.kill().unwrap();
         let out = child.wait_with_output().unwrap();
         committed.extend(
-            String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.strip_prefix("committed ")?.parse::<u64>().ok()),
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("committed ")?.parse::<u64>().ok()),
         );
         let outbox = fieldwatch::outbox::Outbox::open(&dir.join("outbox.db"), 1 << 30);
         assert!(outbox.is_ok(), "round {round}: the outbox does not open: {:?}", outbox.err());
@@ -239,6 +241,10 @@ async fn power_cuts_at_any_point_of_a_write_burst_leave_outbox_and_state_whole()
     let missing: Vec<&u64> = committed.difference(&unique).collect();
     assert!(missing.is_empty(), "{} committed reports missing: {missing:?}", missing.len());
     assert!(committed.len() > 200, "the writers got going: {} commits seen", committed.len());
-    eprintln!("200 kills: {} commits seen, {} reports on disk, none missing, none twice", committed.len(), present.len());
+    eprintln!(
+        "200 kills: {} commits seen, {} reports on disk, none missing, none twice",
+        committed.len(),
+        present.len()
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
