@@ -220,8 +220,9 @@ struct Inner {
     retry_delay: Duration,
     lost_images: u64,
     lost_reports: u64,
-    /// Losses already logged in this episode (logged once per kind; counted always).
-    logged_loss: (bool, bool),
+    /// Images and reports lost in this episode of the disk being out: the first of each kind
+    /// is logged, and the totals when the held reports are on disk again.
+    episode_loss: (u64, u64),
     set_aside: u64,
     /// The storage state last logged, to log changes once.
     announced: Storage,
@@ -322,7 +323,9 @@ impl Outbox {
     /// Records a failure of the disk: logged when the state changes, retried with backoff.
     fn fail(&self, inner: &mut Inner, fault: Fault) {
         if fault.storage == Storage::Corrupt {
-            inner.db = None; // set aside and made anew at the next try
+            // Checked, set aside and made anew at the next try.
+            inner.db = None;
+            inner.checked = false;
         }
         if inner.fault.as_ref().map(|f| f.storage) != Some(fault.storage) {
             error!(storage = fault.storage.as_str(), error = %fault.message, path = %self.path.display(),
@@ -344,8 +347,8 @@ impl Outbox {
                 held.images_evicted = true;
                 inner.held_bytes -= freed;
                 inner.lost_images += 1;
-                if !inner.logged_loss.0 {
-                    inner.logged_loss.0 = true;
+                inner.episode_loss.0 += 1;
+                if inner.episode_loss.0 == 1 {
                     error!(
                         memory_bytes = self.limits.memory_bytes,
                         "outbox: memory full while the disk is out: the oldest held reports lose their images (counted in the heartbeat)"
@@ -356,8 +359,8 @@ impl Outbox {
             let Some(oldest) = inner.held.pop_front() else { break };
             inner.held_bytes -= oldest.bytes() as u64;
             inner.lost_reports += 1;
-            if !inner.logged_loss.1 {
-                inner.logged_loss.1 = true;
+            inner.episode_loss.1 += 1;
+            if inner.episode_loss.1 == 1 {
                 error!(memory_bytes = self.limits.memory_bytes, camera = %oldest.camera,
                     "outbox: memory full while the disk is out: the oldest held reports are lost (counted in the heartbeat)");
             }
@@ -459,7 +462,8 @@ impl Outbox {
                 Err(fault) => self.fail(&mut inner, fault),
             }
         }
-        let pending = inner.fault.is_some() || !inner.held.is_empty();
+        let pending =
+            inner.fault.is_some() || !inner.held.is_empty() || !inner.unremoved.is_empty() || !inner.undead.is_empty();
         if due && pending && inner.db.is_some() {
             match self.flush(&mut inner) {
                 Ok(()) => {
@@ -517,7 +521,7 @@ impl Outbox {
     /// Retries what the disk refused, moves the held reports to it in order, then checks that
     /// it takes writes.
     fn flush(&self, inner: &mut Inner) -> Result<(), Fault> {
-        let Inner { db: Some(db), held, held_bytes, unremoved, undead, in_flight, logged_loss, .. } = inner else {
+        let Inner { db: Some(db), held, held_bytes, unremoved, undead, in_flight, episode_loss, .. } = inner else {
             return Ok(());
         };
         let fault = |e: rusqlite::Error| Fault::sql(&self.path, &e);
@@ -543,8 +547,14 @@ impl Outbox {
         if moved > 0 {
             info!(reports = moved, still_held = held.len(), "outbox: reports held in memory moved to disk");
         }
-        if held.is_empty() {
-            *logged_loss = (false, false);
+        if held.is_empty() && *episode_loss != (0, 0) {
+            let (images, reports) = std::mem::take(episode_loss);
+            error!(
+                images,
+                reports,
+                memory_bytes = self.limits.memory_bytes,
+                "outbox: lost past the memory bound while the disk did not take reports"
+            );
         }
         disk::probe(db).map_err(fault)
     }

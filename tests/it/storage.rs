@@ -170,6 +170,33 @@ async fn a_disk_the_kernel_turns_read_only_under_the_daemon_holds_reports_until_
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_outbox_at_start_is_set_aside_and_the_daemon_runs() {
+    let _serial = heavy().await;
+    let dir = temp_dir("storage-corrupt");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let noise: Vec<u8> = (0..64_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(dir.join("state/outbox.db"), &noise).unwrap();
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/scene.mp4"), None);
+    let http = free_port();
+    let config = config(&dir, broker.port, camera.port, http);
+    let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    let up = wait_health(http, Duration::from_secs(20), "up", |h| h["status"] == "ok").await;
+    assert_eq!(up["storage"]["state"], "ok", "{up:#}");
+    let aside: Vec<_> = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("outbox.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(dir.join("state").join(&aside[0])).unwrap(), noise, "kept as it was");
+    assert!(daemon.log_text().contains("the file is corrupt; setting it aside"), "{}", daemon.log_text());
+    let (status, _) = daemon.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", daemon.log_text());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Where the kill loop's writer works, and the first report number it uses.
 const WRITER_DIR: &str = "FIELDWATCH_KILL_LOOP_DIR";
 const WRITER_FROM: &str = "FIELDWATCH_KILL_LOOP_FROM";
