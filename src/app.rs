@@ -43,12 +43,19 @@ pub enum AppError {
     Mismatch(Vec<Problem>),
     #[error("no camera {id:?} in the config (it has {known:?})")]
     NoCamera { id: String, known: Vec<String> },
+    /// Not `#[from]`: that would make it the source too, and `{:#}` would say it twice.
     #[error("device.state_dir: {0}")]
-    Outbox(#[from] OutboxError),
+    Outbox(OutboxError),
     #[error(transparent)]
     Stage(#[from] StageFailed),
     #[error("{0}")]
     Http(String),
+}
+
+impl From<OutboxError> for AppError {
+    fn from(error: OutboxError) -> Self {
+        AppError::Outbox(error)
+    }
 }
 
 impl AppError {
@@ -414,7 +421,6 @@ pub async fn replay(
                 done.clone(),
             );
             supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
-            supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
             let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
             Some(Forward { sink: ReportSink::Outbox { outbox: outbox.clone(), topic }, outbox, dir, done })
         }

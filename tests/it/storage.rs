@@ -197,6 +197,21 @@ async fn a_corrupt_outbox_at_start_is_set_aside_and_the_daemon_runs() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `fieldwatch outbox` only looks: on a corrupt outbox it says so once, and leaves the file
+/// for the daemon to set aside.
+#[test]
+fn the_outbox_command_on_a_corrupt_outbox_says_so_once_and_touches_nothing() {
+    let dir = temp_dir("storage-cli");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state/outbox.db"), vec![0x42; 8192]).unwrap();
+    let config = daemon_config(&dir, free_port(), &scene_camera("rtsp://127.0.0.1:1/cam"));
+    let (code, out) = fieldwatch(&["outbox", "--config", &config.display().to_string()]);
+    assert_eq!(code, 1, "not a config problem: {out}");
+    assert_eq!(out.matches("file is not a database").count(), 1, "{out}");
+    assert_eq!(std::fs::read(dir.join("state/outbox.db")).unwrap(), vec![0x42; 8192]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Where the kill loop's writer works, and the first report number it uses.
 const WRITER_DIR: &str = "FIELDWATCH_KILL_LOOP_DIR";
 const WRITER_FROM: &str = "FIELDWATCH_KILL_LOOP_FROM";
