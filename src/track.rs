@@ -335,6 +335,11 @@ impl Tracker {
         &self.config
     }
 
+    /// New settings from the next update on; the tracks stay (a reload).
+    pub fn reconfigure(&mut self, config: TrackerConfig) {
+        self.config = config;
+    }
+
     /// Takes one frame's detections at stream time `at` (later than the previous update's),
     /// with the frame's picture where there is one.
     pub fn update(&mut self, at: DateTime<Utc>, detections: &[Detection], view: Option<&View>) {

@@ -95,19 +95,43 @@ pub struct CameraRules {
 
 impl CameraRules {
     pub fn new(camera: &Camera) -> Self {
-        let rules = camera
-            .rules
-            .iter()
-            .map(|rule| RuleEngine {
-                rule: rule.clone(),
-                tracker: Tracker::new(camera.tracking.clone()),
-                zone: HashMap::new(),
-                present: HashMap::new(),
-                shown: Vec::new(),
-                state: State::Idle,
+        let rules = camera.rules.iter().map(|rule| RuleEngine::new(rule.clone(), camera)).collect();
+        Self { masks: camera.masks.clone(), rules, scene: Scene::new() }
+    }
+
+    /// Takes `camera`'s changed rules at stream time `at` without losing what the unchanged
+    /// parts know (a reload): a rule whose id stays keeps its tracks, its objects' dwell and its
+    /// open incident, under its new thresholds, zone and timings; a new rule starts idle; a rule
+    /// that is gone resolves its open incident (the events returned). Masks and tracking
+    /// settings take effect from the next frame; the scene's background stays.
+    pub fn reconfigure(&mut self, camera: &Camera, at: DateTime<Utc>) -> Vec<IncidentEvent> {
+        let mut before = std::mem::take(&mut self.rules);
+        self.rules = (camera.rules.iter())
+            .map(|rule| match before.iter().position(|e| e.rule.id == rule.id) {
+                Some(kept) => {
+                    let mut engine = before.swap_remove(kept);
+                    engine.rule = rule.clone();
+                    engine.tracker.reconfigure(camera.tracking.clone());
+                    engine
+                }
+                None => RuleEngine::new(rule.clone(), camera),
             })
             .collect();
-        Self { masks: camera.masks.clone(), rules, scene: Scene::new() }
+        self.masks = camera.masks.clone();
+        (before.into_iter())
+            .filter_map(|gone| match gone.state {
+                State::Open(open) => Some(IncidentEvent {
+                    kind: EventKind::Resolved,
+                    incident_id: open.incident_id,
+                    rule: gone.rule,
+                    started_at: open.started_at,
+                    opened_at: open.opened_at,
+                    at,
+                    objects: Vec::new(),
+                }),
+                State::Idle | State::Cooldown { .. } => None,
+            })
+            .collect()
     }
 
     /// The events one frame's detections at stream time `at` cause, in rule order. `luma`,
@@ -235,6 +259,17 @@ struct Open {
 }
 
 impl RuleEngine {
+    fn new(rule: Arc<Rule>, camera: &Camera) -> Self {
+        Self {
+            rule,
+            tracker: Tracker::new(camera.tracking.clone()),
+            zone: HashMap::new(),
+            present: HashMap::new(),
+            shown: Vec::new(),
+            state: State::Idle,
+        }
+    }
+
     fn observe(
         &mut self,
         at: DateTime<Utc>,

@@ -241,6 +241,71 @@ fn an_incident_open_at_a_restart_goes_on_and_a_cooldown_holds() {
 }
 
 #[test]
+fn a_reconfigured_rule_keeps_its_open_incident_and_its_objects_dwell() {
+    let mut rules = CameraRules::new(&camera(rule(|_| {})));
+    let mut events = Vec::new();
+    for i in 0..20 {
+        events.extend(rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None));
+    }
+    assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Opened]);
+    let opened = events[0].incident_id;
+    // A raised threshold (still under the object's score), a longer dwell, a zone a little
+    // larger: the incident stays open (no event), and it resolves under the new clear_after.
+    let stricter = rule(|r| {
+        r.filters.values_mut().for_each(|f| f.threshold = 0.8);
+        r.dwell = Duration::from_secs(30);
+        r.clear_after = Duration::from_secs(2);
+        r.zone.polygon = vec![[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]];
+    });
+    assert!(rules.reconfigure(&camera(stricter), t(20.0)).is_empty());
+    let mut after = Vec::new();
+    for i in 20..40 {
+        after.extend(rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None));
+    }
+    assert!(after.is_empty(), "still open, not reopened: {after:?}");
+    for i in 40..120 {
+        after.extend(rules.observe(t(i as f64), &[], W, W, None));
+    }
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].kind, after[0].incident_id), (EventKind::Resolved, opened));
+
+    // An object counting towards its dwell keeps what it has counted across a reload.
+    let mut counting = CameraRules::new(&camera(rule(|_| {})));
+    let mut events = Vec::new();
+    for i in 0..8 {
+        events.extend(counting.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None));
+    }
+    counting.reconfigure(&camera(rule(|r| r.clear_after = Duration::from_secs(3))), t(8.0));
+    for i in 8..30 {
+        events.extend(counting.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None));
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].at <= t(14.0), "opened at the old dwell, not 10 s after the reload: {:?}", events[0].at);
+}
+
+#[test]
+fn a_removed_rule_resolves_its_open_incident_and_a_new_one_starts_idle() {
+    let mut rules = CameraRules::new(&camera(rule(|_| {})));
+    let opened: Vec<IncidentEvent> =
+        (0..20).flat_map(|i| rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None)).collect();
+    assert_eq!(opened.len(), 1);
+    let other = rule(|r| r.id = "road".into());
+    let resolved = rules.reconfigure(&camera(other), t(20.0));
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(
+        (resolved[0].kind, resolved[0].incident_id, resolved[0].at),
+        (EventKind::Resolved, opened[0].incident_id, t(20.0))
+    );
+    assert_eq!(resolved[0].rule.id, "sidewalk");
+    // The new rule counts its own dwell from the reload: it opens 10 s later, not at once.
+    let next: Vec<IncidentEvent> =
+        (20..40).flat_map(|i| rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None)).collect();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].rule.id, "road");
+    assert!(next[0].at >= t(29.0), "{:?}", next[0].at);
+}
+
+#[test]
 fn filters_masks_and_membership_inertia() {
     // Too small, too low a score, and inside a mask: none counts.
     let small = Box::new(|s: f64| {
