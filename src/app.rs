@@ -248,7 +248,6 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
     let models = started.models.clone();
     // The first model a rule reads (none without cameras).
     let (model, provider) = models.first().map(|m| (m.name.clone(), m.provider)).unzip();
-    let state_dir = settings.state_dir().clone();
     let cameras = started.cameras.clone();
     let started = Instant::now();
     let previous = std::sync::Mutex::new((Instant::now(), vec![0u64; cameras.len()]));
@@ -311,7 +310,8 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
             "provider": provider,
             "models": models,
             "clock_synchronized": crate::clock::is_synchronized(),
-            "disk_free_bytes": disk_free(&state_dir),
+            // The outbox measures its file system (the state directory's) every second.
+            "disk_free_bytes": depth.free_bytes,
             "outbox": {
                 "reports": depth.reports, "bytes": depth.bytes, "oldest_queued_at": depth.oldest,
                 "oldest_age_secs": depth.oldest_age_secs(),
@@ -326,15 +326,6 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
             "cameras": cams,
         })
     })
-}
-
-/// Bytes free for an unprivileged writer on the file system holding `dir`.
-fn disk_free(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
-    (unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// What [`replay`] writes and where it sends reports.

@@ -49,8 +49,8 @@ pub fn maybe_block(stage: &str, camera: &str) {
     }
 }
 
-/// A small tmpfs mounted at a folder for the storage tests, so a disk can fill up, turn
-/// read-only and come back for real; unmounted (and the folder removed) when dropped.
+/// A small tmpfs mounted at a folder for the storage tests, so a disk can fill up and come
+/// back for real; unmounted (and the folder removed) when dropped.
 pub struct Tmpfs {
     pub dir: std::path::PathBuf,
 }
@@ -60,26 +60,8 @@ impl Tmpfs {
     /// process may not mount (not root, or in a container without the right).
     pub fn mount(dir: &std::path::Path, bytes: u64) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let size = format!("size={bytes}");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        match mounted.status.success() {
-            true => Ok(Self { dir: dir.to_path_buf() }),
-            false => Err(String::from_utf8_lossy(&mounted.stderr).trim().to_string()),
-        }
-    }
-
-    /// Remounts it read-only (`true`) or writable again.
-    pub fn read_only(&self, read_only: bool) -> Result<(), String> {
-        let options = if read_only { "remount,ro" } else { "remount,rw" };
-        let done = std::process::Command::new("mount").args(["-o", options]).arg(&self.dir).status();
-        match done {
-            Ok(status) if status.success() => Ok(()),
-            failed => Err(format!("mount -o {options} {}: {failed:?}", self.dir.display())),
-        }
+        run("mount", &["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"], dir)?;
+        Ok(Self { dir: dir.to_path_buf() })
     }
 
     /// Fills it with a file of its own, to the last byte; removing the file frees the space.
@@ -128,16 +110,7 @@ impl Ext4 {
     }
 
     fn attach(&self) -> Result<(), String> {
-        let mounted = std::process::Command::new("mount")
-            .args(["-o", "loop,errors=remount-ro"])
-            .arg(&self.image)
-            .arg(&self.dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        match mounted.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&mounted.stderr).trim().to_string()),
-        }
+        run("mount", &["-o", "loop,errors=remount-ro", &self.image.to_string_lossy()], &self.dir)
     }
 
     /// Has the kernel find an error in it, which turns it read-only (`emergency_ro`) under
@@ -175,17 +148,10 @@ impl Ext4 {
         if device.is_empty() {
             return Err(format!("losetup {}: no device", self.image.display()));
         }
-        let mounted = std::process::Command::new("mount")
-            .args(["-o", "errors=remount-ro", &device])
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
+        let mounted = run("mount", &["-o", "errors=remount-ro", &device], &self.dir);
         // The device goes with the mount (autoclear) once nothing holds it.
         let _ = std::process::Command::new("losetup").args(["-d", &device]).status();
-        match mounted {
-            true => Ok(()),
-            false => Err(format!("mount {device} {}", self.dir.display())),
-        }
+        mounted
     }
 }
 
@@ -197,6 +163,7 @@ impl Drop for Ext4 {
     }
 }
 
+/// Runs `command args path`; an error with what it said on stderr.
 fn run(command: &str, args: &[&str], path: &std::path::Path) -> Result<(), String> {
     let out =
         std::process::Command::new(command).args(args).arg(path).output().map_err(|e| format!("{command}: {e}"))?;

@@ -167,14 +167,23 @@ pub(super) fn salvage(from: &Path, into: &Connection) -> (u64, u64) {
 /// Copies `from` to `to`, grown with zeros to the size in its SQLite header, if it is shorter;
 /// false (and nothing written) if it is not.
 fn grown_copy(from: &Path, to: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(from) else { return false };
-    let header =
-        |at: usize, n: usize| bytes.get(at..at + n).map(|b| b.iter().fold(0u64, |v, x| v << 8 | u64::from(*x)));
-    let (Some(page), Some(pages)) = (header(16, 2), header(28, 4)) else { return false };
-    let page = if page == 1 { 65_536 } else { page };
-    let size = page.saturating_mul(pages);
-    let written = size > bytes.len() as u64
-        && std::fs::write(to, &bytes).is_ok()
+    use std::io::Read;
+    // The header alone: page size at 16 (2 bytes), page count at 28 (4), big-endian.
+    let mut header = [0u8; 32];
+    let Ok(len) =
+        std::fs::File::open(from).and_then(|mut f| f.read_exact(&mut header).and(f.metadata())).map(|m| m.len())
+    else {
+        return false;
+    };
+    let field =
+        |at: usize, n: usize| header.get(at..at + n).map_or(0, |b| b.iter().fold(0u64, |v, x| v << 8 | u64::from(*x)));
+    let page = match field(16, 2) {
+        1 => 65_536,
+        page => page,
+    };
+    let size = page.saturating_mul(field(28, 4));
+    let written = size > len
+        && std::fs::copy(from, to).is_ok()
         && std::fs::OpenOptions::new().write(true).open(to).and_then(|f| f.set_len(size)).is_ok();
     if !written {
         let _ = std::fs::remove_file(to);

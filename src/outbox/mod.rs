@@ -205,8 +205,7 @@ struct Inner {
     fault: Option<Fault>,
     /// The file was checked for corruption (once a process, and after setting one aside).
     checked: bool,
-    /// Free space is below `min_free_bytes`.
-    low: bool,
+    /// Free bytes on the file system, as `maintain` last found them.
     free_bytes: Option<u64>,
     held: VecDeque<Held>,
     held_bytes: u64,
@@ -474,17 +473,14 @@ impl Outbox {
                 Err(fault) => self.fail(&mut inner, fault),
             }
         }
-        let free = disk::free_space(&self.path);
-        inner.free_bytes = free.as_ref().map(|f| f.bytes);
-        inner.low = free.is_some_and(|f| f.bytes < self.limits.min_free_bytes);
-        if inner.low
-            && inner.fault.is_none()
+        inner.free_bytes = disk::free_space(&self.path).map(|f| f.bytes);
+        if self.storage(&inner) == Storage::Low
             && let Some(db) = &inner.db
             && let Err(error) = disk::shed_images(db, 16)
         {
             warn!(%error, "outbox: dropping images to free the disk failed");
         }
-        let storage = Self::storage(&inner);
+        let storage = self.storage(&inner);
         if storage != inner.announced {
             match storage {
                 Storage::Ok => info!(held = inner.held.len(), "outbox: storage is fine again"),
@@ -559,8 +555,9 @@ impl Outbox {
         disk::probe(db).map_err(fault)
     }
 
-    fn storage(inner: &Inner) -> Storage {
-        match (&inner.fault, inner.low) {
+    fn storage(&self, inner: &Inner) -> Storage {
+        let low = inner.free_bytes.is_some_and(|free| free < self.limits.min_free_bytes);
+        match (&inner.fault, low) {
             (Some(fault), _) => fault.storage,
             (None, true) => Storage::Low,
             (None, false) => Storage::Ok,
@@ -616,7 +613,7 @@ impl Outbox {
         depth.reports = depth.reports.saturating_sub(inner.unremoved.len() as u64 + inner.undead.len() as u64);
         depth.dead_letters += inner.undead.len() as u64;
         Depth {
-            storage: Self::storage(&inner),
+            storage: self.storage(&inner),
             storage_error: inner.fault.as_ref().map(|f| f.message.clone()),
             free_bytes: inner.free_bytes,
             held_reports: inner.held.len() as u64,
@@ -642,7 +639,7 @@ impl Outbox {
         if !inner.held.is_empty() {
             error!(
                 reports = inner.held.len(),
-                storage = Self::storage(&inner).as_str(),
+                storage = self.storage(&inner).as_str(),
                 "outbox: reports held in memory are lost at shutdown: the disk did not take them"
             );
         }
