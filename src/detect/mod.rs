@@ -314,15 +314,13 @@ impl Detector {
             Ok(input) => input,
             Err(e) => return (Err(e), started.elapsed()),
         };
-        let picture = |error: String| DetectError::Picture { model: self.name.clone(), error };
         let boxes: Result<Vec<Letterbox>, DetectError> = (frames.iter().enumerate())
             .map(|(i, frame)| {
                 let written = input.write(i, len, |slice| match slice {
                     InputSlice::F32(out) => prep.frame(frame, out, |v| v),
                     InputSlice::F16(out) => prep.frame(frame, out, half::f16::from_f32),
                 });
-                let written = written.ok_or_else(|| picture(format!("image {i} is past the input tensor")))?;
-                written.map_err(|e| picture(e.to_string()))
+                letterboxed(&self.name, i, written)
             })
             .collect();
         let preprocessed = started.elapsed();
@@ -339,13 +337,11 @@ impl Detector {
     pub fn detect(&mut self, rgb: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let (len, prep) = (self.prep.input_len(), &mut self.prep);
         let input = self.inputs.get(1, &self.name)?;
-        let picture = |error: String| DetectError::Picture { model: self.name.clone(), error };
         let written = input.write(0, len, |slice| match slice {
             InputSlice::F32(out) => prep.rgb(rgb, out, |v| v),
             InputSlice::F16(out) => prep.rgb(rgb, out, half::f16::from_f32),
         });
-        let lb = written.ok_or_else(|| picture("the input tensor holds no image".into()))?;
-        let lb = lb.map_err(|e| picture(e.to_string()))?;
+        let lb = letterboxed(&self.name, 0, written)?;
         Ok(self.infer(&[lb])?.pop().unwrap_or_default())
     }
 
@@ -410,6 +406,18 @@ impl Detector {
     pub fn take_malformed(&mut self) -> u64 {
         std::mem::take(&mut self.malformed)
     }
+}
+
+/// What letterboxing image `index` into the input gave (None: the tensor has no such image), as
+/// model `model`'s error if it failed.
+fn letterboxed(
+    model: &str,
+    index: usize,
+    written: Option<Result<Letterbox, preprocess::PreprocessError>>,
+) -> Result<Letterbox, DetectError> {
+    let picture = |error: String| DetectError::Picture { model: model.to_string(), error };
+    let written = written.ok_or_else(|| picture(format!("image {index} is past the input tensor")))?;
+    written.map_err(|e| picture(e.to_string()))
 }
 
 /// Class names: `model.labels`, else `model.labels_file`, else the model's `names` metadata.
