@@ -1,36 +1,36 @@
-//! Builds the stages for every camera, wires them with the edges of [`crate::pipeline`], and
-//! watches them. The only module that knows both the stages and the edges between them.
+//! Starts the daemon ([`run`]) and replay ([`replay`]) and watches them.
 //!
-//! Per camera: a source task, a decode thread and a rules task. Shared: per model, `workers`
-//! inference threads serving every camera whose rules read it, fairly; and a report consumer —
-//! the MQTT publisher when live ([`run`]), the replay writer in [`replay`]. Live and replay run
-//! the same stages through `start_cameras`; only the source and the edges' policies differ.
+//! Per camera, a [`CameraUnit`]: a source task, a decode thread and a rules task. Shared: per
+//! model, `workers` inference threads serving every camera whose rules read it, fairly (see
+//! [`start_models`]); and a report consumer — the MQTT publisher when live, the replay writer in
+//! replay. Live and replay run the same units; only the source and the edges' policies differ.
+//! Live, [`Live`] also takes changes to the config without a restart (SIGHUP).
 //!
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
 //! before shutdown stops the daemon with a non-zero exit naming it.
 
 use crate::clock::Clock;
-use crate::config::{Camera, Config, ModelConfig, Problem, Settings, SnapshotMode};
-use crate::detect::{DetectError, Detected, Detector};
+use crate::config::{Config, ModelConfig, Problem, Settings, SnapshotMode};
+use crate::detect::{self, DetectError, Detected, Detector, Routes};
 use crate::outbox::{Outbox, OutboxError};
-use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSender, EdgeSpec, edge};
+use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSpec, edge};
 use crate::publish::{self, Presence};
-use crate::report::{self, Evidence, Origin, Report, Shots};
-use crate::rules::{CameraRules, EventKind, IncidentEvent};
-use crate::source::{self, FileSource, RtspSource, Source, SourceContext};
-use crate::state::StateFile;
+use crate::reload::Live;
+use crate::report::{self, Report};
+use crate::source::{FileSource, Source};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
-use crate::telemetry::{CameraCounters, ModelCounters, ModelStatus, Stages};
-use crate::{decode, detect};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelCounters, ModelStatus, Stages};
+use crate::unit::{CameraStart, CameraUnit, ModelInput, Plant, ReportSink, SourceRun};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use sha2::Digest;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span, error, info, info_span};
+use tracing::{Span, error, info};
+
+pub use crate::unit::Policies;
 
 /// How long tasks get to finish after shutdown is requested before we stop waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -133,33 +133,23 @@ fn used_models(settings: &Settings) -> Vec<bool> {
     used
 }
 
-/// The frame edges' policies: live drops frames when something is slow; replay never drops.
-/// (Reports are never dropped either way: the outbox live, a blocking edge in replay.)
-#[derive(Debug, Clone, Copy)]
-pub struct Policies {
-    pub encoded: EdgeSpec,
-    pub frames: EdgeSpec,
-    pub detections: EdgeSpec,
-}
-
-impl Policies {
-    pub const LIVE: Self =
-        Self { encoded: pipeline::ENCODED, frames: pipeline::FRAMES, detections: pipeline::DETECTIONS };
-    pub const LOSSLESS: Self = Self {
-        encoded: pipeline::ENCODED.lossless(),
-        frames: pipeline::FRAMES.lossless(),
-        detections: pipeline::DETECTIONS.lossless(),
-    };
-}
-
-/// Runs the daemon until `shutdown` is cancelled or a stage fails.
+/// Runs the daemon until `shutdown` is cancelled or a stage fails; SIGHUP reloads the config.
 pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), AppError> {
-    let config = &settings.config;
+    let config = settings.config.clone();
     let used = used_models(&settings);
     let models = load_models(&settings, |i, m| if used.get(i) == Some(&true) { m.workers } else { 0 })?;
+    let labels = models.iter().map(|d| d.first().map(|d| d.labels().to_vec())).collect();
     // Building sessions frees far more than it keeps (the parsed model, optimiser copies).
     crate::telemetry::release_free_memory();
-    info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(config), "starting");
+    info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(&config), "starting");
+    for overridden in &settings.overrides {
+        info!(%overridden, "config key overridden");
+    }
+    // Subscribed before anything starts, so a reload asked for meanwhile is not the default
+    // action (terminate).
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|error| error!(%error, "cannot watch SIGHUP: reloading needs a restart"))
+        .ok();
 
     // A disk that is full, read-only or corrupt does not stop us: the outbox holds reports in
     // memory and says so (storage in the status, heartbeat and /healthz) until it recovers.
@@ -168,50 +158,59 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
         "" => None,
         listen => Some(crate::http::bind(listen).await.map_err(AppError::Http)?),
     };
-    let mut cameras = Vec::new();
-    for camera in &settings.cameras {
-        let cam = camera.clone();
-        let run: SourceRun =
-            Box::new(move |ctx| source::supervise(cam.clone(), RtspSource::new(cam), ctx).map(Ok).boxed());
-        let state = StateFile::open(settings.state_dir(), &camera.id);
-        let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
-        let sink = ReportSink::Outbox { outbox: outbox.clone(), topic };
-        cameras.push(CameraStart { camera: camera.clone(), run, state: Some(state), sink });
-    }
     let mut supervisor = Supervisor::default();
-    let started = start_cameras(&mut supervisor, &settings, cameras, models, Policies::LIVE, clock, &shutdown)?;
-    let describe = describe_device(&settings, &started, outbox.clone());
-    let presence = Presence::Announce(describe);
-    let publisher = publish::run(
-        config.mqtt.clone(),
-        config.device.id.clone(),
-        outbox.clone(),
-        sending(config),
-        presence,
-        shutdown.clone(),
-    );
-    supervisor.spawn(Stage::shared("publish"), publisher.map(Ok));
+    let stages = Stages::default();
+    let (inputs, edges) = model_edges(&models, Policies::LIVE.frames);
+    let plant = Plant {
+        models: inputs,
+        stages: stages.clone(),
+        policies: Policies::LIVE,
+        clock,
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    };
+    let mut live = Live::start(plant, &mut supervisor, settings, outbox.clone(), labels)?;
+    let routes = live.plant.models.iter().map(|m| m.routes.clone()).collect();
+    let (running, closers) = start_models(&mut supervisor, models, edges, routes, &stages);
+    let describe = describe_device(live.config.clone(), live.cameras.clone(), running.clone(), outbox.clone());
+    live.start_publisher(&mut supervisor, describe.clone()).await;
     supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
-    tokio::spawn(crate::systemd::watchdog(started.stages.clone(), shutdown.clone()));
+    tokio::spawn(crate::systemd::watchdog(stages.clone(), shutdown.clone()));
     if let Some(listener) = http {
         let observed = crate::http::Observed {
-            stages: started.stages.clone(),
+            stages: stages.clone(),
             stuck_after: Duration::from_secs_f64(config.http.stuck_after_secs),
-            cameras: started.cameras.clone(),
-            models: started.models.clone(),
+            cameras: live.cameras.clone(),
+            models: running,
             outbox: outbox.clone(),
+            config: live.config.clone(),
         };
         tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
     }
     crate::systemd::ready();
 
-    supervisor.watch(&shutdown, Until::Shutdown).await;
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = supervisor.watch(&shutdown, Until::Shutdown) => break,
+            _ = hangup => {
+                crate::systemd::reloading();
+                live.reload(&mut supervisor, &describe).await;
+                crate::systemd::ready();
+            }
+        }
+    }
     info!("shutting down");
     crate::systemd::stopping();
-    started.frames.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
+    closers.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
     let result = supervisor.result().map_err(AppError::from);
-    for (camera, c) in &started.cameras {
+    for (camera, c) in live.cameras.all() {
         info!(camera = %camera, connects = c.connects.get(), frames = c.encoded_frames.get(),
               sampled = c.frames_sampled.get(), detected = c.frames_detected.get(), reports = c.reports.get(),
               dropped_encoded = c.encoded.dropped.get(), replaced_frames = c.frames.dropped.get(),
@@ -237,30 +236,32 @@ async fn look_after_storage(outbox: Arc<Outbox>, shutdown: CancellationToken) {
     let _ = tokio::task::spawn_blocking(move || outbox.close()).await;
 }
 
-fn sending(config: &Config) -> publish::Sending {
+pub(crate) fn sending(config: &Config) -> publish::Sending {
     publish::Sending { drain_bytes_per_sec: config.outbox.drain_bytes_per_sec, snapshots: config.snapshot.mode }
 }
 
 /// What the status and heartbeat say about the device: versions, clock, disk, outbox, and per
 /// camera its frame rate since the last heartbeat, last frame, connects and reports.
-fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) -> publish::Describe {
-    let config_version = config_version(&settings.config);
-    let models = started.models.clone();
+fn describe_device(
+    config: ConfigState,
+    cameras: CameraList,
+    models: Vec<ModelStatus>,
+    outbox: Arc<Outbox>,
+) -> publish::Describe {
     // The first model a rule reads (none without cameras).
     let (model, provider) = models.first().map(|m| (m.name.clone(), m.provider)).unzip();
-    let cameras = started.cameras.clone();
     let started = Instant::now();
-    let previous = std::sync::Mutex::new((Instant::now(), vec![0u64; cameras.len()]));
+    // When the last heartbeat was made, and each camera's frames then.
+    let previous = std::sync::Mutex::new((Instant::now(), std::collections::HashMap::<String, u64>::new()));
     Arc::new(move || {
         let mut previous = previous.lock().unwrap_or_else(|e| e.into_inner());
         let secs = previous.0.elapsed().as_secs_f64().max(1e-3);
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let cams: Vec<serde_json::Value> = cameras
-            .iter()
-            .enumerate()
-            .map(|(i, (id, c))| {
+        let config = config.now();
+        let cams: Vec<serde_json::Value> = (cameras.all().iter())
+            .map(|(id, c)| {
                 let frames = c.encoded_frames.get();
-                let before = previous.1.get_mut(i).map_or(frames, |before| std::mem::replace(before, frames));
+                let before = previous.1.insert(id.clone(), frames).unwrap_or(frames);
                 let fps = frames.saturating_sub(before) as f64 / secs;
                 let last = c.last_frame_ms.get();
                 let last_frame_at = (last > 0)
@@ -305,7 +306,9 @@ fn describe_device(settings: &Settings, started: &Started, outbox: Arc<Outbox>) 
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": started.elapsed().as_secs(),
-            "config_version": config_version,
+            "config_version": config.version,
+            "config_reloads": config.reloads,
+            "config_problems": config.problems,
             "model": model,
             "provider": provider,
             "models": models,
@@ -423,15 +426,29 @@ pub async fn replay(
     });
     // File sources take their times from the clip; the clock is never read.
     let clock = Arc::new(crate::clock::SystemClock);
+    let policies = Policies::LOSSLESS;
+    let stages = Stages::default();
+    let (inputs, edges) = model_edges(&models, policies.frames);
+    let plant = Plant {
+        models: inputs,
+        stages: stages.clone(),
+        policies,
+        clock,
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    };
     // Replay keeps no state: it must not touch what the live daemon remembers.
-    let cameras = vec![CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) }];
-    let started = start_cameras(&mut supervisor, settings, cameras, models, Policies::LOSSLESS, clock, &shutdown)?;
+    let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) };
+    let c = Arc::new(CameraCounters::default());
+    let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone()).map_err(|p| AppError::Mismatch(vec![p]))?;
+    let routes = plant.models.iter().map(|m| m.routes.clone()).collect();
+    start_models(&mut supervisor, models, edges, routes, &stages);
+    // Each stage ends once the one before it has: the plant's own senders must not outlive the clip.
+    drop(plant);
     supervisor.watch(&shutdown, Until::Done).await;
+    drop(unit);
     supervisor.result()?;
 
-    let Some((_, c)) = started.cameras.first() else {
-        return Err(AppError::NoCamera { id: camera_id.to_string(), known: Vec::new() });
-    };
     Ok(ReplaySummary {
         frames: c.frames_detected.get(),
         detections: c.detections.get(),
@@ -517,153 +534,40 @@ async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forw
     }
 }
 
-/// Where a camera's reports go: committed to the outbox before anything else happens (live),
-/// or through an edge to the replay writer.
-enum ReportSink {
-    Outbox { outbox: Arc<Outbox>, topic: String },
-    Edge(EdgeSender<Report>),
-}
-
-impl ReportSink {
-    async fn put(&self, report: Report) -> Result<(), String> {
-        match self {
-            ReportSink::Edge(tx) => {
-                tx.send_async(report).await.map(drop).map_err(|_| "the report consumer stopped".into())
+/// Per model, the frames edge its workers take from (keyed by camera: the units add their keys)
+/// and the routes they send by; `None` edges for models not loaded.
+fn model_edges(models: &[Vec<Detector>], frames: EdgeSpec) -> (Vec<ModelInput>, Vec<Option<EdgeReceiver<Detected>>>) {
+    models
+        .iter()
+        .map(|detectors| match detectors.is_empty() {
+            true => (ModelInput { frames: None, routes: Routes::default() }, None),
+            false => {
+                let (tx, rx) = edge(frames, Vec::new());
+                (ModelInput { frames: Some(tx), routes: Routes::default() }, Some(rx))
             }
-            ReportSink::Outbox { outbox, topic } => {
-                let json = serde_json::to_vec(&report).map_err(|e| format!("report not serialisable: {e}"))?;
-                let (outbox, topic, camera) = (outbox.clone(), topic.clone(), report.camera_id.clone());
-                let images = report.images.clone();
-                match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &json, &images)).await {
-                    Ok(slot) => {
-                        info!(outbox_id = %slot, report_id = %report.report_id, event = report.event, "report queued in the outbox");
-                        Ok(())
-                    }
-                    Err(error) => Err(format!("queueing the report failed: {error}")),
-                }
-            }
-        }
-    }
+        })
+        .unzip()
 }
 
-/// How a camera's source runs, given its context: supervised reconnects live, one pass in replay.
-type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
-
-/// A camera to start: its settings, its source, and where its incident state is kept (live only).
-struct CameraStart {
-    camera: Arc<Camera>,
-    run: SourceRun,
-    state: Option<StateFile>,
-    sink: ReportSink,
-}
-
-/// Handles on the stages [`start_cameras`] started.
-struct Started {
-    /// Each camera's id and counters.
-    cameras: Vec<(String, Arc<CameraCounters>)>,
-    /// The daemon's own stages that can hang (decoders, inference workers), for the watchdog.
-    stages: Stages,
-    /// The models running, with their counters.
-    models: Vec<ModelStatus>,
-    /// Stop the models' inference workers at shutdown.
-    frames: Vec<EdgeCloser>,
-}
-
-/// Starts source, decode and rules for each camera and the inference workers of every model
-/// with detectors (`models[m]`, one per worker), under `supervisor`, with edges of `policies`;
-/// each camera's reports go to its `sink`.
+/// Starts the inference workers of every loaded model (`models[m]`, one detector per worker)
+/// under `supervisor`: each takes the next cameras' newest frames from its model's edge and
+/// passes each on by `routes[m]`. Returns the models' status and what closes their edges.
 ///
-/// Each model has one frames edge keyed by camera. A camera's decoder feeds the first model its
-/// rules read; each model's workers pass the frame, with what they found added, to the camera's
-/// next model, and the last one to its rules: the rules see every model's results of a frame
-/// together, and each model serves the cameras fairly on its own.
-fn start_cameras(
+/// A camera's decoder feeds the first model its rules read; each model's workers pass the
+/// frame, with what they found added, to the camera's next model, and the last one to its
+/// rules: the rules see every model's results of a frame together, and each model serves the
+/// cameras fairly on its own.
+fn start_models(
     supervisor: &mut Supervisor,
-    settings: &Settings,
-    cameras: Vec<CameraStart>,
     models: Vec<Vec<Detector>>,
-    policies: Policies,
-    clock: Arc<dyn Clock>,
-    shutdown: &CancellationToken,
-) -> Result<Started, AppError> {
-    let config = &settings.config;
-    let version = config_version(config);
-    let model_names: Vec<String> = config.all_models().into_iter().map(|m| m.name).collect();
-    let counters: Vec<Arc<CameraCounters>> = cameras.iter().map(|_| Arc::default()).collect();
-    let stages = Stages::default();
-    let frame_edges: Vec<(EdgeSender<Detected>, EdgeReceiver<Detected>)> =
-        models.iter().map(|_| edge(policies.frames, counters.iter().map(|c| c.frames.clone()).collect())).collect();
-    // Each camera's decoder feeds the first model it reads; one that reads a model not loaded
-    // is refused here, before anything starts (Settings resolves every model a rule names).
-    let mut first_edges = Vec::new();
-    for (index, start) in cameras.iter().enumerate() {
-        let first = start.camera.models().into_iter().min().and_then(|m| frame_edges.get(m));
-        let unloaded = start.camera.models().into_iter().find(|&m| m >= frame_edges.len());
-        match (first, unloaded) {
-            (Some((first, _)), None) => first_edges.push(first.keyed(index)),
-            (_, unloaded) => {
-                return Err(AppError::Mismatch(vec![Problem {
-                    path: format!("cameras.{}", start.camera.id),
-                    message: format!("reads model {unloaded:?} of the {} loaded", frame_edges.len()),
-                }]));
-            }
-        }
-    }
-    // outputs[m][camera]: where model m sends that camera's frames next.
-    let mut outputs: Vec<Vec<Option<EdgeSender<Detected>>>> = models.iter().map(|_| Vec::new()).collect();
-    let mut ids = Vec::new();
-    let starts = cameras.into_iter().zip(&counters).zip(first_edges).enumerate();
-    for (index, ((CameraStart { camera, run: run_source, state, sink }, c), first_edge)) in starts {
-        let span = info_span!("camera", camera = %camera.id);
-        let (encoded_tx, encoded_rx) = edge(policies.encoded, vec![c.encoded.clone()]);
-        let (detected_tx, detected_rx) = edge(policies.detections, vec![c.detected.clone()]);
-        ids.push(camera.id.clone());
-        let route = camera.models();
-        for (m, out) in outputs.iter_mut().enumerate() {
-            let next = match route.iter().position(|r| *r == m) {
-                None => None,
-                Some(step) => match route.get(step + 1) {
-                    Some(&after) => frame_edges.get(after).map(|(next, _)| next.keyed(index)),
-                    None => Some(detected_tx.clone()),
-                },
-            };
-            out.push(next);
-        }
-        drop(detected_tx);
-
-        let ctx = SourceContext::new(encoded_tx, clock.clone(), c.clone(), shutdown.clone(), camera.stall_timeout);
-        let id = camera.id.clone();
-        let source = async move {
-            crate::testing::maybe_panic("source", &id);
-            run_source(ctx).await
-        };
-        supervisor.spawn(Stage::of("source", &camera.id), source.instrument(span.clone()));
-
-        stages.add(format!("decode {}", camera.id), c.decoding.clone());
-        let (cam, frames, cc) = (camera.clone(), first_edge, c.clone());
-        supervisor.spawn_thread(Stage::of("decode", &camera.id), span.clone(), move || {
-            decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, frames, &cc);
-            Ok(())
-        });
-
-        let origin = Origin {
-            device_id: config.device.id.clone(),
-            camera_id: camera.id.clone(),
-            camera_name: camera.name.clone(),
-            camera_location: camera.location.clone(),
-            model_names: model_names.clone(),
-            config_version: version.clone(),
-            class_names: camera.class_names.clone(),
-            snapshot: report::SnapshotStyle::new(&config.snapshot, camera.privacy_masks.clone()),
-        };
-        let rules = run_rules(camera.clone(), origin, state, detected_rx, sink, c.clone(), shutdown.clone());
-        supervisor.spawn(Stage::of("rules", &camera.id), rules.instrument(span));
-    }
+    edges: Vec<Option<EdgeReceiver<Detected>>>,
+    routes: Vec<Routes>,
+    stages: &Stages,
+) -> (Vec<ModelStatus>, Vec<EdgeCloser>) {
     let mut running = Vec::new();
     let mut closers = Vec::new();
-    for (m, ((detectors, (tx, rx)), outputs)) in models.into_iter().zip(frame_edges).zip(outputs).enumerate() {
-        drop(tx); // the senders are the decoders' and the previous models' workers'
-        let Some(first) = detectors.first() else { continue };
+    for (m, ((detectors, rx), routes)) in models.into_iter().zip(edges).zip(routes).enumerate() {
+        let (Some(first), Some(rx)) = (detectors.first(), rx) else { continue };
         let stats = Arc::new(ModelCounters::default());
         closers.push(rx.closer());
         // Every worker of a model takes the next cameras' newest frames from the same edge.
@@ -683,10 +587,8 @@ fn start_cameras(
                 detector,
                 model: m,
                 input: input.clone(),
-                outputs: outputs.clone(),
-                counters: counters.clone(),
+                routes: routes.clone(),
                 stats: stats.clone(),
-                camera_ids: ids.clone(),
             };
             supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
                 worker.run();
@@ -694,88 +596,5 @@ fn start_cameras(
             });
         }
     }
-    let cameras = ids.into_iter().zip(counters).collect();
-    Ok(Started { cameras, stages, models: running, frames: closers })
-}
-
-/// Applies `camera`'s rules to each detection result; events become reports. With a `state`
-/// file, it takes up the incidents a previous run left open and records every change.
-async fn run_rules(
-    camera: Arc<Camera>,
-    origin: Origin,
-    state: Option<StateFile>,
-    detected: EdgeReceiver<Detected>,
-    reports: ReportSink,
-    counters: Arc<CameraCounters>,
-    shutdown: CancellationToken,
-) -> StageResult {
-    crate::testing::maybe_panic("rules", &camera.id);
-    let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
-    let origin = Arc::new(origin);
-    let mut logic = CameraRules::new(&camera);
-    if let Some(file) = &state {
-        logic.restore(&file.restore());
-    }
-    let mut last_at = None;
-    loop {
-        let Detected { frame, detections } = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            d = detected.recv_async() => match d { Some(d) => d, None => return Ok(()) },
-        };
-        counters.frames_detected.inc();
-        counters.detections.add(detections.len() as u64);
-        counters.latency.record((chrono::Utc::now() - frame.at).num_milliseconds().clamp(0, u32::MAX as i64) as u32);
-        // With several inference workers a later frame can finish first: rules see stream time
-        // only forwards, so the earlier one is dropped (counted).
-        if last_at.is_some_and(|last| frame.at <= last) {
-            counters.frames_stale.inc();
-            continue;
-        }
-        last_at = Some(frame.at);
-        let started = Instant::now();
-        let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
-        evidence.see(&frame, &detections, logic.present());
-        counters.rules_busy.add_since(started);
-        let changed = !events.is_empty();
-        // Reports are committed before the incident state: a crash in between repeats a
-        // report rather than losing one.
-        for event in events {
-            info!(rule = %event.rule.id, incident = %event.incident_id, event = ?event.kind, objects = event.objects.len(), "incident");
-            if event.kind == EventKind::Opened {
-                counters.incidents_opened.inc();
-            }
-            let shots = evidence.take(&event, &frame, &detections);
-            let Some(report) = build_report(&origin, event, shots).await else {
-                counters.reports_failed.inc();
-                continue;
-            };
-            counters.reports.inc();
-            reports.put(report).await?;
-        }
-        if let (Some(file), true) = (&state, changed) {
-            let (file, saved) = (file.clone(), logic.saved());
-            match tokio::task::spawn_blocking(move || file.save(&saved)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
-                Err(error) => error!(%error, "saving the incident state failed"),
-            }
-        }
-    }
-}
-
-/// Builds a report on a blocking thread (colour conversion and JPEG are CPU work). A panic is
-/// retried once; a second one is logged at error with the incident, never passed over silently.
-async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, shots: Shots) -> Option<Report> {
-    const ATTEMPTS: u32 = 2;
-    for attempt in 1..=ATTEMPTS {
-        let (o, e, f) = (origin.clone(), event.clone(), shots.clone());
-        match tokio::task::spawn_blocking(move || report::build(&o, &e, &f)).await {
-            Ok(report) => return Some(report),
-            Err(error) => {
-                error!(attempt, incident = %event.incident_id, event = ?event.kind, error = %error, "building a report failed")
-            }
-        }
-    }
-    error!(incident = %event.incident_id, event = ?event.kind, rule = %event.rule.id, "report lost: building it failed {ATTEMPTS} times");
-    None
+    (running, closers)
 }

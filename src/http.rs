@@ -10,7 +10,7 @@
 //!   (`prometheus-client` encodes them at scrape time).
 
 use crate::outbox::{Outbox, Storage};
-use crate::telemetry::{CameraCounters, ModelStatus, Stages};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelStatus, Stages};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -29,9 +29,10 @@ use tracing::{info, warn};
 pub struct Observed {
     pub stages: Stages,
     pub stuck_after: Duration,
-    pub cameras: Vec<(String, Arc<CameraCounters>)>,
+    pub cameras: CameraList,
     pub models: Vec<ModelStatus>,
     pub outbox: Arc<Outbox>,
+    pub config: ConfigState,
 }
 
 /// Binds `listen`; the error names the key, so a port in use is plain at start.
@@ -108,18 +109,18 @@ pub fn health(observed: &Observed) -> (bool, String) {
         .collect();
     let healthy = stages.iter().all(|s| s["state"] != "stuck");
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-    let cameras: Vec<serde_json::Value> = observed
-        .cameras
-        .iter()
+    let cameras: Vec<serde_json::Value> = (observed.cameras.all().iter())
         .map(|(id, c)| serde_json::json!({ "id": id, "state": c.connection_state(now_ms), "last_error": c.last_error() }))
         .collect();
     // Storage trouble degrades the box but does not fail the check: the cameras go on, the
-    // reports are held, and a restart would not mend the disk.
+    // reports are held, and a restart would not mend the disk. So does a refused reload: the
+    // config before it runs on.
     let depth = observed.outbox.depth();
-    let status = match (healthy, depth.storage) {
-        (false, _) => "stuck",
-        (true, Storage::Ok) => "ok",
-        (true, _) => "degraded",
+    let config = observed.config.now();
+    let status = match (healthy, depth.storage, config.problems.is_empty()) {
+        (false, _, _) => "stuck",
+        (true, Storage::Ok, true) => "ok",
+        (true, _, _) => "degraded",
     };
     let body = serde_json::json!({
         "status": status,
@@ -127,6 +128,7 @@ pub fn health(observed: &Observed) -> (bool, String) {
             "state": depth.storage.as_str(), "error": depth.storage_error, "free_bytes": depth.free_bytes,
             "held_in_memory": depth.held_reports, "lost_reports": depth.lost_reports,
         },
+        "config": config,
         "stages": stages,
         "cameras": cameras,
     });
@@ -182,8 +184,9 @@ impl prometheus_client::collector::Collector for Exposed {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         use MetricType::{Counter, Gauge};
         let o = &self.0;
+        let all = o.cameras.all();
         let per_camera = |value: CameraValue| -> Vec<(Labels, u64)> {
-            o.cameras.iter().map(|(id, c)| (vec![("camera", id.clone())], value(c))).collect()
+            all.iter().map(|(id, c)| (vec![("camera", id.clone())], value(c))).collect()
         };
         let cameras: [(&str, &str, CameraValue); 9] = [
             ("fieldwatch_frames_received", "Access units received from the camera", |c| c.encoded_frames.get()),
@@ -206,16 +209,14 @@ impl prometheus_client::collector::Collector for Exposed {
             ("stale", |c| c.frames_stale.get()),
             ("decode_error", |c| c.decode_errors.get()),
         ];
-        let drops = o.cameras.iter().flat_map(|(id, c)| {
+        let drops = all.iter().flat_map(|(id, c)| {
             dropped
                 .iter()
                 .map(move |(reason, value)| (vec![("camera", id.clone()), ("reason", reason.to_string())], value(c)))
         });
         family(&mut encoder, "fieldwatch_frames_dropped", "Frames dropped, by reason", Counter, drops)?;
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let streaming: Vec<(Labels, u64)> = o
-            .cameras
-            .iter()
+        let streaming: Vec<(Labels, u64)> = (all.iter())
             .map(|(id, c)| (vec![("camera", id.clone())], (c.connection_state(now_ms) == "streaming") as u64))
             .collect();
         family(&mut encoder, "fieldwatch_camera_streaming", "1 while the camera streams", Gauge, streaming)?;

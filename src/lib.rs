@@ -15,7 +15,10 @@
 //! timestamps, anchored to the wall clock once per connection.
 //!
 //! - [`config`]: typed config, loading with every error and its key path, runtime types.
-//! - [`app`]: wires the stages per camera, live and replay.
+//! - [`app`]: starts the daemon and replay: the models' workers and a unit per camera.
+//! - [`unit`]: one camera's stages (source, decode, rules) as a unit that starts, changes and
+//!   stops on its own.
+//! - [`reload`]: the live cameras and publisher, and config changes applied without a restart.
 //! - [`supervisor`]: watches every task and thread; a dying stage stops the daemon, named.
 //! - [`pipeline`]: the generic edges between stages, each with its capacity and policy when full.
 //! - [`clock`]: the injectable wall clock.
@@ -49,6 +52,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod probe;
 pub mod publish;
+pub mod reload;
 pub mod report;
 pub mod rules;
 pub mod scene;
@@ -60,3 +64,4 @@ pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
 pub mod track;
+pub mod unit;

@@ -151,6 +151,13 @@ fn check(settings: &Settings, path: &std::path::Path) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     app::load_models(settings, |_, _| 1)?;
     println!("config {} is valid (version {})", path.display(), app::config_version(&settings.config));
+    match settings.overrides.as_slice() {
+        [] => println!("no key overridden (overlay {}: none there, or it changes nothing)", settings.overlay.display()),
+        overrides => {
+            println!("{} key(s) overridden:", overrides.len());
+            overrides.iter().for_each(|o| println!("  {o}"));
+        }
+    }
     Ok(())
 }
 

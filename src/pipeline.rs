@@ -93,7 +93,6 @@ struct Shared<T> {
     threads: Condvar,
     /// Wakes tasks awaiting `send_async`/`recv_async`.
     tasks: tokio::sync::Notify,
-    counters: Vec<Arc<EdgeCounters>>,
 }
 
 struct State<T> {
@@ -101,15 +100,19 @@ struct State<T> {
     senders: usize,
     receiver: bool,
     closed: bool,
+    /// Per key, what it put through (keys are added, never taken back: see [`EdgeSender::new_key`]).
+    counters: Vec<Arc<EdgeCounters>>,
     /// Per key, when it was last served (a count of receptions; 0: never).
     served: Vec<u64>,
     receptions: u64,
 }
 
-/// Creates an edge with one sender key per entry of `counters` (one for a plain edge, one per
-/// camera for a shared one). The sender returned has key 0; [`EdgeSender::keyed`] makes others.
+/// Creates an edge with one sender key per entry of `counters` (one for a plain edge; none for
+/// one shared by cameras, which add theirs with [`EdgeSender::new_key`]). The sender returned
+/// has key 0 (without counters it sends nothing: it only makes keys); [`EdgeSender::keyed`]
+/// makes others.
 pub fn edge<T>(spec: EdgeSpec, counters: Vec<Arc<EdgeCounters>>) -> (EdgeSender<T>, EdgeReceiver<T>) {
-    assert!(!counters.is_empty() && spec.capacity > 0, "an edge needs a key and room for an item");
+    assert!(spec.capacity > 0, "an edge needs room for an item");
     let shared = Arc::new(Shared {
         spec,
         state: Mutex::new(State {
@@ -118,11 +121,11 @@ pub fn edge<T>(spec: EdgeSpec, counters: Vec<Arc<EdgeCounters>>) -> (EdgeSender<
             receiver: true,
             closed: false,
             served: vec![0; counters.len()],
+            counters,
             receptions: 0,
         }),
         threads: Condvar::new(),
         tasks: tokio::sync::Notify::new(),
-        counters,
     });
     (EdgeSender { shared: shared.clone(), key: 0 }, EdgeReceiver { shared })
 }
@@ -150,7 +153,7 @@ impl<T> Shared<T> {
             return Ok(Err(Closed));
         }
         // Keys are checked when a sender is made (`edge`, `keyed`).
-        let Some(counters) = self.counters.get(key) else { return Ok(Err(Closed)) };
+        let Some(counters) = s.counters.get(key).cloned() else { return Ok(Err(Closed)) };
         let outcome = match self.spec.when_full {
             WhenFull::NewestWinsPerKey => match s.items.iter_mut().find(|(k, _)| *k == key) {
                 Some(waiting) => {
@@ -226,9 +229,25 @@ pub struct EdgeSender<T> {
 impl<T> EdgeSender<T> {
     /// A sender for `key` (an index into the edge's counters).
     pub fn keyed(&self, key: usize) -> Self {
-        assert!(key < self.shared.counters.len(), "key {key} of edge {} out of range", self.shared.spec.name);
-        self.shared.lock().senders += 1;
+        let mut s = self.shared.lock();
+        assert!(key < s.counters.len(), "key {key} of edge {} out of range", self.shared.spec.name);
+        s.senders += 1;
         Self { shared: self.shared.clone(), key }
+    }
+
+    /// A sender for a key of its own, added now with its `counters` (a camera started by a
+    /// reload). Keys are never reused: a stopped camera's key just falls silent.
+    pub fn new_key(&self, counters: Arc<EdgeCounters>) -> Self {
+        let mut s = self.shared.lock();
+        s.counters.push(counters);
+        s.served.push(0);
+        s.senders += 1;
+        Self { shared: self.shared.clone(), key: s.counters.len() - 1 }
+    }
+
+    /// This sender's key.
+    pub fn key(&self) -> usize {
+        self.key
     }
 
     /// Sends from a thread, waiting for room if the edge blocks.

@@ -26,14 +26,21 @@ pub type StageResult = Result<(), String>;
 pub struct Stage {
     pub name: &'static str,
     pub camera: Option<String>,
+    /// Cancelled when the stage is stopped on purpose before shutdown (its camera removed or
+    /// restarted by a reload): its end is then no failure.
+    pub stopped: Option<CancellationToken>,
 }
 
 impl Stage {
     pub fn of(name: &'static str, camera: &str) -> Self {
-        Self { name, camera: Some(camera.to_string()) }
+        Self { name, camera: Some(camera.to_string()), stopped: None }
     }
     pub fn shared(name: &'static str) -> Self {
-        Self { name, camera: None }
+        Self { name, camera: None, stopped: None }
+    }
+    /// The same stage, whose end is expected once `stopped` is cancelled.
+    pub fn until(self, stopped: &CancellationToken) -> Self {
+        Self { stopped: Some(stopped.clone()), ..self }
     }
 }
 
@@ -132,6 +139,7 @@ impl Supervisor {
             Err(e) => (e.id(), Some("cancelled".into())),
         };
         let stage = self.names.remove(&id).unwrap_or(Stage::shared("unknown"));
+        let early = early && !stage.stopped.as_ref().is_some_and(CancellationToken::is_cancelled);
         let camera = stage.camera.clone().unwrap_or_else(|| "-".into());
         let (message, cause) = match failure {
             Some(message) => (message, true),

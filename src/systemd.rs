@@ -15,6 +15,14 @@ pub fn ready() {
     notify(&[NotifyState::Ready, NotifyState::Status("running")]);
 }
 
+/// A reload began; [`ready`] says it ended (systemd 253+ waits for it on `systemctl reload`).
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now, NotifyState::Status("reloading")]),
+        Err(error) => warn!(%error, "cannot read the monotonic clock for systemd"),
+    }
+}
+
 pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }

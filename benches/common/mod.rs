@@ -66,6 +66,7 @@ pub fn opened() -> (IncidentEvent, Origin) {
             bbox: fieldwatch::detect::BBox { x1: 800.0, y1: 600.0, x2: 1000.0, y2: 800.0 },
             since: chrono::Utc::now(),
         }],
+        resolved_by: None,
     };
     let origin = Origin {
         device_id: "bench".into(),

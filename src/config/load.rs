@@ -1,4 +1,5 @@
-//! Loading: TOML file, then `FIELDWATCH__SECTION__KEY` environment variables, then validation.
+//! Loading: the TOML file, the overlay in the state directory, then `FIELDWATCH__SECTION__KEY`
+//! environment variables (see `layers`), then validation.
 //!
 //! serde stops at the first error. To report them all, [`load`] records the error, removes the
 //! offending key from the raw tree and deserialises again; because every field has a default, a
@@ -37,15 +38,10 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     if !path.is_file() {
         return Err(ConfigError::Read { path: shown, message: "no such file".into() });
     }
-    let merged = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix("FIELDWATCH").prefix_separator("__").separator("__").try_parsing(true),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize::<Value>())
-        .map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
-    settle(merged).map_err(|problems| ConfigError::Invalid { path: shown, problems })
+    let (merged, overrides, overlay) =
+        super::layers::layered(path).map_err(|message| ConfigError::Read { path: shown.clone(), message })?;
+    let settings = settle(merged).map_err(|problems| ConfigError::Invalid { path: shown, problems })?;
+    Ok(Settings { path: path.to_path_buf(), overlay, overrides, ..settings })
 }
 
 /// The merged tree deserialised and validated: the settings, or every problem found.
@@ -64,7 +60,13 @@ fn settle(merged: Value) -> Result<Settings, Vec<Problem>> {
             if let Some(path) = config.mqtt.password_path() {
                 config.mqtt.password = super::Secret::new(super::read_password(&path).unwrap_or_default());
             }
-            Ok(Settings { config, cameras })
+            Ok(Settings {
+                config,
+                cameras,
+                path: Default::default(),
+                overlay: Default::default(),
+                overrides: Vec::new(),
+            })
         }
         _ => Err(problems),
     }

@@ -5,11 +5,13 @@
 //! refuses to start on the same list that `fieldwatch check` prints.
 
 mod camera;
+mod layers;
 mod load;
 mod runtime;
 mod validate;
 
 pub use camera::*;
+pub use layers::{Layer, OVERLAY, Override};
 pub use load::{ConfigError, Problem, load};
 pub use runtime::*;
 

@@ -15,6 +15,12 @@ use std::time::Duration;
 pub struct Settings {
     pub config: Config,
     pub cameras: Vec<Arc<Camera>>,
+    /// The file it was read from: a reload reads it again.
+    pub path: PathBuf,
+    /// The overlay file laid over it, whether or not one exists yet.
+    pub overlay: PathBuf,
+    /// The keys the overlay or the environment set, for `check`.
+    pub overrides: Vec<super::Override>,
 }
 
 impl Settings {
@@ -34,7 +40,7 @@ impl Settings {
 }
 
 /// One camera as the daemon runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Camera {
     pub id: String,
     /// The id when no name was given.
@@ -68,6 +74,18 @@ impl Camera {
         models
     }
 
+    /// Whether `other` streams the same way (URL, credentials, transport, decoding, timings)
+    /// through the same models: if so, a reload keeps its connection and decoder.
+    pub fn same_source(&self, other: &Camera) -> bool {
+        self.url == other.url
+            && self.transport == other.transport
+            && self.decode == other.decode
+            && self.detect_fps == other.detect_fps
+            && self.stall_timeout == other.stall_timeout
+            && (self.reconnect_min, self.reconnect_max) == (other.reconnect_min, other.reconnect_max)
+            && self.models() == other.models()
+    }
+
     /// Camera `id` at `url` with every other setting at its default (see `CameraConfig`) and no
     /// rules: for `fieldwatch probe`, and for tests and benchmarks of one stage.
     pub fn at(id: &str, url: CameraUrl) -> Self {
@@ -93,7 +111,7 @@ impl Camera {
 }
 
 /// An RTSP URL without its credentials, the credentials, and a form safe to log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CameraUrl {
     pub url: url::Url,
     pub username: String,

@@ -466,26 +466,67 @@ impl From<Arc<Frame>> for Detected {
     }
 }
 
+/// Where one model sends each camera's frames, by the camera's key on the model's frames edge:
+/// the camera units fill in their route when they start and clear it when they stop, so the
+/// model's workers serve cameras that come and go with reloads. One table per model: once a
+/// model's workers have ended, dropping theirs ends the edges after them.
+#[derive(Clone, Default)]
+pub struct Routes(Arc<std::sync::RwLock<Vec<Option<Route>>>>);
+
+/// One camera's route: `next` is where its frames go after this model (the camera's next
+/// model or its rules).
+pub struct Route {
+    pub camera_id: String,
+    pub counters: Arc<CameraCounters>,
+    pub next: EdgeSender<Detected>,
+}
+
+impl Routes {
+    pub fn set(&self, key: usize, route: Route) {
+        let mut routes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if routes.len() <= key {
+            routes.resize_with(key + 1, || None);
+        }
+        if let Some(slot) = routes.get_mut(key) {
+            *slot = Some(route);
+        }
+    }
+
+    /// Forgets a stopped camera's route: frames of its key still waiting go nowhere.
+    pub fn clear(&self, key: usize) {
+        let mut routes = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = routes.get_mut(key) {
+            *slot = None;
+        }
+    }
+
+    /// Camera `key`'s id, counters and where its frames go next (sent outside the lock: a
+    /// lossless edge may wait).
+    fn get(&self, key: usize) -> Option<(String, Arc<CameraCounters>, EdgeSender<Detected>)> {
+        let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let route = routes.get(key)?.as_ref()?;
+        Some((route.camera_id.clone(), route.counters.clone(), route.next.clone()))
+    }
+}
+
 /// One model's inference worker: its index among the models, the edge it takes frames from
-/// (keyed by camera), and per camera where a frame goes next (the camera's next model or its
-/// rules; `None` for cameras that do not use this model).
+/// (keyed by camera), and the cameras' routes.
 pub struct Worker {
     pub detector: Detector,
     pub model: usize,
     pub input: Arc<EdgeReceiver<Detected>>,
-    pub outputs: Vec<Option<EdgeSender<Detected>>>,
-    pub counters: Vec<Arc<CameraCounters>>,
+    pub routes: Routes,
     pub stats: Arc<ModelCounters>,
     /// Busy while a run is in progress: a run that never ends is a hung worker.
     pub progress: Arc<Progress>,
-    pub camera_ids: Vec<String>,
 }
 
 impl Worker {
     /// Runs until the input edge ends: each run takes the waiting frames, one per camera (up
     /// to the model's batch), detects them together, and passes each on.
     pub fn run(mut self) {
-        crate::testing::maybe_panic("detect", self.camera_ids.first().map(String::as_str).unwrap_or_default());
+        let first = self.routes.get(0).map(|(camera, _, _)| camera).unwrap_or_default();
+        crate::testing::maybe_panic("detect", &first);
         loop {
             let batch = self.input.recv_batch(self.detector.max_batch());
             if batch.is_empty() {
@@ -493,8 +534,9 @@ impl Worker {
             }
             let started = Instant::now();
             self.progress.start();
-            let first_camera = batch.first().and_then(|(camera, _)| self.camera_ids.get(*camera));
-            crate::testing::maybe_block("detect", first_camera.map(String::as_str).unwrap_or_default());
+            let routes: Vec<_> = batch.iter().map(|(key, _)| self.routes.get(*key)).collect();
+            let first_camera = routes.first().and_then(Option::as_ref).map(|(camera, _, _)| camera.as_str());
+            crate::testing::maybe_block("detect", first_camera.unwrap_or_default());
             let frames: Vec<&Frame> = batch.iter().map(|(_, d)| &*d.frame).collect();
             let (result, preprocessing) = self.detector.detect_frames(&frames);
             self.progress.done();
@@ -504,25 +546,24 @@ impl Worker {
             // Each frame of a run is charged an equal share of it.
             let share = |d: Duration| d.as_nanos() as u64 / batch.len() as u64;
             let (busy, preprocessing) = (share(took), share(preprocessing));
-            for counters in batch.iter().filter_map(|(camera, _)| self.counters.get(*camera)) {
+            for (_, counters, _) in routes.iter().flatten() {
                 counters.detect_busy.add(busy);
                 counters.preprocess_busy.add(preprocessing);
             }
             match result {
                 Ok(found) => {
-                    for ((camera, mut job), mut detections) in batch.into_iter().zip(found) {
+                    for (((_, mut job), mut detections), route) in batch.into_iter().zip(found).zip(routes) {
                         detections.iter_mut().for_each(|d| d.model = self.model);
                         job.detections.append(&mut detections);
-                        // A closed output means that camera is shutting down; the others go on.
-                        if let Some(next) = self.outputs.get(camera).and_then(Option::as_ref) {
+                        // A closed output or no route means that camera is stopping; the others go on.
+                        if let Some((_, _, next)) = route {
                             let _ = next.send(job);
                         }
                     }
                 }
                 Err(error) => {
                     self.stats.failures.inc();
-                    let cameras: Vec<&str> =
-                        batch.iter().filter_map(|(c, _)| self.camera_ids.get(*c)).map(String::as_str).collect();
+                    let cameras: Vec<&str> = routes.iter().flatten().map(|(camera, _, _)| camera.as_str()).collect();
                     warn!(%error, model = %self.detector.name(), ?cameras, "detection failed; frames skipped");
                 }
             }

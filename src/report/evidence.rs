@@ -155,6 +155,7 @@ mod tests {
             opened_at: at(3),
             at: at(secs),
             objects,
+            resolved_by: None,
         }
     }
 

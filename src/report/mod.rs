@@ -17,7 +17,7 @@ pub use text::{Description, check_template};
 
 use crate::config::SnapshotMode;
 use crate::detect::BBox;
-use crate::rules::{EventKind, IncidentEvent};
+use crate::rules::{EventKind, IncidentEvent, ResolvedBy};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -94,6 +94,9 @@ pub struct Report {
     pub observed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
+    /// On resolved reports: `clear` (the scene cleared) or `config` (its rule or camera was removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<&'static str>,
     pub duration_secs: f64,
     pub zone: Vec<[f64; 2]>,
     pub objects: Vec<ReportObject>,
@@ -285,6 +288,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         opened_at: timestamp(event.opened_at),
         observed_at: timestamp(shown.at),
         resolved_at: (event.kind == EventKind::Resolved).then(|| timestamp(event.at)),
+        resolved_by: event.resolved_by.map(ResolvedBy::as_str),
         duration_secs: ((shown.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
         zone: rule.zone.polygon.clone(),
         objects: shown

@@ -74,6 +74,26 @@ pub struct IncidentEvent {
     pub at: DateTime<Utc>,
     /// The objects that count now (none when resolved).
     pub objects: Vec<IncidentObject>,
+    /// Why a resolved incident ended; `None` for the other events.
+    pub resolved_by: Option<ResolvedBy>,
+}
+
+/// Why an incident resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedBy {
+    /// Nothing was present for the rule's `clear_after`.
+    Clear,
+    /// Its rule or camera left the config (a reload).
+    Config,
+}
+
+impl ResolvedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::Config => "config",
+        }
+    }
 }
 
 /// One rule's incident state that must outlive the process.
@@ -128,6 +148,7 @@ impl CameraRules {
                     opened_at: open.opened_at,
                     at,
                     objects: Vec::new(),
+                    resolved_by: Some(ResolvedBy::Config),
                 }),
                 State::Idle | State::Cooldown { .. } => None,
             })
@@ -397,6 +418,7 @@ impl RuleEngine {
             opened_at: open.opened_at,
             at,
             objects,
+            resolved_by: (kind == EventKind::Resolved).then_some(ResolvedBy::Clear),
         };
         match &mut self.state {
             State::Cooldown { .. } => None,

@@ -133,6 +133,11 @@ impl Stages {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push((name.into(), progress));
     }
 
+    /// Forgets a stage that was stopped on purpose (a camera a reload removed or restarted).
+    pub fn remove(&self, progress: &Arc<Progress>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, p)| !Arc::ptr_eq(p, progress));
+    }
+
     /// Every stage with how long its current work has taken (`None`: idle).
     pub fn all(&self) -> Vec<(String, Option<std::time::Duration>)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, p)| (n.clone(), p.busy_for())).collect()
@@ -141,6 +146,48 @@ impl Stages {
     /// The stages busy with one piece of work for longer than `limit`.
     pub fn hung(&self, limit: std::time::Duration) -> Vec<(String, std::time::Duration)> {
         self.all().into_iter().filter_map(|(n, busy)| busy.filter(|b| *b > limit).map(|b| (n, b))).collect()
+    }
+}
+
+/// The cameras running now, in config order, each with its counters: a reload changes the list.
+#[derive(Clone, Default)]
+pub struct CameraList(Arc<std::sync::RwLock<Vec<NamedCounters>>>);
+
+/// A camera's id and its counters.
+pub type NamedCounters = (String, Arc<CameraCounters>);
+
+impl CameraList {
+    pub fn set(&self, cameras: Vec<NamedCounters>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = cameras;
+    }
+    pub fn all(&self) -> Vec<NamedCounters> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The config running and how the last reload went: the problems of a config that was refused
+/// (the old one runs on), empty once one is taken.
+#[derive(Clone, Default)]
+pub struct ConfigState(Arc<std::sync::Mutex<ConfigNow>>);
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConfigNow {
+    pub version: String,
+    /// Reloads taken since the start.
+    pub reloads: u64,
+    /// Each problem of the config last refused, as `key.path: message`.
+    pub problems: Vec<String>,
+}
+
+impl ConfigState {
+    pub fn new(version: String) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(ConfigNow { version, ..Default::default() })))
+    }
+    pub fn now(&self) -> ConfigNow {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn update(&self, change: impl FnOnce(&mut ConfigNow)) {
+        change(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 

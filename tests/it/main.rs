@@ -15,6 +15,7 @@ mod models;
 mod package;
 mod person_model;
 mod reconnect;
+mod reload;
 mod replay;
 mod squares_model;
 mod storage;

@@ -1,0 +1,373 @@
+//! One camera's stages — a source task, a decode thread, a rules task — as a unit that starts,
+//! takes a changed camera, and stops on its own while everything else runs on: what a reload
+//! needs. The models' inference workers are shared by every camera; a unit plugs into them
+//! through a key of its own on each model's frames edge and its [`Route`] in that model's
+//! [`Routes`], and unplugs by clearing them.
+
+use crate::clock::Clock;
+use crate::config::{Camera, Config};
+use crate::decode::{self, Frame};
+use crate::detect::{Detected, Detection, Route, Routes};
+use crate::outbox::Outbox;
+use crate::pipeline::{EdgeReceiver, EdgeSender, EdgeSpec, edge};
+use crate::report::{self, Evidence, Origin, Report, Shots};
+use crate::rules::{CameraRules, EventKind, IncidentEvent};
+use crate::source::SourceContext;
+use crate::state::StateFile;
+use crate::supervisor::{Stage, StageResult, Supervisor};
+use crate::telemetry::{CameraCounters, Stages};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// The frame edges' policies: live drops frames when something is slow; replay never drops.
+/// (Reports are never dropped either way: the outbox live, a blocking edge in replay.)
+#[derive(Debug, Clone, Copy)]
+pub struct Policies {
+    pub encoded: EdgeSpec,
+    pub frames: EdgeSpec,
+    pub detections: EdgeSpec,
+}
+
+impl Policies {
+    pub const LIVE: Self = Self {
+        encoded: crate::pipeline::ENCODED,
+        frames: crate::pipeline::FRAMES,
+        detections: crate::pipeline::DETECTIONS,
+    };
+    pub const LOSSLESS: Self = Self {
+        encoded: crate::pipeline::ENCODED.lossless(),
+        frames: crate::pipeline::FRAMES.lossless(),
+        detections: crate::pipeline::DETECTIONS.lossless(),
+    };
+}
+
+/// One model as units plug into it: a sender on its frames edge to make keys from (`None`: the
+/// model is not loaded), and its workers' routes.
+pub struct ModelInput {
+    pub frames: Option<EdgeSender<Detected>>,
+    pub routes: Routes,
+}
+
+/// What every unit plugs into, and what its reports say about the device and config.
+pub struct Plant {
+    pub models: Vec<ModelInput>,
+    pub stages: Stages,
+    pub policies: Policies,
+    pub clock: Arc<dyn Clock>,
+    pub shutdown: CancellationToken,
+    /// The config the reports name (device, models, version, snapshot style).
+    pub config: Config,
+}
+
+impl Plant {
+    /// What camera `camera`'s reports say about where they come from.
+    pub fn origin(&self, camera: &Camera) -> Origin {
+        let config = &self.config;
+        Origin {
+            device_id: config.device.id.clone(),
+            camera_id: camera.id.clone(),
+            camera_name: camera.name.clone(),
+            camera_location: camera.location.clone(),
+            model_names: config.all_models().into_iter().map(|m| m.name).collect(),
+            config_version: crate::app::config_version(config),
+            class_names: camera.class_names.clone(),
+            snapshot: report::SnapshotStyle::new(&config.snapshot, camera.privacy_masks.clone()),
+        }
+    }
+}
+
+/// How a camera's source runs, given its context: supervised reconnects live, one pass in replay.
+pub type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
+
+/// A camera to start: its settings, its source, where its incident state is kept (live only),
+/// and where its reports go.
+pub struct CameraStart {
+    pub camera: Arc<Camera>,
+    pub run: SourceRun,
+    pub state: Option<StateFile>,
+    pub sink: ReportSink,
+}
+
+/// What a running unit's rules task is told.
+enum Control {
+    /// The camera's rules, masks or tracking changed, or the config the reports name.
+    Change { camera: Arc<Camera>, origin: Box<Origin> },
+    /// The camera left the config: resolve its open incidents (reason `config`) and end.
+    Retire,
+    /// End, keeping the open incidents in the state file for the unit that replaces this one.
+    Stop,
+}
+
+/// A running camera.
+pub struct CameraUnit {
+    pub camera: Arc<Camera>,
+    pub counters: Arc<CameraCounters>,
+    /// (model, key on its frames edge): the routes to clear when the unit stops.
+    keys: Vec<(usize, usize)>,
+    /// Cancelled to stop the source; the unit's stages may end from then on.
+    stopping: CancellationToken,
+    control: mpsc::UnboundedSender<Control>,
+    /// Cancelled when the rules task has ended (its last reports queued, its state saved).
+    rules_done: CancellationToken,
+    decoding: Arc<crate::telemetry::Progress>,
+}
+
+impl CameraUnit {
+    /// Starts `start`'s camera under `supervisor`, counting into `counters` (a restarted camera
+    /// keeps its own). The source feeds the decoder; the decoder the first model the camera's
+    /// rules read; each model the next; the last one the rules.
+    pub fn start(
+        plant: &Plant,
+        supervisor: &mut Supervisor,
+        start: CameraStart,
+        counters: Arc<CameraCounters>,
+    ) -> Result<Self, crate::config::Problem> {
+        let CameraStart { camera, run: run_source, state, sink } = start;
+        let route = camera.models();
+        let unloaded = route.iter().find(|&&m| plant.models.get(m).is_none_or(|m| m.frames.is_none()));
+        if let Some(m) = unloaded {
+            let message = format!("reads model {m}, which is not loaded (a model change needs a restart)");
+            return Err(crate::config::Problem { path: format!("cameras.{}", camera.id), message });
+        }
+        let c = counters;
+        let span = info_span!("camera", camera = %camera.id);
+        let stopping = plant.shutdown.child_token();
+        let (encoded_tx, encoded_rx) = edge(plant.policies.encoded, vec![c.encoded.clone()]);
+        let (detected_tx, detected_rx) = edge(plant.policies.detections, vec![c.detected.clone()]);
+        // A key on each model's frames edge the camera uses; each model routes to the next.
+        let senders: Vec<(usize, EdgeSender<Detected>)> = (route.iter())
+            .filter_map(|&m| plant.models.get(m)?.frames.as_ref().map(|f| (m, f.new_key(c.frames.clone()))))
+            .collect();
+        let mut keys = Vec::new();
+        for (step, (m, sender)) in senders.iter().enumerate() {
+            let next = match senders.get(step + 1) {
+                Some((_, after)) => after.keyed(after.key()),
+                None => detected_tx.keyed(0),
+            };
+            let route = Route { camera_id: camera.id.clone(), counters: c.clone(), next };
+            if let Some(model) = plant.models.get(*m) {
+                model.routes.set(sender.key(), route);
+                keys.push((*m, sender.key()));
+            }
+        }
+        drop(detected_tx);
+        let mut senders = senders.into_iter().map(|(_, s)| s);
+        let first = senders.next();
+        drop(senders); // the later models' keys live on in the routes
+
+        let until = |name| Stage::of(name, &camera.id).until(&stopping);
+        let ctx =
+            SourceContext::new(encoded_tx, plant.clock.clone(), c.clone(), stopping.clone(), camera.stall_timeout);
+        let id = camera.id.clone();
+        let source = async move {
+            crate::testing::maybe_panic("source", &id);
+            run_source(ctx).await
+        };
+        supervisor.spawn(until("source"), source.instrument(span.clone()));
+
+        plant.stages.add(format!("decode {}", camera.id), c.decoding.clone());
+        let (cam, cc) = (camera.clone(), c.clone());
+        supervisor.spawn_thread(until("decode"), span.clone(), move || {
+            if let Some(first) = first {
+                decode::run(&cam.id, cam.detect_fps, cam.decode, encoded_rx, first, &cc);
+            }
+            Ok(())
+        });
+
+        let (control, orders) = mpsc::unbounded_channel();
+        let rules_done = CancellationToken::new();
+        let rules = Rules { camera: camera.clone(), origin: plant.origin(&camera), state, sink, counters: c.clone() };
+        let done = rules_done.clone().drop_guard();
+        let shutdown = plant.shutdown.clone();
+        let task = async move {
+            let _done = done;
+            rules.run(detected_rx, orders, shutdown).await
+        };
+        supervisor.spawn(until("rules"), task.instrument(span));
+        let decoding = c.decoding.clone();
+        Ok(Self { camera, counters: c, keys, stopping, control, rules_done, decoding })
+    }
+
+    /// Hands the running rules a changed camera (same source and models) and the config its
+    /// reports now name: open incidents and dwell carry over (see [`CameraRules::reconfigure`]).
+    pub fn change(&mut self, camera: Arc<Camera>, origin: Origin) {
+        self.camera = camera.clone();
+        let _ = self.control.send(Control::Change { camera, origin: Box::new(origin) });
+    }
+
+    /// Stops the unit; `retire` resolves its open incidents (reason `config`) first, otherwise
+    /// they stay in the state file for the unit that replaces it. Returns once the rules task
+    /// has ended: its reports are queued and its state saved.
+    pub async fn stop(self, plant: &Plant, retire: bool) {
+        self.stopping.cancel();
+        let _ = self.control.send(if retire { Control::Retire } else { Control::Stop });
+        for (m, key) in &self.keys {
+            if let Some(model) = plant.models.get(*m) {
+                model.routes.clear(*key);
+            }
+        }
+        plant.stages.remove(&self.decoding);
+        self.rules_done.cancelled().await;
+    }
+}
+
+/// A unit's rules task: applies the camera's rules to each detected frame; events become
+/// reports. With a state file, it takes up the incidents a previous run left open and records
+/// every change.
+struct Rules {
+    camera: Arc<Camera>,
+    origin: Origin,
+    state: Option<StateFile>,
+    sink: ReportSink,
+    counters: Arc<CameraCounters>,
+}
+
+impl Rules {
+    async fn run(
+        self,
+        detected: EdgeReceiver<Detected>,
+        mut orders: mpsc::UnboundedReceiver<Control>,
+        shutdown: CancellationToken,
+    ) -> StageResult {
+        let Self { mut camera, origin, state, sink, counters } = self;
+        crate::testing::maybe_panic("rules", &camera.id);
+        let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
+        let mut origin = Arc::new(origin);
+        let mut logic = CameraRules::new(&camera);
+        if let Some(file) = &state {
+            logic.restore(&file.restore());
+        }
+        // The last frame seen and what was found in it: the evidence of a reload's resolutions.
+        let mut last: Option<(Arc<Frame>, Vec<Detection>)> = None;
+        let mut retiring = false;
+        loop {
+            let (events, detected) = tokio::select! {
+                biased;
+                order = orders.recv() => {
+                    let at = last.as_ref().map_or_else(chrono::Utc::now, |(frame, _)| frame.at);
+                    match order {
+                        Some(Control::Change { camera: changed, origin: named }) => {
+                            camera = changed;
+                            origin = Arc::new(*named);
+                            (logic.reconfigure(&camera, at), None)
+                        }
+                        Some(Control::Retire) => {
+                            retiring = true;
+                            let emptied = Camera { rules: Vec::new(), ..(*camera).clone() };
+                            (logic.reconfigure(&emptied, at), None)
+                        }
+                        Some(Control::Stop) | None => return Ok(()),
+                    }
+                }
+                _ = shutdown.cancelled() => return Ok(()),
+                d = detected.recv_async() => match d {
+                    Some(Detected { frame, detections }) => {
+                        counters.frames_detected.inc();
+                        counters.detections.add(detections.len() as u64);
+                        let latency = (chrono::Utc::now() - frame.at).num_milliseconds();
+                        counters.latency.record(latency.clamp(0, u32::MAX as i64) as u32);
+                        // With several inference workers a later frame can finish first: rules
+                        // see stream time only forwards, so the earlier one is dropped (counted).
+                        if last.as_ref().is_some_and(|(seen, _)| frame.at <= seen.at) {
+                            counters.frames_stale.inc();
+                            continue;
+                        }
+                        let started = Instant::now();
+                        let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
+                        evidence.see(&frame, &detections, logic.present());
+                        counters.rules_busy.add_since(started);
+                        (events, Some((frame, detections)))
+                    }
+                    // The unit's route was cleared (stopped) or the daemon is stopping.
+                    None => return Ok(()),
+                },
+            };
+            // An order (no frame) always changes what is saved; a frame when it has events.
+            let changed = !events.is_empty() || detected.is_none();
+            if let Some(seen) = detected {
+                last = Some(seen);
+            }
+            // Reports are committed before the incident state: a crash in between repeats a
+            // report rather than losing one.
+            for event in events {
+                info!(rule = %event.rule.id, incident = %event.incident_id, event = ?event.kind,
+                      resolved_by = event.resolved_by.map(|r| r.as_str()), objects = event.objects.len(), "incident");
+                if event.kind == EventKind::Opened {
+                    counters.incidents_opened.inc();
+                }
+                let Some((frame, detections)) = &last else {
+                    warn!(rule = %event.rule.id, incident = %event.incident_id, "resolved without a report: no frame seen since the start");
+                    continue;
+                };
+                let shots = evidence.take(&event, frame, detections);
+                let Some(report) = build_report(&origin, event, shots).await else {
+                    counters.reports_failed.inc();
+                    continue;
+                };
+                counters.reports.inc();
+                sink.put(report).await?;
+            }
+            if let (Some(file), true) = (&state, changed) {
+                let (file, saved) = (file.clone(), logic.saved());
+                match tokio::task::spawn_blocking(move || file.save(&saved)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
+                    Err(error) => error!(%error, "saving the incident state failed"),
+                }
+            }
+            if retiring {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Builds a report on a blocking thread (colour conversion and JPEG are CPU work). A panic is
+/// retried once; a second one is logged at error with the incident, never passed over silently.
+async fn build_report(origin: &Arc<Origin>, event: IncidentEvent, shots: Shots) -> Option<Report> {
+    const ATTEMPTS: u32 = 2;
+    for attempt in 1..=ATTEMPTS {
+        let (o, e, f) = (origin.clone(), event.clone(), shots.clone());
+        match tokio::task::spawn_blocking(move || report::build(&o, &e, &f)).await {
+            Ok(report) => return Some(report),
+            Err(error) => {
+                error!(attempt, incident = %event.incident_id, event = ?event.kind, error = %error, "building a report failed")
+            }
+        }
+    }
+    error!(incident = %event.incident_id, event = ?event.kind, rule = %event.rule.id, "report lost: building it failed {ATTEMPTS} times");
+    None
+}
+
+/// Where a camera's reports go: committed to the outbox before anything else happens (live),
+/// or through an edge to the replay writer.
+pub enum ReportSink {
+    Outbox { outbox: Arc<Outbox>, topic: String },
+    Edge(EdgeSender<Report>),
+}
+
+impl ReportSink {
+    pub async fn put(&self, report: Report) -> Result<(), String> {
+        match self {
+            ReportSink::Edge(tx) => {
+                tx.send_async(report).await.map(drop).map_err(|_| "the report consumer stopped".into())
+            }
+            ReportSink::Outbox { outbox, topic } => {
+                let json = serde_json::to_vec(&report).map_err(|e| format!("report not serialisable: {e}"))?;
+                let (outbox, topic, camera) = (outbox.clone(), topic.clone(), report.camera_id.clone());
+                let images = report.images.clone();
+                match tokio::task::spawn_blocking(move || outbox.push(&camera, &topic, &json, &images)).await {
+                    Ok(slot) => {
+                        info!(outbox_id = %slot, report_id = %report.report_id, event = report.event, "report queued in the outbox");
+                        Ok(())
+                    }
+                    Err(error) => Err(format!("queueing the report failed: {error}")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Config changes without a restart: SIGHUP re-reads the config and the overlay in the state
+//! directory, and applies only what changed.
+
+use crate::support::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// parked.mp4's camera with two rules on the same zone: `sidewalk` and `extra`.
+fn two_rules(url: &str) -> String {
+    format!(
+        r#"
+[[cameras]]
+id = "cam-ok"
+url = "{url}"
+detect_fps = 5
+reconnect_min_secs = 60
+reconnect_max_secs = 60
+
+[cameras.tracking]
+stationary_after_secs = 1
+stationary_max_unseen_secs = 1
+
+[[cameras.zones]]
+name = "sidewalk"
+polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
+
+[[cameras.rules]]
+id = "sidewalk"
+violation = "sidewalk_encroachment"
+zone = "sidewalk"
+classes = ["red"]
+min_score = 0.5
+dwell_secs = 3
+clear_after_secs = 2
+
+[[cameras.rules]]
+id = "extra"
+violation = "obstacle"
+zone = "sidewalk"
+classes = ["red"]
+dwell_secs = 3
+clear_after_secs = 2
+"#
+    )
+}
+
+fn hangup(daemon: &Daemon) {
+    unsafe { libc::kill(daemon.proc.0.id() as i32, libc::SIGHUP) };
+}
+
+/// The value of the metric line that starts with `series` (`name{labels}`).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// One daemon, three reloads while incidents are open: a raised threshold (from the overlay)
+/// keeps the open incident (same id, same start) and the camera's connection; a removed rule
+/// resolves with `resolved_by: config`; an added camera starts; a broken config changes nothing
+/// and shows in `/healthz`; `check` names the overlay's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() {
+    let _serial = heavy().await;
+    let dir = temp_dir("reload");
+    let broker = Mosquitto::start();
+    let camera = RtspServer::start(&cache("clips/parked.mp4"), None);
+    let url = format!("rtsp://127.0.0.1:{}/cam", camera.port);
+    let http = free_port();
+    let subscriber = Subscriber::start(broker.port, "fieldwatch/#").await;
+    let config = daemon_config_http(&dir, broker.port, "", &two_rules(&url), Some(http));
+    let daemon = Daemon::start(&config, &dir.join("daemon.log"));
+    let reports = || subscriber.json_on("cam-ok/reports");
+    let of = |reports: &[Value], rule: &str, event: &str| -> Vec<Value> {
+        reports.iter().filter(|r| r["rule_id"] == rule && r["event"] == event).cloned().collect()
+    };
+    // Whether a report of `rule` with `event` is among `messages`.
+    let has = |messages: &[(String, Vec<u8>)], rule: &str, event: &str| {
+        messages.iter().filter(|(topic, _)| topic.ends_with("cam-ok/reports")).any(|(_, payload)| {
+            serde_json::from_slice::<Value>(payload).is_ok_and(|r| r["rule_id"] == rule && r["event"] == event)
+        })
+    };
+    subscriber
+        .wait_for(Duration::from_secs(20), "both rules open", |m| {
+            has(m, "sidewalk", "opened") && has(m, "extra", "opened")
+        })
+        .await;
+
+    // The overlay raises the threshold of `sidewalk`; the file drops `extra` and adds a camera.
+    let overlay = dir.join("state/overlay.toml");
+    std::fs::write(&overlay, "[[cameras]]\nid = \"cam-ok\"\n[[cameras.rules]]\nid = \"sidewalk\"\nthreshold = 0.6\n")
+        .unwrap();
+    let without_extra = two_rules(&url).split("[[cameras.rules]]\nid = \"extra\"").next().unwrap().to_string();
+    daemon_config_http(
+        &dir,
+        broker.port,
+        "",
+        &format!("{without_extra}{}", camera_block("cam-2", &url, "")),
+        Some(http),
+    );
+    let (code, checked) = fieldwatch(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{checked}");
+    assert!(
+        checked.contains(&format!("cameras[0].rules[0].threshold: from the overlay {}", overlay.display())),
+        "{checked}"
+    );
+    hangup(&daemon);
+    daemon.wait_log("reload taken", 1, Duration::from_secs(5)).await;
+    subscriber.wait_for(Duration::from_secs(5), "extra resolved", |m| has(m, "extra", "resolved")).await;
+    let r = reports();
+    let resolved = &of(&r, "extra", "resolved")[0];
+    assert_eq!(resolved["resolved_by"], "config", "{resolved:#}");
+    assert_eq!(resolved["incident_id"], of(&r, "extra", "opened")[0]["incident_id"]);
+
+    // The squares leave at 12 s: `sidewalk` resolves as it would have, the incident it opened.
+    subscriber.wait_for(Duration::from_secs(15), "sidewalk resolved", |m| has(m, "sidewalk", "resolved")).await;
+    let r = reports();
+    let (opened, resolved) = (&of(&r, "sidewalk", "opened"), &of(&r, "sidewalk", "resolved")[0]);
+    assert_eq!(opened.len(), 1, "{r:#?}");
+    assert_eq!(resolved["incident_id"], opened[0]["incident_id"]);
+    assert_eq!(resolved["started_at"], opened[0]["started_at"], "the dwell did not restart");
+    assert_eq!(resolved["resolved_by"], "clear");
+    assert_ne!(resolved["config_version"], opened[0]["config_version"], "the report names the new config");
+
+    daemon.wait_log("camera added: starting it", 1, Duration::from_secs(1)).await;
+    let (_, metrics) = http_get(http, "/metrics");
+    assert_eq!(metric(&metrics, "fieldwatch_connects_total{camera=\"cam-ok\"}"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "fieldwatch_connects_total{camera=\"cam-2\"}"), Some(1.0), "{metrics}");
+
+    // A broken config is refused, named, and shown; everything runs on as it was.
+    daemon_config_http(&dir, broker.port, "", &without_extra.replace("dwell_secs = 3", "dwell_secs = -1"), Some(http));
+    hangup(&daemon);
+    daemon.wait_log("reload refused;", 1, Duration::from_secs(5)).await;
+    assert!(daemon.log_text().contains("cameras[0].rules[0].dwell_secs"), "{}", daemon.log_text());
+    let (status, health) = http_get(http, "/healthz");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!((status, &health["status"]), (200, &Value::from("degraded")), "{health:#}");
+    assert!(
+        health["config"]["problems"][0].as_str().unwrap().starts_with("cameras[0].rules[0].dwell_secs"),
+        "{health:#}"
+    );
+    let (_, metrics) = http_get(http, "/metrics");
+    assert_eq!(metric(&metrics, "fieldwatch_connects_total{camera=\"cam-2\"}"), Some(1.0), "{metrics}");
+
+    let mut daemon = daemon;
+    assert!(daemon.terminate(Duration::from_secs(10)).0.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
