@@ -21,6 +21,7 @@ use crate::source::{FileSource, Source};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
 use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelCounters, ModelStatus, Stages};
 use crate::unit::{CameraStart, CameraUnit, ModelInput, Plant, ReportSink, SourceRun};
+use crate::workbench::{Edits, ReloadRequest, Workbench};
 use futures::FutureExt;
 use sha2::Digest;
 use std::fmt;
@@ -176,7 +177,10 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     live.start_publisher(&mut supervisor, describe.clone()).await;
     supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
     tokio::spawn(crate::systemd::watchdog(stages.clone(), shutdown.clone()));
+    // The workbench's saves, loaded as a SIGHUP would be.
+    let (reloads, mut saves) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
     if let Some(listener) = http {
+        let edits = config.http.edit.then(|| Edits { overlay: live.overlay(), reloads });
         let observed = crate::http::Observed {
             stages: stages.clone(),
             stuck_after: Duration::from_secs_f64(config.http.stuck_after_secs),
@@ -184,6 +188,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
             models: running,
             outbox: outbox.clone(),
             config: live.config.clone(),
+            workbench: Workbench::new(live.cameras.clone(), &config.http.token, edits),
         };
         tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
     }
@@ -200,7 +205,14 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
             _ = supervisor.watch(&shutdown, Until::Shutdown) => break,
             _ = hangup => {
                 crate::systemd::reloading();
-                live.reload(&mut supervisor, &describe).await;
+                info!(from = "SIGHUP", "reloading the config");
+                let _ = live.reload(&mut supervisor, &describe).await;
+                crate::systemd::ready();
+            }
+            Some(save) = saves.recv() => {
+                crate::systemd::reloading();
+                info!(from = %save.from, "reloading the config: the workbench saved a change");
+                let _ = save.reply.send(live.reload(&mut supervisor, &describe).await);
                 crate::systemd::ready();
             }
         }
@@ -440,7 +452,8 @@ pub async fn replay(
     // Replay keeps no state: it must not touch what the live daemon remembers.
     let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) };
     let c = Arc::new(CameraCounters::default());
-    let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone()).map_err(|p| AppError::Mismatch(vec![p]))?;
+    let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone(), Arc::default())
+        .map_err(|p| AppError::Mismatch(vec![p]))?;
     let routes = plant.models.iter().map(|m| m.routes.clone()).collect();
     start_models(&mut supervisor, models, edges, routes, &stages);
     // Each stage ends once the one before it has: the plant's own senders must not outlive the clip.

@@ -8,21 +8,26 @@
 //!   restarting the daemon would not help.
 //! - `GET /metrics`: Prometheus text format, read from the counters the stages keep anyway
 //!   (`prometheus-client` encodes them at scrape time).
+//! - Everything else is the technician's workbench (see [`crate::workbench`]): the live view,
+//!   the zone editor, and the login they need when `http.token` is set. `/healthz` and
+//!   `/metrics` need no token: a local scraper reads them as before.
 
 use crate::outbox::{Outbox, Storage};
 use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelStatus, Stages};
+use crate::workbench::{self, Workbench};
 use http_body_util::Full;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Everything the endpoint reads.
 #[derive(Clone)]
@@ -33,6 +38,7 @@ pub struct Observed {
     pub models: Vec<ModelStatus>,
     pub outbox: Arc<Outbox>,
     pub config: ConfigState,
+    pub workbench: Workbench,
 }
 
 /// Binds `listen`; the error names the key, so a port in use is plain at start.
@@ -45,10 +51,10 @@ pub async fn serve(listener: tokio::net::TcpListener, observed: Observed, shutdo
     info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "health and metrics endpoint listening");
     let observed = Arc::new(observed);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     warn!(%error, "http: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -59,7 +65,7 @@ pub async fn serve(listener: tokio::net::TcpListener, observed: Observed, shutdo
         let observed = observed.clone();
         let service = hyper::service::service_fn(move |request| {
             let observed = observed.clone();
-            async move { Ok::<_, Infallible>(respond(&observed, &request)) }
+            async move { Ok::<_, Infallible>(respond(&observed, request, peer).await) }
         });
         let connection =
             hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -73,23 +79,167 @@ pub async fn serve(listener: tokio::net::TcpListener, observed: Observed, shutdo
     }
 }
 
-fn respond<B>(observed: &Observed, request: &Request<B>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
+/// A response: status, content type, body.
+type Answer = (StatusCode, &'static str, Vec<u8>);
+
+const HTML: &str = "text/html; charset=utf-8";
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The largest request body taken (a zone, a login).
+const MAX_BODY: usize = 64 << 10;
+
+async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let header =
+        |name: hyper::header::HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (authorization, cookies) = (header(hyper::header::AUTHORIZATION), header(hyper::header::COOKIE));
+    let csrf = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bench = &observed.workbench;
+    let mut cookie = None;
+    let (status, content_type, body): Answer = match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => {
             let (healthy, body) = health(observed);
             let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            (status, "application/json", body)
+            (status, JSON, body.into())
         }
         ("GET", "/metrics") => {
-            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics(observed))
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics(observed).into())
         }
-        ("GET", _) => (StatusCode::NOT_FOUND, "text/plain", "GET /healthz or /metrics\n".into()),
-        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()),
+        ("GET", "/login") => (StatusCode::OK, HTML, workbench::login_page(false).into()),
+        ("POST", "/login") => match read_body(request).await.map(|b| bench.login(&String::from_utf8_lossy(&b))) {
+            Some(Some(set)) => {
+                info!(from = %peer, "workbench login");
+                cookie = Some(set);
+                (StatusCode::SEE_OTHER, TEXT, Vec::new())
+            }
+            _ => {
+                warn!(from = %peer, "workbench login refused: wrong token");
+                (StatusCode::UNAUTHORIZED, HTML, workbench::login_page(true).into())
+            }
+        },
+        // Every page, picture and change from here on needs the token, when there is one.
+        _ if !bench.allows(authorization.as_deref(), cookies.as_deref()) => {
+            (StatusCode::UNAUTHORIZED, HTML, workbench::login_page(false).into())
+        }
+        ("GET", "/") => (StatusCode::OK, HTML, bench.index().into()),
+        ("GET", path) => match path.strip_prefix("/cameras/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
+            Some((id, "")) if bench.cameras.get(id).is_some() => (StatusCode::OK, HTML, bench.camera_page(id).into()),
+            Some((id, "view.json")) => view(bench, id),
+            Some((id, "frame.jpg")) => frame(bench, id).await,
+            _ => (StatusCode::NOT_FOUND, TEXT, "no such page: GET /, /cameras/ID, /healthz or /metrics\n".into()),
+        },
+        ("POST", path) => match path.strip_prefix("/cameras/").and_then(|rest| rest.strip_suffix("/zones")) {
+            _ if !bench.csrf_ok(csrf.as_deref()) => {
+                warn!(from = %peer, %path, "change refused: no valid CSRF token");
+                (StatusCode::FORBIDDEN, JSON, problems(&["the page's CSRF token is missing or wrong: reload the page"]))
+            }
+            Some(id) => save_zone(bench, id, read_body(request).await, peer).await,
+            None => (StatusCode::NOT_FOUND, TEXT, "no such change\n".into()),
+        },
+        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or POST only\n".into()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    if let Some(set) = cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {
+        headers.insert(hyper::header::SET_COOKIE, set);
+        headers.insert(hyper::header::LOCATION, hyper::header::HeaderValue::from_static("/"));
+    }
     response
+}
+
+async fn read_body(request: Request<Incoming>) -> Option<Bytes> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY);
+    limited.collect().await.ok().map(|c| c.to_bytes())
+}
+
+fn problems(list: &[&str]) -> Vec<u8> {
+    serde_json::json!({ "problems": list }).to_string().into_bytes()
+}
+
+/// A camera's live view as JSON: its state, and what its rules saw in the latest frame (null
+/// until a frame has been seen while watched).
+fn view(bench: &Workbench, id: &str) -> Answer {
+    let Some(camera) = bench.cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
+    let c = &camera.counters;
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let seen = camera.live.ask();
+    let body = serde_json::json!({
+        "camera": id,
+        "state": c.connection_state(now_ms),
+        "last_error": c.last_error(),
+        "frame_size": (c.frame_width.get() > 0).then(|| [c.frame_width.get(), c.frame_height.get()]),
+        "frames_received": c.encoded_frames.get(),
+        "connects": c.connects.get(),
+        "seen": seen.as_deref().map(crate::live::json),
+    });
+    (StatusCode::OK, JSON, body.to_string().into_bytes())
+}
+
+/// The latest frame as JPEG, made now (on a blocking thread: conversion and encoding).
+async fn frame(bench: &Workbench, id: &str) -> Answer {
+    let Some(camera) = bench.cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
+    let Some(seen) = camera.live.ask() else {
+        return (StatusCode::NOT_FOUND, TEXT, "no frame yet: the camera keeps one once watched\n".into());
+    };
+    match tokio::task::spawn_blocking(move || crate::live::picture(&seen)).await {
+        Ok(Ok(jpeg)) => (StatusCode::OK, "image/jpeg", jpeg),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n").into()),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n").into()),
+    }
+}
+
+/// The editor's save: the zone into the overlay, then a reload; the answer says how it went.
+async fn save_zone(bench: &Workbench, id: &str, body: Option<Bytes>, peer: SocketAddr) -> Answer {
+    let Some(edits) = &bench.edits else {
+        return (StatusCode::FORBIDDEN, JSON, problems(&["http.edit is false: zones cannot be saved here"]));
+    };
+    if bench.cameras.get(id).is_none() {
+        return (StatusCode::NOT_FOUND, JSON, problems(&["no such camera"]));
+    }
+    let edit = match body.map(|b| serde_json::from_slice::<workbench::ZoneEdit>(&b)) {
+        Some(Ok(edit)) => edit,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                JSON,
+                problems(&["expected {\"zone\": NAME, \"polygon\": [[x, y], ...]}"]),
+            );
+        }
+    };
+    if let Some(problem) = edit.problem() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, JSON, problems(&[&problem]));
+    }
+    let polygon: Vec<[f64; 2]> = edit.polygon.iter().copied().map(crate::live::round_point).collect();
+    let (overlay, camera, zone) = (edits.overlay.clone(), id.to_string(), edit.zone.clone());
+    let written = tokio::task::spawn_blocking(move || crate::live::save_zone(&overlay, &camera, &zone, &polygon)).await;
+    if let Some(error) = match written {
+        Ok(result) => result.err(),
+        Err(error) => Some(error.to_string()),
+    } {
+        error!(%error, camera = %id, "the zone editor's save failed");
+        return (StatusCode::INTERNAL_SERVER_ERROR, JSON, problems(&[&error]));
+    }
+    info!(from = %peer, camera = %id, zone = %edit.zone, polygon = ?edit.polygon, overlay = %edits.overlay.display(),
+          "zone saved from the workbench; reloading");
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = workbench::ReloadRequest { from: peer.to_string(), reply };
+    if edits.reloads.send(request).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, JSON, problems(&["the daemon is stopping"]));
+    }
+    match outcome.await {
+        Ok(Ok(version)) => (StatusCode::OK, JSON, serde_json::json!({ "config_version": version }).to_string().into()),
+        Ok(Err(found)) => {
+            let list: Vec<&str> = found.iter().map(String::as_str).collect();
+            (StatusCode::UNPROCESSABLE_ENTITY, JSON, problems(&list))
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, JSON, problems(&["the daemon is stopping"])),
+    }
 }
 
 /// Whether every own stage is alive, and the JSON that says so stage by stage.

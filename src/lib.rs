@@ -35,7 +35,8 @@
 //! - [`publish`]: MQTT client, delivering the outbox one acknowledged report at a time; status
 //!   and last will.
 //! - [`telemetry`]: logging, counters, and each own stage's progress.
-//! - [`http`]: the local `/healthz` and `/metrics` endpoint.
+//! - [`http`]: the local endpoint: `/healthz`, `/metrics`, and the live view and zone editor.
+//! - [`live`]: each camera's latest frame as its rules see it, kept only while watched.
 //! - [`systemd`]: READY, STOPPING and watchdog pings while the daemon's own stages progress.
 
 // No input panics the daemon: outside tests, what can fail is handled, and the few places
@@ -48,6 +49,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod http;
+pub mod live;
 pub mod outbox;
 pub mod pipeline;
 pub mod probe;
@@ -65,3 +67,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod track;
 pub mod unit;
+pub mod workbench;

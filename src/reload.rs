@@ -19,12 +19,13 @@
 
 use crate::app::{AppError, check_classes, config_version};
 use crate::config::{self, Camera, ConfigError, Problem, Settings};
+use crate::live::LiveView;
 use crate::outbox::Outbox;
 use crate::publish::{self, Presence};
 use crate::source::{self, RtspSource};
 use crate::state::StateFile;
 use crate::supervisor::{Stage, Supervisor};
-use crate::telemetry::{CameraCounters, CameraList, ConfigState};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, Listed};
 use crate::unit::{CameraStart, CameraUnit, Plant, ReportSink};
 use futures::FutureExt;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ impl Live {
         };
         for camera in live.settings.cameras.clone() {
             let start = live.camera_start(&camera);
-            let unit = CameraUnit::start(&live.plant, supervisor, start, Arc::default())
+            let unit = CameraUnit::start(&live.plant, supervisor, start, Arc::default(), Arc::default())
                 .map_err(|problem| AppError::Mismatch(vec![problem]))?;
             live.units.push(unit);
         }
@@ -121,15 +122,30 @@ impl Live {
     }
 
     fn list_cameras(&self) {
-        self.cameras.set(self.units.iter().map(|u| (u.camera.id.clone(), u.counters.clone())).collect());
+        let listed = self.units.iter().map(|u| Listed {
+            id: u.camera.id.clone(),
+            counters: u.counters.clone(),
+            live: u.live.clone(),
+        });
+        self.cameras.set(listed.collect());
+    }
+
+    /// Where the overlay is: the workbench saves there.
+    pub fn overlay(&self) -> std::path::PathBuf {
+        self.settings.overlay.clone()
     }
 
     /// Re-reads the config and applies what changed; a config with problems changes nothing.
-    /// `describe` is the publisher's, for a broker change.
-    pub async fn reload(&mut self, supervisor: &mut Supervisor, describe: &publish::Describe) {
+    /// `describe` is the publisher's, for a broker change. Returns the config version now
+    /// running, or every problem (`key.path: message`) of the config refused.
+    pub async fn reload(
+        &mut self,
+        supervisor: &mut Supervisor,
+        describe: &publish::Describe,
+    ) -> Result<String, Vec<String>> {
         let started = Instant::now();
         let path = self.settings.path.clone();
-        info!(config = %path.display(), overlay = %self.settings.overlay.display(), "reloading the config");
+        info!(config = %path.display(), overlay = %self.settings.overlay.display(), "reading the config");
         let new = match config::load(&path) {
             Ok(new) => {
                 let problems = self.refusals(&new);
@@ -145,8 +161,9 @@ impl Live {
                     error!(key = %problem.path, problem = %problem.message, "reload refused: the config has a problem");
                 }
                 error!(problems = problems.len(), "reload refused; the config before it runs on");
-                self.config.update(|now| now.problems = problems.iter().map(ToString::to_string).collect());
-                return;
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                self.config.update(|now| now.problems = problems.clone());
+                return Err(problems);
             }
         };
         for section in restart_only(&self.settings.config, &new.config) {
@@ -175,15 +192,15 @@ impl Live {
                 }
                 Some(unit) => {
                     info!(camera = %camera.id, "stream settings changed: reconnecting");
-                    let counters = unit.counters.clone();
+                    let (counters, live) = (unit.counters.clone(), unit.live.clone());
                     unit.stop(&self.plant, false).await;
                     restarted += 1;
-                    self.start_unit(supervisor, &camera, counters)
+                    self.start_unit(supervisor, &camera, counters, live)
                 }
                 None => {
                     info!(camera = %camera.id, "camera added: starting it");
                     added += 1;
-                    self.start_unit(supervisor, &camera, Arc::default())
+                    self.start_unit(supervisor, &camera, Arc::default(), Arc::default())
                 }
             };
             self.units.extend(unit);
@@ -202,6 +219,7 @@ impl Live {
         drop(old);
         info!(config_version = %version, changed, restarted, removed, added, broker_changed,
               took_ms = started.elapsed().as_millis() as u64, "reload taken");
+        Ok(version)
     }
 
     fn start_unit(
@@ -209,9 +227,10 @@ impl Live {
         supervisor: &mut Supervisor,
         camera: &Arc<Camera>,
         counters: Arc<CameraCounters>,
+        live: Arc<LiveView>,
     ) -> Option<CameraUnit> {
         let start = self.camera_start(camera);
-        match CameraUnit::start(&self.plant, supervisor, start, counters) {
+        match CameraUnit::start(&self.plant, supervisor, start, counters, live) {
             Ok(unit) => Some(unit),
             // Refused before anything changed (see `refusals`); said again should it happen.
             Err(problem) => {

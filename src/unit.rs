@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::config::{Camera, Config};
 use crate::decode::{self, Frame};
 use crate::detect::{Detected, Detection, Route, Routes};
+use crate::live::{LiveView, Seen};
 use crate::outbox::Outbox;
 use crate::pipeline::{EdgeReceiver, EdgeSender, EdgeSpec, edge};
 use crate::report::{self, Evidence, Origin, Report, Shots};
@@ -106,6 +107,7 @@ enum Control {
 pub struct CameraUnit {
     pub camera: Arc<Camera>,
     pub counters: Arc<CameraCounters>,
+    pub live: Arc<LiveView>,
     /// (model, key on its frames edge): the routes to clear when the unit stops.
     keys: Vec<(usize, usize)>,
     /// Cancelled to stop the source; the unit's stages may end from then on.
@@ -117,14 +119,15 @@ pub struct CameraUnit {
 }
 
 impl CameraUnit {
-    /// Starts `start`'s camera under `supervisor`, counting into `counters` (a restarted camera
-    /// keeps its own). The source feeds the decoder; the decoder the first model the camera's
-    /// rules read; each model the next; the last one the rules.
+    /// Starts `start`'s camera under `supervisor`, counting into `counters` and showing in
+    /// `live` (a restarted camera keeps its own). The source feeds the decoder; the decoder the
+    /// first model the camera's rules read; each model the next; the last one the rules.
     pub fn start(
         plant: &Plant,
         supervisor: &mut Supervisor,
         start: CameraStart,
         counters: Arc<CameraCounters>,
+        live: Arc<LiveView>,
     ) -> Result<Self, crate::config::Problem> {
         let CameraStart { camera, run: run_source, state, sink } = start;
         let route = camera.models();
@@ -180,7 +183,8 @@ impl CameraUnit {
 
         let (control, orders) = mpsc::unbounded_channel();
         let rules_done = CancellationToken::new();
-        let rules = Rules { camera: camera.clone(), origin: plant.origin(&camera), state, sink, counters: c.clone() };
+        let origin = plant.origin(&camera);
+        let rules = Rules { camera: camera.clone(), origin, state, sink, counters: c.clone(), live: live.clone() };
         let done = rules_done.clone().drop_guard();
         let shutdown = plant.shutdown.clone();
         let task = async move {
@@ -189,7 +193,7 @@ impl CameraUnit {
         };
         supervisor.spawn(until("rules"), task.instrument(span));
         let decoding = c.decoding.clone();
-        Ok(Self { camera, counters: c, keys, stopping, control, rules_done, decoding })
+        Ok(Self { camera, counters: c, live, keys, stopping, control, rules_done, decoding })
     }
 
     /// Hands the running rules a changed camera (same source and models) and the config its
@@ -224,6 +228,7 @@ struct Rules {
     state: Option<StateFile>,
     sink: ReportSink,
     counters: Arc<CameraCounters>,
+    live: Arc<LiveView>,
 }
 
 impl Rules {
@@ -233,7 +238,7 @@ impl Rules {
         mut orders: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) -> StageResult {
-        let Self { mut camera, origin, state, sink, counters } = self;
+        let Self { mut camera, origin, state, sink, counters, live } = self;
         crate::testing::maybe_panic("rules", &camera.id);
         let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
         let mut origin = Arc::new(origin);
@@ -280,6 +285,17 @@ impl Rules {
                         let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
                         evidence.see(&frame, &detections, logic.present());
                         counters.rules_busy.add_since(started);
+                        if live.watched() {
+                            let blur_classes = &origin.snapshot.blur_classes;
+                            let blur = detections.iter().filter(|d| blur_classes.contains(&d.label)).map(|d| d.bbox).collect();
+                            live.put(Seen {
+                                frame: frame.clone(),
+                                detections: detections.clone(),
+                                rules: logic.view(frame.at),
+                                privacy_masks: camera.privacy_masks.clone(),
+                                blur,
+                            });
+                        }
                         (events, Some((frame, detections)))
                     }
                     // The unit's route was cleared (stopped) or the daemon is stopping.

@@ -60,6 +60,9 @@ fn settle(merged: Value) -> Result<Settings, Vec<Problem>> {
             if let Some(path) = config.mqtt.password_path() {
                 config.mqtt.password = super::Secret::new(super::read_password(&path).unwrap_or_default());
             }
+            if let Some(path) = config.http.token_path() {
+                config.http.token = super::Secret::new(super::read_password(&path).unwrap_or_default());
+            }
             Ok(Settings {
                 config,
                 cameras,

@@ -43,7 +43,8 @@ pub struct Config {
     pub http: HttpConfig,
 }
 
-/// The local HTTP endpoint: `/healthz` and `/metrics` (Prometheus text format).
+/// The local HTTP endpoint: `/healthz` and `/metrics` (Prometheus text format), and the
+/// technician's live view and zone editor (`/`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
@@ -53,11 +54,34 @@ pub struct HttpConfig {
     /// `/healthz` fails when one of the daemon's own stages (a decoder, an inference worker) has
     /// been busy with one piece of work for longer than this. Default 30.
     pub stuck_after_secs: f64,
+    /// What every page, picture and change needs (`Authorization: Bearer TOKEN`, or the login
+    /// form's cookie); `/healthz` and `/metrics` stay open. Required, 16 characters or more,
+    /// when `listen` is not a loopback address. Better kept out of the file: set
+    /// `FIELDWATCH__HTTP__TOKEN`, or use `token_file`. Default empty: none.
+    pub token: Secret,
+    /// A file holding the token (trailing newline ignored), instead of `token`. A relative path
+    /// is a systemd credential (`LoadCredential=`). Default empty: not used.
+    pub token_file: PathBuf,
+    /// Whether the zone editor may save a zone (to the overlay, then a reload). Default true.
+    pub edit: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9464".into(), stuck_after_secs: 30.0 }
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            stuck_after_secs: 30.0,
+            token: Secret::default(),
+            token_file: PathBuf::new(),
+            edit: true,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The token file as it will be read: relative paths are systemd credentials.
+    pub fn token_path(&self) -> Option<PathBuf> {
+        (!self.token_file.as_os_str().is_empty()).then(|| credential_path(&self.token_file))
     }
 }
 

@@ -131,6 +131,32 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         );
     }
     v.range_open("http.stuck_after_secs", http.stuck_after_secs, 0.0, HOUR);
+    let token = match http.token_path() {
+        Some(_) if !http.token.is_empty() => {
+            v.problem("http.token_file", "set together with http.token: use one");
+            None
+        }
+        Some(path) => match super::read_password(&path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                v.problem("http.token_file", format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        },
+        None => Some(http.token.expose().to_string()),
+    };
+    let open = http.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
+    match token {
+        Some(t) if t.is_empty() && open => v.problem(
+            "http.token",
+            format!(
+                "required when http.listen ({}) is not a loopback address: set http.token or http.token_file",
+                http.listen
+            ),
+        ),
+        Some(t) if !t.is_empty() && t.chars().count() < 16 => v.problem("http.token", "must be 16 characters or more"),
+        _ => {}
+    }
 
     let class_names = Arc::new(config.class_names.clone());
     let mut ids = HashSet::new();

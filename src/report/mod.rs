@@ -8,7 +8,7 @@
 //! The contract only grows by optional fields; anything else needs `fieldwatch.report/v2`.
 
 mod evidence;
-mod snapshot;
+pub mod snapshot;
 mod text;
 
 pub use evidence::{Evidence, Shot, Shots};

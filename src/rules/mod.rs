@@ -96,6 +96,41 @@ impl ResolvedBy {
     }
 }
 
+/// One rule as the live view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleView {
+    pub id: String,
+    pub zone: String,
+    /// The zone as fractions of the frame.
+    pub polygon: Vec<[f64; 2]>,
+    /// `idle`, `counting` (objects stay in the zone, not yet for the dwell), `open` or `cooldown`.
+    pub state: &'static str,
+    /// Stationary objects in the zone passing the threshold, dwelled or not.
+    pub present: usize,
+    pub min_count: u32,
+    pub dwell_secs: f64,
+    /// The longest any of them has stayed.
+    pub longest_dwell_secs: f64,
+    pub incident_id: Option<Uuid>,
+    /// When the open incident opened, or when the cooldown ends.
+    pub since: Option<DateTime<Utc>>,
+    pub tracks: Vec<TrackView>,
+}
+
+/// A confirmed track as the live view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackView {
+    pub id: u64,
+    pub class: String,
+    pub score: f32,
+    /// Frame pixels.
+    pub bbox: BBox,
+    pub stationary: bool,
+    pub in_zone: bool,
+    /// Seconds it has counted for the rule's dwell (absent: it does not count).
+    pub dwell_secs: Option<f64>,
+}
+
 /// One rule's incident state that must outlive the process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -192,6 +227,46 @@ impl CameraRules {
     /// its zone in the last frame (dwelled or not yet): what a snapshot would show.
     pub fn present(&self) -> impl Iterator<Item = (&str, bool, &[IncidentObject])> {
         self.rules.iter().map(|r| (r.rule.id.as_str(), matches!(r.state, State::Open(_)), r.shown.as_slice()))
+    }
+
+    /// What each rule sees at stream time `at` (the last frame's), for the live view.
+    pub fn view(&self, at: DateTime<Utc>) -> Vec<RuleView> {
+        (self.rules.iter())
+            .map(|r| {
+                let dwell = |since: DateTime<Utc>| (at - since).as_seconds_f64().max(0.0);
+                let tracks = (r.tracker.tracks().iter())
+                    .filter(|t| t.confirmed)
+                    .map(|t| TrackView {
+                        id: t.id,
+                        class: t.label.clone(),
+                        score: t.median_score(),
+                        bbox: t.bbox,
+                        stationary: t.is_stationary(),
+                        in_zone: r.zone.get(&t.id).is_some_and(|m| m.inside),
+                        dwell_secs: r.shown.iter().find(|o| o.track_id == t.id).map(|o| dwell(o.since)),
+                    })
+                    .collect();
+                let (state, incident_id, since) = match &r.state {
+                    State::Idle if r.shown.is_empty() => ("idle", None, None),
+                    State::Idle => ("counting", None, None),
+                    State::Open(open) => ("open", Some(open.incident_id), Some(open.opened_at)),
+                    State::Cooldown { until } => ("cooldown", None, Some(*until)),
+                };
+                RuleView {
+                    id: r.rule.id.clone(),
+                    zone: r.rule.zone.name.clone(),
+                    polygon: r.rule.zone.polygon.clone(),
+                    state,
+                    present: r.shown.len(),
+                    min_count: r.rule.min_count,
+                    dwell_secs: r.rule.dwell.as_secs_f64(),
+                    longest_dwell_secs: r.shown.iter().map(|o| dwell(o.since)).fold(0.0, f64::max),
+                    incident_id,
+                    since,
+                    tracks,
+                }
+            })
+            .collect()
     }
 
     /// Open incidents and cooldowns by rule id, to keep across a restart.

@@ -149,19 +149,32 @@ impl Stages {
     }
 }
 
-/// The cameras running now, in config order, each with its counters: a reload changes the list.
+/// The cameras running now, in config order, each with its counters and live view: a reload
+/// changes the list.
 #[derive(Clone, Default)]
-pub struct CameraList(Arc<std::sync::RwLock<Vec<NamedCounters>>>);
+pub struct CameraList(Arc<std::sync::RwLock<Vec<Listed>>>);
 
-/// A camera's id and its counters.
-pub type NamedCounters = (String, Arc<CameraCounters>);
+/// A running camera as the status, metrics and live view find it.
+#[derive(Clone)]
+pub struct Listed {
+    pub id: String,
+    pub counters: Arc<CameraCounters>,
+    pub live: Arc<crate::live::LiveView>,
+}
 
 impl CameraList {
-    pub fn set(&self, cameras: Vec<NamedCounters>) {
+    pub fn set(&self, cameras: Vec<Listed>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = cameras;
     }
-    pub fn all(&self) -> Vec<NamedCounters> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+
+    /// Each camera's id and counters.
+    pub fn all(&self) -> Vec<(String, Arc<CameraCounters>)> {
+        let cameras = self.0.read().unwrap_or_else(|e| e.into_inner());
+        cameras.iter().map(|c| (c.id.clone(), c.counters.clone())).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Listed> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).iter().find(|c| c.id == id).cloned()
     }
 }
 

@@ -21,3 +21,4 @@ mod squares_model;
 mod storage;
 mod supervision;
 mod support;
+mod workbench;

@@ -53,10 +53,12 @@ fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
-/// One daemon, three reloads while incidents are open: a raised threshold (from the overlay)
-/// keeps the open incident (same id, same start) and the camera's connection; a removed rule
-/// resolves with `resolved_by: config`; an added camera starts; a broken config changes nothing
-/// and shows in `/healthz`; `check` names the overlay's key.
+/// One daemon, reloads while incidents are open: a raised threshold (from the overlay) keeps the
+/// open incident (same id, same start) and the camera's connection; a removed rule resolves with
+/// `resolved_by: config`; an added camera starts; the live view shows the open rule, its tracks
+/// and zone, and follows the camera; a zone saved from the editor (with its CSRF token) goes
+/// into the overlay and the running rule (its view and its next report); a broken config
+/// changes nothing and shows in `/healthz`; `check` names the overlay's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() {
     let _serial = heavy().await;
@@ -110,6 +112,47 @@ async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() 
     assert_eq!(resolved["resolved_by"], "config", "{resolved:#}");
     assert_eq!(resolved["incident_id"], of(&r, "extra", "opened")[0]["incident_id"]);
 
+    // The live view shows the open rule with its tracks and zone, and a new frame within 2 s.
+    let view = |at_least: &str| -> Value {
+        for _ in 0..40 {
+            let (status, body) = http_get(http, "/cameras/cam-ok/view.json");
+            assert_eq!(status, 200, "{body}");
+            let view: Value = serde_json::from_str(&body).unwrap();
+            if view["seen"]["at"].as_str().is_some_and(|at| at > at_least) {
+                return view;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no view after {at_least}");
+    };
+    let first = view("");
+    let sidewalk = &first["seen"]["rules"][0];
+    assert_eq!((&sidewalk["id"], &sidewalk["state"]), (&Value::from("sidewalk"), &Value::from("open")), "{first:#}");
+    assert_eq!(sidewalk["incident_id"], of(&r, "sidewalk", "opened")[0]["incident_id"]);
+    assert_eq!(sidewalk["polygon"], serde_json::json!([[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]));
+    let tracks = sidewalk["tracks"].as_array().unwrap();
+    assert!(tracks.iter().filter(|t| t["stationary"] == true && t["class"] == "red").count() >= 3, "{first:#}");
+    let started = std::time::Instant::now();
+    let next = view(first["seen"]["at"].as_str().unwrap());
+    assert!(started.elapsed() < Duration::from_secs(2), "the view follows the camera");
+    let (status, jpeg) = http_get_bytes(http, "/cameras/cam-ok/frame.jpg");
+    assert_eq!((status, &jpeg[..2]), (200, &[0xff, 0xd8][..]), "a JPEG");
+    assert_eq!(next["connects"], 1);
+
+    // The editor's save: the zone goes into the overlay and the running rule takes it.
+    let (_, page) = http_get(http, "/cameras/cam-ok");
+    let csrf = page.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let zone = serde_json::json!({ "zone": "sidewalk", "polygon": [[0.2, 0.5], [0.8, 0.5], [0.8, 1.0], [0.2, 1.0]] });
+    let (status, _) = http_post(http, "/cameras/cam-ok/zones", &[], &zone.to_string());
+    assert_eq!(status, 403, "a change without the CSRF token is refused");
+    let (status, saved) = http_post(http, "/cameras/cam-ok/zones", &[("X-CSRF-Token", &csrf)], &zone.to_string());
+    assert_eq!(status, 200, "{saved}");
+    assert!(std::fs::read_to_string(&overlay).unwrap().contains("[0.8, 1.0]"));
+    let after = view(next["seen"]["at"].as_str().unwrap());
+    assert_eq!(after["seen"]["rules"][0]["polygon"], zone["polygon"], "{after:#}");
+    assert_eq!(after["seen"]["rules"][0]["incident_id"], sidewalk["incident_id"], "the incident stays open");
+    assert_eq!(after["connects"], 1);
+
     // The squares leave at 12 s: `sidewalk` resolves as it would have, the incident it opened.
     subscriber.wait_for(Duration::from_secs(15), "sidewalk resolved", |m| has(m, "sidewalk", "resolved")).await;
     let r = reports();
@@ -119,6 +162,7 @@ async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() 
     assert_eq!(resolved["started_at"], opened[0]["started_at"], "the dwell did not restart");
     assert_eq!(resolved["resolved_by"], "clear");
     assert_ne!(resolved["config_version"], opened[0]["config_version"], "the report names the new config");
+    assert_eq!(resolved["zone"], zone["polygon"], "the report names the saved zone");
 
     daemon.wait_log("camera added: starting it", 1, Duration::from_secs(1)).await;
     let (_, metrics) = http_get(http, "/metrics");

@@ -133,15 +133,38 @@ pub fn paint_square(img: &mut image::RgbImage, x: u32, y: u32, size: u32, colour
 /// `GET path` on 127.0.0.1:`port`: the status code and body (an HTTP/1.1 client of a few lines,
 /// enough for the daemon's own endpoint).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let (status, body) = http_get_bytes(port, path);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and the body's bytes.
+pub fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    http_request(port, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
+}
+
+/// `POST path` with `headers` and a JSON `body`: the status code and the body.
+pub fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, bytes) = http_request(port, &request);
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Sends `request` as it is; the status code and the body's bytes.
+pub fn http_request(port: u16, request: &str) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the endpoint listens");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response[head_end..].to_vec())
 }
 
 pub fn free_port() -> u16 {
