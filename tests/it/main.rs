@@ -3,6 +3,7 @@
 #[path = "../../benches/common/mod.rs"]
 mod bench_common;
 mod cli;
+mod browser;
 mod clock;
 mod corrupt;
 mod delivery;
@@ -21,4 +22,5 @@ mod squares_model;
 mod storage;
 mod supervision;
 mod support;
+mod webdriver;
 mod workbench;
