@@ -11,10 +11,9 @@
 
 mod common;
 
-use common::{Proc, arg, free_port, mosquitto, rtsp_camera};
+use common::{Proc, arg, daemon, free_port, mosquitto, rtsp_camera, scrape};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The config: camera 1 has `extra` unless `first_changed`, and then a raised threshold.
@@ -47,16 +46,6 @@ fn config(dir: &Path, root: &Path, mqtt: u16, http: u16, ports: &[u16], first_ch
     let path = dir.join("fieldwatch.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn scrape(http: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", http)) else { return String::new() };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
 /// A counter's value for one label set (`name{labels}`), 0 if absent.
@@ -115,17 +104,7 @@ fn main() {
         std::fs::remove_dir_all(dir.join("state")).ok();
         let path = config(&dir, &root, mqtt, http, &ports, false);
         let log_path = dir.join(format!("daemon-{run}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let daemon = Proc(
-            Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
-                .args(["run", "--config"])
-                .arg(&path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let daemon = daemon(&path, Some(&log_path));
         let opened =
             wait(http, Duration::from_secs(30), |s| total(s, "fieldwatch_incidents_opened") >= 2.0 * cameras as f64);
         assert!(opened.is_some(), "both rules opened on every camera");

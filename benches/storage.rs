@@ -13,10 +13,9 @@
 
 mod common;
 
-use common::{Proc, arg, free_port, mosquitto, mosquitto_on, proc_stats, rtsp_camera};
+use common::{Proc, arg, daemon, free_port, mosquitto, mosquitto_on, proc_stats, rtsp_camera, scrape};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn config(dir: &Path, root: &Path, mqtt: u16, http: u16, ports: &[u16], memory: u64) -> PathBuf {
@@ -58,16 +57,6 @@ fn metric(scrape: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn scrape(http: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", http)) else { return String::new() };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
-}
-
 /// Scrapes until `done` holds (or `within` passes); returns the last scrape and when.
 fn until(http: u16, within: Duration, done: impl Fn(&str) -> bool) -> (String, Duration) {
     let started = Instant::now();
@@ -105,17 +94,7 @@ fn main() {
     let ports: Vec<u16> = servers.iter().map(|(_, p)| *p).collect();
     let http = free_port();
     let config = config(&dir, &root, mqtt, http, &ports, memory);
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let daemon = Proc(
-        Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = daemon(&config, Some(&dir.join("daemon.log")));
     let pid = daemon.0.id();
     let (_, _) = until(http, Duration::from_secs(30), |s| !s.is_empty());
     std::thread::sleep(Duration::from_secs(3));

@@ -187,7 +187,8 @@ async fn frame(bench: &Workbench, id: &str) -> Answer {
     let Some(seen) = camera.live.ask() else {
         return (StatusCode::NOT_FOUND, TEXT, "no frame yet: the camera keeps one once watched\n".into());
     };
-    match tokio::task::spawn_blocking(move || crate::live::picture(&seen)).await {
+    let view = camera.live.clone();
+    match tokio::task::spawn_blocking(move || crate::live::picture(&view, &seen)).await {
         Ok(Ok(jpeg)) => (StatusCode::OK, "image/jpeg", jpeg),
         Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n").into()),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{error}\n").into()),
@@ -370,6 +371,27 @@ impl prometheus_client::collector::Collector for Exposed {
             .map(|(id, c)| (vec![("camera", id.clone())], (c.connection_state(now_ms) == "streaming") as u64))
             .collect();
         family(&mut encoder, "fieldwatch_camera_streaming", "1 while the camera streams", Gauge, streaming)?;
+        let live = |value: fn(&crate::live::LiveView) -> u64| -> Vec<(Labels, u64)> {
+            (all.iter())
+                .filter_map(|(id, _)| o.cameras.get(id).map(|c| (vec![("camera", id.clone())], value(&c.live))))
+                .collect()
+        };
+        let kept = live(|v| v.views_kept.get());
+        family(
+            &mut encoder,
+            "fieldwatch_live_views_kept",
+            "Frames kept for the live view (only while watched)",
+            Counter,
+            kept,
+        )?;
+        let pictures = live(|v| v.pictures.get());
+        family(
+            &mut encoder,
+            "fieldwatch_live_pictures",
+            "Live view pictures encoded (only when asked)",
+            Counter,
+            pictures,
+        )?;
 
         let per_model = |value: &dyn Fn(&ModelStatus) -> u64| -> Vec<(Labels, u64)> {
             o.models.iter().map(|m| (vec![("model", m.name.clone())], value(m))).collect()

@@ -8,6 +8,7 @@
 use crate::decode::Frame;
 use crate::detect::{BBox, Detection};
 use crate::rules::RuleView;
+use crate::telemetry::Counter;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ const PICTURE_WIDTH: u32 = 960;
 pub struct LiveView {
     asked: Mutex<Option<Instant>>,
     latest: Mutex<Option<Arc<Seen>>>,
+    /// Frames kept for a viewer, and pictures encoded for one: both stay 0 while nobody watches.
+    pub views_kept: Counter,
+    pub pictures: Counter,
 }
 
 /// A frame as the rules saw it.
@@ -50,6 +54,7 @@ impl LiveView {
     }
 
     pub fn put(&self, seen: Seen) {
+        self.views_kept.inc();
         *lock(&self.latest) = Some(Arc::new(seen));
     }
 }
@@ -95,7 +100,9 @@ pub fn json(seen: &Seen) -> serde_json::Value {
 }
 
 /// The frame as a JPEG, its privacy masks and blurred classes blurred as in every report.
-pub fn picture(seen: &Seen) -> Result<Vec<u8>, String> {
+/// Counted in `view.pictures`.
+pub fn picture(view: &LiveView, seen: &Seen) -> Result<Vec<u8>, String> {
+    view.pictures.inc();
     use crate::report::snapshot;
     let mut rgb = seen.frame.to_rgb();
     snapshot::blur_polygons(&mut rgb, &seen.privacy_masks);

@@ -213,3 +213,40 @@ pub fn proc_stats(pid: u32) -> ProcStats {
         open_files: std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0),
     }
 }
+
+/// The daemon of this build, run with `config`, its output to `log` (or nowhere).
+pub fn daemon(config: &Path, log: Option<&Path>) -> Proc {
+    let output = || match log {
+        Some(log) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap()),
+        None => Stdio::null(),
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_fieldwatch"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(output())
+        .stderr(output())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// `GET path` on 127.0.0.1:`port`: the body of a 200 answer; empty otherwise or on any failure.
+pub fn http_body(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return Vec::new() };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let head = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+    match response.starts_with(b"HTTP/1.1 200") {
+        true => response.split_off(head),
+        false => Vec::new(),
+    }
+}
+
+/// The daemon's `/metrics` scrape on `port` (empty while it does not answer).
+pub fn scrape(port: u16) -> String {
+    String::from_utf8_lossy(&http_body(port, "/metrics")).into_owned()
+}

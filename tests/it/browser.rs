@@ -66,7 +66,8 @@ async fn the_live_page_shows_what_the_rules_see_and_its_editor_changes_the_runni
     until("the save", Duration::from_secs(5), || browser.find(r#"#saved[data-result="saved"]"#).is_some());
     until("the running rule's new zone on the page", Duration::from_secs(3), || {
         let zone = browser.find(r#"polygon.zone[data-zone="sidewalk"]"#);
-        zone.and_then(|z| browser.attr(&z, "data-polygon")).as_deref() == Some("[[0.2,0.55],[0.8,0.55],[0.8,0.95],[0.2,0.95]]")
+        zone.and_then(|z| browser.attr(&z, "data-polygon")).as_deref()
+            == Some("[[0.2,0.55],[0.8,0.55],[0.8,0.95],[0.2,0.95]]")
     });
     let shot = browser.screenshot();
     let artefacts = root().join("target/test-artefacts");
@@ -83,9 +84,9 @@ async fn the_live_page_shows_what_the_rules_see_and_its_editor_changes_the_runni
 
     // The next report (the fourth square's update, or the resolution) has the saved zone.
     let with_zone = |m: &[(String, Vec<u8>)]| {
-        m.iter().filter(|(t, _)| t.ends_with("/reports")).any(|(_, p)| {
-            serde_json::from_slice::<Value>(p).is_ok_and(|r| r["zone"] == expected)
-        })
+        m.iter()
+            .filter(|(t, _)| t.ends_with("/reports"))
+            .any(|(_, p)| serde_json::from_slice::<Value>(p).is_ok_and(|r| r["zone"] == expected))
     };
     subscriber.wait_for(Duration::from_secs(15), "a report with the saved zone", with_zone).await;
     assert!(saved_at.elapsed() < Duration::from_secs(15));

@@ -2,8 +2,8 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod bench_common;
-mod cli;
 mod browser;
+mod cli;
 mod clock;
 mod corrupt;
 mod delivery;

@@ -5,42 +5,11 @@ use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
 
-/// parked.mp4's camera with two rules on the same zone: `sidewalk` and `extra`.
+/// The scene camera (see `scene_camera`) with a second rule on its zone, `extra`.
 fn two_rules(url: &str) -> String {
     format!(
-        r#"
-[[cameras]]
-id = "cam-ok"
-url = "{url}"
-detect_fps = 5
-reconnect_min_secs = 60
-reconnect_max_secs = 60
-
-[cameras.tracking]
-stationary_after_secs = 1
-stationary_max_unseen_secs = 1
-
-[[cameras.zones]]
-name = "sidewalk"
-polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
-
-[[cameras.rules]]
-id = "sidewalk"
-violation = "sidewalk_encroachment"
-zone = "sidewalk"
-classes = ["red"]
-min_score = 0.5
-dwell_secs = 3
-clear_after_secs = 2
-
-[[cameras.rules]]
-id = "extra"
-violation = "obstacle"
-zone = "sidewalk"
-classes = ["red"]
-dwell_secs = 3
-clear_after_secs = 2
-"#
+        "{}\n[[cameras.rules]]\nid = \"extra\"\nviolation = \"obstacle\"\nzone = \"sidewalk\"\nclasses = [\"red\"]\ndwell_secs = 3\nclear_after_secs = 2\n",
+        scene_camera(url)
     )
 }
 

@@ -151,6 +151,7 @@ fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
         response.extend_from_slice(&chunk[..n]);
     }
     let payload = String::from_utf8_lossy(&response[head_end..head_end + length]).into_owned();
-    let parsed: Value = serde_json::from_str(&payload).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {payload}"));
+    let parsed: Value =
+        serde_json::from_str(&payload).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {payload}"));
     parsed.get("value").cloned().unwrap_or(parsed)
 }
