@@ -19,7 +19,7 @@ use crate::reload::Live;
 use crate::report::{self, Report};
 use crate::source::{FileSource, Source};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
-use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelCounters, ModelStatus, Stages};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelCounters, ModelList, ModelStatus, Stages};
 use crate::unit::{CameraStart, CameraUnit, ModelInput, Plant, ReportSink, SourceRun};
 use crate::workbench::{Edits, ReloadRequest, Workbench};
 use futures::FutureExt;
@@ -126,7 +126,7 @@ pub fn load_models(
 }
 
 /// The models some camera's rules read (`[model]` for a camera without rules).
-fn used_models(settings: &Settings) -> Vec<bool> {
+pub(crate) fn used_models(settings: &Settings) -> Vec<bool> {
     let mut used = vec![false; settings.config.all_models().len()];
     for m in settings.cameras.iter().flat_map(|c| c.models()) {
         used.get_mut(m).into_iter().for_each(|used| *used = true);
@@ -139,7 +139,6 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     let config = settings.config.clone();
     let used = used_models(&settings);
     let models = load_models(&settings, |i, m| if used.get(i) == Some(&true) { m.workers } else { 0 })?;
-    let labels = models.iter().map(|d| d.first().map(|d| d.labels().to_vec())).collect();
     // Building sessions frees far more than it keeps (the parsed model, optimiser copies).
     crate::telemetry::release_free_memory();
     info!(device = %config.device.id, cameras = settings.cameras.len(), config_version = %config_version(&config), "starting");
@@ -161,19 +160,16 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     };
     let mut supervisor = Supervisor::default();
     let stages = Stages::default();
-    let (inputs, edges) = model_edges(&models, Policies::LIVE.frames);
     let plant = Plant {
-        models: inputs,
+        models: Vec::new(),
         stages: stages.clone(),
         policies: Policies::LIVE,
         clock,
         shutdown: shutdown.clone(),
         config: config.clone(),
     };
-    let mut live = Live::start(plant, &mut supervisor, settings, outbox.clone(), labels)?;
-    let routes = live.plant.models.iter().map(|m| m.routes.clone()).collect();
-    let (running, closers) = start_models(&mut supervisor, models, edges, routes, &stages);
-    let describe = describe_device(live.config.clone(), live.cameras.clone(), running.clone(), outbox.clone());
+    let mut live = Live::start(plant, &mut supervisor, settings, outbox.clone(), models)?;
+    let describe = describe_device(live.config.clone(), live.cameras.clone(), live.models.clone(), outbox.clone());
     live.start_publisher(&mut supervisor, describe.clone()).await;
     supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
     tokio::spawn(crate::systemd::watchdog(stages.clone(), shutdown.clone()));
@@ -185,7 +181,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
             stages: stages.clone(),
             stuck_after: Duration::from_secs_f64(config.http.stuck_after_secs),
             cameras: live.cameras.clone(),
-            models: running,
+            models: live.models.clone(),
             outbox: outbox.clone(),
             config: live.config.clone(),
             workbench: Workbench::new(live.cameras.clone(), &config.http.token, edits),
@@ -219,7 +215,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     }
     info!("shutting down");
     crate::systemd::stopping();
-    closers.iter().for_each(EdgeCloser::close); // frames not yet looked at have no value now
+    live.close_models(); // frames not yet looked at have no value now
     supervisor.drain(SHUTDOWN_GRACE).await;
     let result = supervisor.result().map_err(AppError::from);
     for (camera, c) in live.cameras.all() {
@@ -257,11 +253,9 @@ pub(crate) fn sending(config: &Config) -> publish::Sending {
 fn describe_device(
     config: ConfigState,
     cameras: CameraList,
-    models: Vec<ModelStatus>,
+    models: ModelList,
     outbox: Arc<Outbox>,
 ) -> publish::Describe {
-    // The first model a rule reads (none without cameras).
-    let (model, provider) = models.first().map(|m| (m.name.clone(), m.provider)).unzip();
     let started = Instant::now();
     // When the last heartbeat was made, and each camera's frames then.
     let previous = std::sync::Mutex::new((Instant::now(), std::collections::HashMap::<String, u64>::new()));
@@ -270,6 +264,9 @@ fn describe_device(
         let secs = previous.0.elapsed().as_secs_f64().max(1e-3);
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
         let config = config.now();
+        let models = models.all();
+        // The first model a rule reads (none without cameras).
+        let (model, provider) = models.first().map(|m| (m.name.clone(), m.provider)).unzip();
         let cams: Vec<serde_json::Value> = (cameras.all().iter())
             .map(|(id, c)| {
                 let frames = c.encoded_frames.get();
@@ -455,7 +452,7 @@ pub async fn replay(
     let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone(), Arc::default())
         .map_err(|p| AppError::Mismatch(vec![p]))?;
     let routes = plant.models.iter().map(|m| m.routes.clone()).collect();
-    start_models(&mut supervisor, models, edges, routes, &stages);
+    start_models(&mut supervisor, models, edges, routes, &stages, &shutdown);
     // Each stage ends once the one before it has: the plant's own senders must not outlive the clip.
     drop(plant);
     supervisor.watch(&shutdown, Until::Done).await;
@@ -549,7 +546,10 @@ async fn write_reports(reports: EdgeReceiver<Report>, out: Option<PathBuf>, forw
 
 /// Per model, the frames edge its workers take from (keyed by camera: the units add their keys)
 /// and the routes they send by; `None` edges for models not loaded.
-fn model_edges(models: &[Vec<Detector>], frames: EdgeSpec) -> (Vec<ModelInput>, Vec<Option<EdgeReceiver<Detected>>>) {
+pub(crate) fn model_edges(
+    models: &[Vec<Detector>],
+    frames: EdgeSpec,
+) -> (Vec<ModelInput>, Vec<Option<EdgeReceiver<Detected>>>) {
     models
         .iter()
         .map(|detectors| match detectors.is_empty() {
@@ -570,12 +570,14 @@ fn model_edges(models: &[Vec<Detector>], frames: EdgeSpec) -> (Vec<ModelInput>, 
 /// frame, with what they found added, to the camera's next model, and the last one to its
 /// rules: the rules see every model's results of a frame together, and each model serves the
 /// cameras fairly on its own.
-fn start_models(
+/// `stop` is cancelled when a reload replaces these models: the workers' end is then expected.
+pub(crate) fn start_models(
     supervisor: &mut Supervisor,
     models: Vec<Vec<Detector>>,
     edges: Vec<Option<EdgeReceiver<Detected>>>,
     routes: Vec<Routes>,
     stages: &Stages,
+    stop: &CancellationToken,
 ) -> (Vec<ModelStatus>, Vec<EdgeCloser>) {
     let mut running = Vec::new();
     let mut closers = Vec::new();
@@ -603,7 +605,7 @@ fn start_models(
                 routes: routes.clone(),
                 stats: stats.clone(),
             };
-            supervisor.spawn_thread(Stage::shared("detect"), Span::current(), move || {
+            supervisor.spawn_thread(Stage::shared("detect").until(stop), Span::current(), move || {
                 worker.run();
                 Ok(())
             });

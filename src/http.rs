@@ -13,7 +13,7 @@
 //!   `/metrics` need no token: a local scraper reads them as before.
 
 use crate::outbox::{Outbox, Storage};
-use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelStatus, Stages};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelList, ModelStatus, Stages};
 use crate::workbench::{self, Workbench};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -35,7 +35,7 @@ pub struct Observed {
     pub stages: Stages,
     pub stuck_after: Duration,
     pub cameras: CameraList,
-    pub models: Vec<ModelStatus>,
+    pub models: ModelList,
     pub outbox: Arc<Outbox>,
     pub config: ConfigState,
     pub workbench: Workbench,
@@ -394,7 +394,7 @@ impl prometheus_client::collector::Collector for Exposed {
         )?;
 
         let per_model = |value: &dyn Fn(&ModelStatus) -> u64| -> Vec<(Labels, u64)> {
-            o.models.iter().map(|m| (vec![("model", m.name.clone())], value(m))).collect()
+            o.models.all().iter().map(|m| (vec![("model", m.name.clone())], value(m))).collect()
         };
         family(
             &mut encoder,
@@ -430,7 +430,7 @@ impl prometheus_client::collector::Collector for Exposed {
             None,
             MetricType::Histogram,
         )?;
-        for m in &o.models {
+        for m in &o.models.all() {
             let labels: Labels = vec![("model", m.name.clone())];
             m.stats.run_seconds.encode(runs.encode_family(&labels)?)?;
         }

@@ -11,21 +11,26 @@
 //! - a removed camera resolves its open incidents (`config`) and stops; a new one starts;
 //! - a changed broker is reconnected to (the outbox keeps what is waiting meanwhile).
 //!
-//! Models are loaded once, at the start: a reload that changes `[model]` or `[models]` is
-//! refused with a problem that says to restart. Changes to `device`, `outbox`, `http` and
-//! `log` are logged as taking effect at the next restart. A refused config changes nothing: each
+//! A reload that changes `[model]` or `[models]` (or has a camera read a model none read
+//! before) loads the new models first — a model that does not load, or lacks a class a rule
+//! names, refuses the reload — then stops every camera, replaces the inference workers and
+//! starts the cameras again on them (they reconnect; open incidents carry over through their
+//! state files). Changes to `device`, `outbox`, `http` and `log` are logged as taking effect at
+//! the next restart. A refused config changes nothing: each
 //! problem is logged with its key path and shows in the status, heartbeat and `/healthz` until
 //! a reload is taken.
 
-use crate::app::{AppError, check_classes, config_version};
+use crate::app::{AppError, check_classes, config_version, load_models, model_edges, start_models, used_models};
 use crate::config::{self, Camera, ConfigError, Problem, Settings};
+use crate::detect::{Detected, Detector};
 use crate::live::LiveView;
 use crate::outbox::Outbox;
+use crate::pipeline::{EdgeCloser, EdgeReceiver};
 use crate::publish::{self, Presence};
 use crate::source::{self, RtspSource};
 use crate::state::StateFile;
 use crate::supervisor::{Stage, Supervisor};
-use crate::telemetry::{CameraCounters, CameraList, ConfigState, Listed};
+use crate::telemetry::{CameraCounters, CameraList, ConfigState, Listed, ModelList};
 use crate::unit::{CameraStart, CameraUnit, Plant, ReportSink};
 use futures::FutureExt;
 use std::sync::Arc;
@@ -42,8 +47,12 @@ pub struct Live {
     /// Each loaded model's classes, to check a new config's rules against.
     labels: Vec<Option<Vec<String>>>,
     pub cameras: CameraList,
+    pub models: ModelList,
     pub config: ConfigState,
     publisher: Option<Publisher>,
+    /// The running models' workers: what closes their edges, and what says their end is
+    /// expected (a reload replaced them).
+    workers: (Vec<EdgeCloser>, CancellationToken),
 }
 
 /// The running publisher: cancel `stop`, then wait for `done` (its offline status sent).
@@ -53,13 +62,14 @@ struct Publisher {
 }
 
 impl Live {
-    /// Starts a unit for each of `settings`' cameras.
+    /// Starts `detectors` (per model, one per worker; see `load_models`) and a unit for each of
+    /// `settings`' cameras on them.
     pub fn start(
         plant: Plant,
         supervisor: &mut Supervisor,
         settings: Settings,
         outbox: Arc<Outbox>,
-        labels: Vec<Option<Vec<String>>>,
+        detectors: Vec<Vec<Detector>>,
     ) -> Result<Self, AppError> {
         let config = ConfigState::new(config_version(&settings.config));
         let mut live = Self {
@@ -67,19 +77,50 @@ impl Live {
             settings,
             units: Vec::new(),
             outbox,
-            labels,
+            labels: Vec::new(),
             cameras: CameraList::default(),
+            models: ModelList::default(),
             config,
             publisher: None,
+            workers: (Vec::new(), CancellationToken::new()),
         };
+        let edges = live.plug_models(&detectors);
         for camera in live.settings.cameras.clone() {
             let start = live.camera_start(&camera);
             let unit = CameraUnit::start(&live.plant, supervisor, start, Arc::default(), Arc::default())
                 .map_err(|problem| AppError::Mismatch(vec![problem]))?;
             live.units.push(unit);
         }
+        live.start_workers(supervisor, detectors, edges);
         live.list_cameras();
         Ok(live)
+    }
+
+    /// Makes the frames edges and routes of `detectors`' models for the units to plug into.
+    fn plug_models(&mut self, detectors: &[Vec<Detector>]) -> Vec<Option<EdgeReceiver<Detected>>> {
+        self.labels = detectors.iter().map(|d| d.first().map(|d| d.labels().to_vec())).collect();
+        let (inputs, edges) = model_edges(detectors, self.plant.policies.frames);
+        self.plant.models = inputs;
+        edges
+    }
+
+    /// Starts the models' workers, once the units have their routes.
+    fn start_workers(
+        &mut self,
+        supervisor: &mut Supervisor,
+        detectors: Vec<Vec<Detector>>,
+        edges: Vec<Option<EdgeReceiver<Detected>>>,
+    ) {
+        let routes = self.plant.models.iter().map(|m| m.routes.clone()).collect();
+        let stop = self.plant.shutdown.child_token();
+        let (running, closers) = start_models(supervisor, detectors, edges, routes, &self.plant.stages, &stop);
+        self.models.set(running);
+        self.workers = (closers, stop);
+    }
+
+    /// Stops the models' workers: frames not yet looked at are dropped.
+    pub fn close_models(&self) {
+        self.workers.0.iter().for_each(EdgeCloser::close);
     }
 
     /// Starts (or, after a broker change, restarts) the publisher, which speaks for the device
@@ -98,7 +139,7 @@ impl Live {
             config.device.id.clone(),
             self.outbox.clone(),
             crate::app::sending(config),
-            Presence::Announce(describe),
+            Presence::Announce { describe, changed: self.config.changed() },
             stop.clone(),
         );
         let task = async move {
@@ -144,18 +185,12 @@ impl Live {
         describe: &publish::Describe,
     ) -> Result<String, Vec<String>> {
         let started = Instant::now();
-        let path = self.settings.path.clone();
-        info!(config = %path.display(), overlay = %self.settings.overlay.display(), "reading the config");
-        let new = match config::load(&path) {
-            Ok(new) => {
-                let problems = self.refusals(&new);
-                if problems.is_empty() { Ok(new) } else { Err(problems) }
+        match self.read().await {
+            Ok((new, detectors)) => {
+                let version = self.apply(supervisor, describe, new, detectors).await;
+                info!(config_version = %version, took_ms = started.elapsed().as_millis() as u64, "reload taken");
+                Ok(version)
             }
-            Err(ConfigError::Invalid { problems, .. }) => Err(problems),
-            Err(ConfigError::Read { path, message }) => Err(vec![Problem { path, message }]),
-        };
-        let new = match new {
-            Ok(new) => new,
             Err(problems) => {
                 for problem in &problems {
                     error!(key = %problem.path, problem = %problem.message, "reload refused: the config has a problem");
@@ -163,9 +198,50 @@ impl Live {
                 error!(problems = problems.len(), "reload refused; the config before it runs on");
                 let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 self.config.update(|now| now.problems = problems.clone());
-                return Err(problems);
+                Err(problems)
             }
+        }
+    }
+
+    /// Reads and validates the config as `check` does, and loads the models it needs that do
+    /// not run yet (before anything changes: one that does not load refuses the reload).
+    async fn read(&self) -> Result<(Settings, Option<Vec<Vec<Detector>>>), Vec<Problem>> {
+        let path = &self.settings.path;
+        info!(config = %path.display(), overlay = %self.settings.overlay.display(), "reading the config");
+        let new = match config::load(path) {
+            Ok(new) => {
+                let problems = self.refusals(&new);
+                if problems.is_empty() { Ok(new) } else { Err(problems) }
+            }
+            Err(ConfigError::Invalid { problems, .. }) => Err(problems),
+            Err(ConfigError::Read { path, message }) => Err(vec![Problem { path, message }]),
         };
+        match new {
+            Ok(new) if self.needs_models(&new) => {
+                info!("models changed: loading them");
+                let (settings, used) = (new.clone(), used_models(&new));
+                let workers =
+                    move |i: usize, m: &config::ModelConfig| if used.get(i) == Some(&true) { m.workers } else { 0 };
+                match tokio::task::spawn_blocking(move || load_models(&settings, workers)).await {
+                    Ok(Ok(detectors)) => Ok((new, Some(detectors))),
+                    Ok(Err(AppError::Mismatch(problems))) => Err(problems),
+                    Ok(Err(error)) => Err(vec![Problem { path: "model".into(), message: error.to_string() }]),
+                    Err(error) => Err(vec![Problem { path: "model".into(), message: error.to_string() }]),
+                }
+            }
+            new => new.map(|new| (new, None)),
+        }
+    }
+
+    /// Runs on `new` (and `detectors`, new models), changing only what changed; returns the
+    /// config version now running.
+    async fn apply(
+        &mut self,
+        supervisor: &mut Supervisor,
+        describe: &publish::Describe,
+        new: Settings,
+        detectors: Option<Vec<Vec<Detector>>>,
+    ) -> String {
         for section in restart_only(&self.settings.config, &new.config) {
             warn!(section, "changed: takes effect at the next restart");
         }
@@ -182,6 +258,21 @@ impl Live {
             unit.stop(&self.plant, true).await;
             removed += 1;
         }
+        // New models: every camera stops, the old workers end, and all start on the new ones.
+        let models_reloaded = detectors.is_some();
+        let mut stopped = std::collections::HashMap::new();
+        let mut edges = None;
+        if let Some(detectors) = &detectors {
+            for unit in std::mem::take(&mut kept) {
+                let (id, counters, live) = (unit.camera.id.clone(), unit.counters.clone(), unit.live.clone());
+                unit.stop(&self.plant, false).await;
+                stopped.insert(id, (counters, live));
+            }
+            self.close_models();
+            self.workers.1.cancel();
+            self.plant.stages.remove_named("detect ");
+            edges = Some(self.plug_models(detectors));
+        }
         for camera in self.settings.cameras.clone() {
             let position = kept.iter().position(|u| u.camera.id == camera.id);
             let unit = match position.map(|i| kept.swap_remove(i)) {
@@ -197,13 +288,22 @@ impl Live {
                     restarted += 1;
                     self.start_unit(supervisor, &camera, counters, live)
                 }
-                None => {
-                    info!(camera = %camera.id, "camera added: starting it");
-                    added += 1;
-                    self.start_unit(supervisor, &camera, Arc::default(), Arc::default())
-                }
+                None => match stopped.remove(&camera.id) {
+                    Some((counters, live)) => {
+                        restarted += 1;
+                        self.start_unit(supervisor, &camera, counters, live)
+                    }
+                    None => {
+                        info!(camera = %camera.id, "camera added: starting it");
+                        added += 1;
+                        self.start_unit(supervisor, &camera, Arc::default(), Arc::default())
+                    }
+                },
             };
             self.units.extend(unit);
+        }
+        if let (Some(detectors), Some(edges)) = (detectors, edges) {
+            self.start_workers(supervisor, detectors, edges);
         }
         self.list_cameras();
         if broker_changed {
@@ -217,9 +317,8 @@ impl Live {
             now.problems.clear();
         });
         drop(old);
-        info!(config_version = %version, changed, restarted, removed, added, broker_changed,
-              took_ms = started.elapsed().as_millis() as u64, "reload taken");
-        Ok(version)
+        info!(changed, restarted, removed, added, models_reloaded, broker_changed, "config applied");
+        version
     }
 
     fn start_unit(
@@ -240,32 +339,27 @@ impl Live {
         }
     }
 
-    /// What makes `new` unusable beyond `load`'s own validation: what `check` also refuses
-    /// (no camera, classes the models lack), and changes only a restart can make.
+    /// What makes `new` unusable beyond `load`'s own validation that `check` also refuses:
+    /// no camera, and (models unchanged) classes the running models lack.
     fn refusals(&self, new: &Settings) -> Vec<Problem> {
         let mut problems = Vec::new();
         if new.cameras.is_empty() {
             problems.push(Problem { path: "cameras".into(), message: "at least one camera is required".into() });
         }
-        let (old_models, new_models) = (self.settings.config.all_models(), new.config.all_models());
-        if to_value(&old_models) != to_value(&new_models) {
-            let message = "changed; models are loaded at the start: restart to apply (systemctl restart fieldwatch)";
-            problems.push(Problem { path: "model".into(), message: message.into() });
-            return problems;
-        }
-        let labels: Vec<Option<&[String]>> = self.labels.iter().map(Option::as_deref).collect();
-        problems.extend(check_classes(new, &labels));
-        for camera in &new.cameras {
-            for m in camera.models() {
-                if self.plant.models.get(m).is_none_or(|model| model.frames.is_none()) {
-                    let name = new_models.get(m).map(|m| m.name.clone()).unwrap_or_default();
-                    let message =
-                        format!("reads model {name:?}, which no camera used at the start: restart to load it");
-                    problems.push(Problem { path: format!("cameras.{}", camera.id), message });
-                }
-            }
+        // New models are checked against their own classes as they load.
+        if !self.needs_models(new) {
+            let labels: Vec<Option<&[String]>> = self.labels.iter().map(Option::as_deref).collect();
+            problems.extend(check_classes(new, &labels));
         }
         problems
+    }
+
+    /// Whether `new` needs other models than those running: one changed, or a camera reads one
+    /// that no camera read before (not loaded).
+    fn needs_models(&self, new: &Settings) -> bool {
+        let unloaded = |m: usize| self.plant.models.get(m).is_none_or(|model| model.frames.is_none());
+        to_value(&self.settings.config.all_models()) != to_value(&new.config.all_models())
+            || new.cameras.iter().flat_map(|c| c.models()).any(unloaded)
     }
 }
 

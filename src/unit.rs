@@ -133,7 +133,7 @@ impl CameraUnit {
         let route = camera.models();
         let unloaded = route.iter().find(|&&m| plant.models.get(m).is_none_or(|m| m.frames.is_none()));
         if let Some(m) = unloaded {
-            let message = format!("reads model {m}, which is not loaded (a model change needs a restart)");
+            let message = format!("reads model {m}, which is not loaded");
             return Err(crate::config::Problem { path: format!("cameras.{}", camera.id), message });
         }
         let c = counters;

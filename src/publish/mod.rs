@@ -79,7 +79,12 @@ pub type Describe = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// does; a replay publishing to the same broker must not announce the device online or offline.
 #[derive(Clone)]
 pub enum Presence {
-    Announce(Describe),
+    /// `describe` says what the status and heartbeat carry; `changed` wakes the publisher to
+    /// send the retained status again (a reload changed the config it names).
+    Announce {
+        describe: Describe,
+        changed: Arc<tokio::sync::Notify>,
+    },
     Quiet,
 }
 
@@ -235,9 +240,11 @@ pub async fn run(
     let status_topic = status_topic(&config, &device_id);
     let heartbeat_topic = heartbeat_topic(&config, &device_id);
     let describe = match presence {
-        Presence::Announce(describe) => Some(describe),
+        Presence::Announce { describe, changed } => Some((describe, changed)),
         Presence::Quiet => None,
     };
+    let (describe, changed) = describe.unzip();
+    let changed = changed.unwrap_or_default();
     let announce = describe.is_some();
     let heartbeat_every = (config.heartbeat_secs > 0).then(|| Duration::from_secs(config.heartbeat_secs));
     let mut next_heartbeat = heartbeat_every.map(|every| tokio::time::Instant::now() + every);
@@ -291,6 +298,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => break,
                 _ = heartbeat => {}
                 _ = outbox.pushed() => {}
+                _ = changed.notified() => publisher.reconnected = true, // the status is due again
                 event = publisher.link.recv() => match event {
                     Some(event) => publisher.note(&event),
                     None => break,

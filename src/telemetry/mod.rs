@@ -138,6 +138,11 @@ impl Stages {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|(_, p)| !Arc::ptr_eq(p, progress));
     }
 
+    /// Forgets the stages whose names start with `prefix` (models a reload replaced).
+    pub fn remove_named(&self, prefix: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|(name, _)| !name.starts_with(prefix));
+    }
+
     /// Every stage with how long its current work has taken (`None`: idle).
     pub fn all(&self) -> Vec<(String, Option<std::time::Duration>)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, p)| (n.clone(), p.busy_for())).collect()
@@ -181,7 +186,7 @@ impl CameraList {
 /// The config running and how the last reload went: the problems of a config that was refused
 /// (the old one runs on), empty once one is taken.
 #[derive(Clone, Default)]
-pub struct ConfigState(Arc<std::sync::Mutex<ConfigNow>>);
+pub struct ConfigState(Arc<std::sync::Mutex<ConfigNow>>, Arc<tokio::sync::Notify>);
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ConfigNow {
@@ -194,13 +199,20 @@ pub struct ConfigNow {
 
 impl ConfigState {
     pub fn new(version: String) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(ConfigNow { version, ..Default::default() })))
+        Self(Arc::new(std::sync::Mutex::new(ConfigNow { version, ..Default::default() })), Arc::default())
     }
     pub fn now(&self) -> ConfigNow {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+    /// Changes it, and wakes whoever waits on [`changed`](Self::changed).
     pub fn update(&self, change: impl FnOnce(&mut ConfigNow)) {
         change(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.1.notify_one();
+    }
+
+    /// Notified after each update (the publisher sends the retained status again).
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.1.clone()
     }
 }
 
@@ -242,6 +254,19 @@ pub struct ModelCounters {
     pub failures: Counter,
     /// Output candidates dropped as malformed (not finite, no size, a class it does not have).
     pub malformed: Counter,
+}
+
+/// The models running now: a reload that changes a model replaces the list.
+#[derive(Clone, Default)]
+pub struct ModelList(Arc<std::sync::RwLock<Vec<ModelStatus>>>);
+
+impl ModelList {
+    pub fn set(&self, models: Vec<ModelStatus>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = models;
+    }
+    pub fn all(&self) -> Vec<ModelStatus> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A running model as the heartbeat and `/metrics` show it.

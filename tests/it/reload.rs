@@ -27,7 +27,8 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 /// `resolved_by: config`; an added camera starts; the live view shows the open rule, its tracks
 /// and zone, and follows the camera; a zone saved from the editor (with its CSRF token) goes
 /// into the overlay and the running rule (its view and its next report); a broken config
-/// changes nothing and shows in `/healthz`; `check` names the overlay's key.
+/// changes nothing and shows in `/healthz`; a changed model is loaded and the cameras detect
+/// on it; `check` names the overlay's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() {
     let _serial = heavy().await;
@@ -152,6 +153,30 @@ async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() 
     );
     let (_, metrics) = http_get(http, "/metrics");
     assert_eq!(metric(&metrics, "fieldwatch_connects_total{camera=\"cam-2\"}"), Some(1.0), "{metrics}");
+
+    // A changed model is loaded, and the cameras start again on it (a reconnect, a new pass of
+    // the clip); the refusal's problems are gone.
+    let fixed = daemon_config_http(&dir, broker.port, "", &without_extra, Some(http));
+    let text = std::fs::read_to_string(&fixed).unwrap().replacen("\n\n[mqtt]", "\nmin_score = 0.3\n\n[mqtt]", 1);
+    std::fs::write(&fixed, text).unwrap();
+    let detected = |metrics: &str| metric(metrics, "fieldwatch_frames_detected_total{camera=\"cam-ok\"}");
+    let before = detected(&metrics);
+    hangup(&daemon);
+    daemon.wait_log("reload taken", 3, Duration::from_secs(10)).await;
+    assert!(daemon.log_text().contains("models changed: loading them"), "{}", daemon.log_text());
+    let started = std::time::Instant::now();
+    loop {
+        let (_, metrics) = http_get(http, "/metrics");
+        if metric(&metrics, "fieldwatch_connects_total{camera=\"cam-ok\"}") == Some(2.0) && detected(&metrics) > before
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "cam-ok detects on the new model: {metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, health) = http_get(http, "/healthz");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["config"]["problems"], serde_json::json!([]), "{health:#}");
 
     let mut daemon = daemon;
     assert!(daemon.terminate(Duration::from_secs(10)).0.success());

@@ -1,6 +1,6 @@
 //! The few WebDriver commands the browser test needs, spoken to Debian's chromedriver on
 //! loopback with headless chromium. (fantoccini would bring 34 crates — icu, time, Mozilla's
-//! webdriver — for these nine commands, and the suite's build time is budgeted.)
+//! webdriver — for the eleven commands used here, and the suite's build time is budgeted.)
 
 use crate::support::{Proc, free_port, wait_listening};
 use base64::Engine;
@@ -65,7 +65,7 @@ impl Browser {
     }
 
     /// The elements `css` selects now.
-    pub fn find_all(&self, css: &str) -> Vec<String> {
+    fn find_all(&self, css: &str) -> Vec<String> {
         let found = self.call("POST", "/elements", Some(json!({ "using": "css selector", "value": css })));
         (found.as_array().into_iter().flatten()).filter_map(|e| e[ELEMENT].as_str().map(str::to_string)).collect()
     }
@@ -83,6 +83,12 @@ impl Browser {
         let r = self.call("GET", &format!("/element/{element}/rect"), None);
         let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         (n("x"), n("y"), n("width"), n("height"))
+    }
+
+    /// What `js` (a function body) returns, run in the page at one go: reading elements the page
+    /// redraws (the overlay, twice a second) this way never finds one that has just been replaced.
+    pub fn script(&self, js: &str) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({ "script": js, "args": [] })))
     }
 
     pub fn click(&self, element: &str) {
