@@ -130,13 +130,15 @@ async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAd
             Some((id, "frame.jpg")) => frame(bench, id).await,
             _ => (StatusCode::NOT_FOUND, TEXT, "no such page: GET /, /cameras/ID, /healthz or /metrics\n".into()),
         },
-        ("POST", path) => match path.strip_prefix("/cameras/").and_then(|rest| rest.strip_suffix("/zones")) {
+        ("POST", path) => match path.strip_prefix("/cameras/").and_then(|rest| rest.split_once('/')) {
             _ if !bench.csrf_ok(csrf.as_deref()) => {
                 warn!(from = %peer, %path, "change refused: no valid CSRF token");
                 (StatusCode::FORBIDDEN, JSON, problems(&["the page's CSRF token is missing or wrong: reload the page"]))
             }
-            Some(id) => save_zone(bench, id, read_body(request).await, peer).await,
-            None => (StatusCode::NOT_FOUND, TEXT, "no such change\n".into()),
+            Some((id, what @ ("zones" | "masks"))) => {
+                save(bench, id, what == "zones", read_body(request).await, peer).await
+            }
+            _ => (StatusCode::NOT_FOUND, TEXT, "no such change\n".into()),
         },
         _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or POST only\n".into()),
     };
@@ -195,39 +197,53 @@ async fn frame(bench: &Workbench, id: &str) -> Answer {
     }
 }
 
-/// The editor's save: the zone into the overlay, then a reload; the answer says how it went.
-async fn save_zone(bench: &Workbench, id: &str, body: Option<Bytes>, peer: SocketAddr) -> Answer {
+/// The editor's save: a zone (or a mask) into the overlay, then a reload; the answer says how
+/// it went.
+async fn save(bench: &Workbench, id: &str, zone: bool, body: Option<Bytes>, peer: SocketAddr) -> Answer {
     let Some(edits) = &bench.edits else {
-        return (StatusCode::FORBIDDEN, JSON, problems(&["http.edit is false: zones cannot be saved here"]));
+        return (StatusCode::FORBIDDEN, JSON, problems(&["http.edit is false: nothing can be saved here"]));
     };
-    if bench.cameras.get(id).is_none() {
+    let Some(listed) = bench.cameras.get(id) else {
         return (StatusCode::NOT_FOUND, JSON, problems(&["no such camera"]));
-    }
-    let edit = match body.map(|b| serde_json::from_slice::<workbench::ZoneEdit>(&b)) {
+    };
+    let edit = match body.map(|b| serde_json::from_slice::<workbench::Edit>(&b)) {
         Some(Ok(edit)) => edit,
         _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                JSON,
-                problems(&["expected {\"zone\": NAME, \"polygon\": [[x, y], ...]}"]),
-            );
+            let expected = "expected {\"zone\": NAME, \"polygon\": [[x, y], ...]} or {\"mask\": N, \"polygon\": ...}";
+            return (StatusCode::BAD_REQUEST, JSON, problems(&[expected]));
         }
     };
-    if let Some(problem) = edit.problem() {
+    if let Some(problem) = edit.problem(zone) {
         return (StatusCode::UNPROCESSABLE_ENTITY, JSON, problems(&[&problem]));
     }
     let polygon: Vec<[f64; 2]> = edit.polygon.iter().copied().map(crate::live::round_point).collect();
-    let (overlay, camera, zone) = (edits.overlay.clone(), id.to_string(), edit.zone.clone());
-    let written = tokio::task::spawn_blocking(move || crate::live::save_zone(&overlay, &camera, &zone, &polygon)).await;
+    let (overlay, camera) = (edits.overlay.clone(), id.to_string());
+    let (what, write): (String, Box<dyn FnOnce() -> Result<(), String> + Send>) = if zone {
+        let name = edit.zone.clone();
+        (format!("zone {name}"), Box::new(move || crate::live::save_zone(&overlay, &camera, &name, &polygon)))
+    } else {
+        // The camera's masks as they run, with this one replaced or added.
+        let mut masks = listed.camera.masks.clone();
+        let replaced = edit.mask.and_then(|n| n.checked_sub(1)).and_then(|i| masks.get_mut(i));
+        match replaced {
+            Some(mask) => *mask = polygon,
+            None => masks.push(polygon),
+        }
+        (
+            format!("mask {}", edit.mask.unwrap_or(masks.len())),
+            Box::new(move || crate::live::save_masks(&overlay, &camera, &masks)),
+        )
+    };
+    let written = tokio::task::spawn_blocking(write).await;
     if let Some(error) = match written {
         Ok(result) => result.err(),
         Err(error) => Some(error.to_string()),
     } {
-        error!(%error, camera = %id, "the zone editor's save failed");
+        error!(%error, camera = %id, "the editor's save failed");
         return (StatusCode::INTERNAL_SERVER_ERROR, JSON, problems(&[&error]));
     }
-    info!(from = %peer, camera = %id, zone = %edit.zone, polygon = ?edit.polygon, overlay = %edits.overlay.display(),
-          "zone saved from the workbench; reloading");
+    info!(from = %peer, camera = %id, %what, polygon = ?edit.polygon, overlay = %edits.overlay.display(),
+          "saved from the workbench; reloading");
     let (reply, outcome) = tokio::sync::oneshot::channel();
     let request = workbench::ReloadRequest { from: peer.to_string(), reply };
     if edits.reloads.send(request).await.is_err() {

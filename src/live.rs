@@ -35,6 +35,8 @@ pub struct Seen {
     pub frame: Arc<Frame>,
     pub detections: Vec<Detection>,
     pub rules: Vec<RuleView>,
+    /// The camera's masks: detections whose anchor is inside one are ignored.
+    pub masks: Vec<Vec<[f64; 2]>>,
     /// What every picture of this camera blurs: its privacy masks, and the boxes of
     /// `snapshot.blur_classes`.
     pub privacy_masks: Vec<Vec<[f64; 2]>>,
@@ -93,7 +95,8 @@ pub fn json(seen: &Seen) -> serde_json::Value {
     serde_json::json!({
         "at": crate::report::timestamp(seen.frame.at),
         "frame_size": [seen.frame.width, seen.frame.height],
-        "masks": seen.privacy_masks,
+        "masks": seen.masks,
+        "privacy_masks": seen.privacy_masks,
         "detections": detections,
         "rules": rules,
     })
@@ -119,33 +122,59 @@ pub fn picture(view: &LiveView, seen: &Seen) -> Result<Vec<u8>, String> {
 }
 
 /// Writes zone `zone` of camera `camera` as `polygon` into the overlay at `path`, keeping what
-/// else it says; the write is atomic (a new file renamed over the old).
+/// else it says.
 pub fn save_zone(path: &Path, camera: &str, zone: &str, polygon: &[[f64; 2]]) -> Result<(), String> {
+    edit_overlay(path, camera, |cam| {
+        let z = item(cam, "zones", "name", zone)?;
+        z.insert("polygon".into(), toml_polygon(polygon));
+        Ok(())
+    })
+}
+
+/// Writes camera `camera`'s masks as `masks` (all of them) into the overlay at `path`.
+pub fn save_masks(path: &Path, camera: &str, masks: &[Vec<[f64; 2]>]) -> Result<(), String> {
+    edit_overlay(path, camera, |cam| {
+        cam.insert("masks".into(), toml::Value::Array(masks.iter().map(|m| toml_polygon(m)).collect()));
+        Ok(())
+    })
+}
+
+fn toml_polygon(polygon: &[[f64; 2]]) -> toml::Value {
+    use toml::Value;
+    Value::Array(polygon.iter().map(|[x, y]| Value::Array(vec![Value::from(*x), Value::from(*y)])).collect())
+}
+
+/// The item of the array `key` in `table` whose `id_key` is `id`, made if missing.
+fn item<'a>(table: &'a mut toml::Table, key: &str, id_key: &str, id: &str) -> Result<&'a mut toml::Table, String> {
     use toml::{Table, Value};
+    let array = table.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(items) = array else { return Err(format!("{key} is not an array of tables")) };
+    let found = items.iter().position(|v| v.get(id_key).and_then(Value::as_str) == Some(id));
+    let index = match found {
+        Some(i) => i,
+        None => {
+            items.push(Value::Table(Table::from_iter([(id_key.to_string(), Value::from(id))])));
+            items.len() - 1
+        }
+    };
+    items.get_mut(index).and_then(Value::as_table_mut).ok_or_else(|| format!("{key} is not an array of tables"))
+}
+
+/// Changes camera `camera`'s table in the overlay at `path` by `change`, keeping what else it
+/// says; the write is atomic (a new file renamed over the old).
+fn edit_overlay(
+    path: &Path,
+    camera: &str,
+    change: impl FnOnce(&mut toml::Table) -> Result<(), String>,
+) -> Result<(), String> {
+    use toml::Table;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
     let mut overlay: Table = text.parse().map_err(|e| format!("{} is not TOML: {e}", path.display()))?;
-    // The item of the array `key` in `table` whose `id_key` is `id`, made if missing.
-    fn item<'a>(table: &'a mut Table, key: &str, id_key: &str, id: &str) -> Result<&'a mut Table, String> {
-        let array = table.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(items) = array else { return Err(format!("{key} is not an array of tables")) };
-        let found = items.iter().position(|v| v.get(id_key).and_then(Value::as_str) == Some(id));
-        let index = match found {
-            Some(i) => i,
-            None => {
-                items.push(Value::Table(Table::from_iter([(id_key.to_string(), Value::from(id))])));
-                items.len() - 1
-            }
-        };
-        items.get_mut(index).and_then(Value::as_table_mut).ok_or_else(|| format!("{key} is not an array of tables"))
-    }
-    let cam = item(&mut overlay, "cameras", "id", camera)?;
-    let z = item(cam, "zones", "name", zone)?;
-    let points = polygon.iter().map(|[x, y]| Value::Array(vec![Value::from(*x), Value::from(*y)])).collect();
-    z.insert("polygon".into(), Value::Array(points));
+    change(item(&mut overlay, "cameras", "id", camera)?)?;
     let text = format!(
         "# Changes made while fieldwatch runs (the live view's zone editor); laid over the config file.\n{}",
         toml::to_string(&overlay).map_err(|e| e.to_string())?
@@ -176,12 +205,14 @@ mod tests {
         save_zone(&path, "cam-1", "sidewalk", &[[0.1, 0.5], [0.9, 0.5], [0.9, 1.0]]).unwrap();
         save_zone(&path, "cam-2", "road", &[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]).unwrap();
         save_zone(&path, "cam-1", "sidewalk", &[[0.2, 0.5], [0.8, 0.5], [0.8, 1.0]]).unwrap();
+        save_masks(&path, "cam-2", &[vec![[0.0, 0.0], [0.1, 0.0], [0.1, 0.1]]]).unwrap();
         let tree: serde_json::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(tree["cameras"][0]["rules"][0]["threshold"], 0.7);
         assert_eq!(tree["cameras"][0]["zones"][0]["name"], "sidewalk");
         assert_eq!(tree["cameras"][0]["zones"][0]["polygon"], serde_json::json!([[0.2, 0.5], [0.8, 0.5], [0.8, 1.0]]));
         assert_eq!(tree["cameras"][0]["zones"].as_array().unwrap().len(), 1);
         assert_eq!(tree["cameras"][1]["zones"][0]["name"], "road");
+        assert_eq!(tree["cameras"][1]["masks"], serde_json::json!([[[0.0, 0.0], [0.1, 0.0], [0.1, 0.1]]]));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

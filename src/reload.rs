@@ -165,6 +165,7 @@ impl Live {
     fn list_cameras(&self) {
         let listed = self.units.iter().map(|u| Listed {
             id: u.camera.id.clone(),
+            camera: u.camera.clone(),
             counters: u.counters.clone(),
             live: u.live.clone(),
         });

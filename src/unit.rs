@@ -292,6 +292,7 @@ impl Rules {
                                 frame: frame.clone(),
                                 detections: detections.clone(),
                                 rules: logic.view(frame.at),
+                                masks: camera.masks.clone(),
                                 privacy_masks: camera.privacy_masks.clone(),
                                 blur,
                             });

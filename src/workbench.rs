@@ -4,9 +4,11 @@
 //! - `GET /`: the cameras, each with its state; `GET /cameras/{id}`: the live page (plain HTML,
 //!   CSS and a little JavaScript embedded in the binary). It polls `view.json` and `frame.jpg`
 //!   every 500 ms while open and draws boxes, tracks and zones itself over the picture.
-//! - `POST /cameras/{id}/zones` (`{"zone": NAME, "polygon": [[x, y], …]}`, with the page's CSRF
-//!   token in `X-CSRF-Token`): the editor's save. The zone goes into the overlay in the state
-//!   directory, then the daemon reloads as on SIGHUP; the answer says what the reload made of it.
+//! - `POST /cameras/{id}/zones` (`{"zone": NAME, "polygon": [[x, y], …]}`) and
+//!   `POST /cameras/{id}/masks` (`{"mask": N, "polygon": …}`, N from 1, absent for a new mask),
+//!   with the page's CSRF token in `X-CSRF-Token`: the editor's save. The polygon goes into the
+//!   overlay in the state directory, then the daemon reloads as on SIGHUP; the answer says what
+//!   the reload made of it.
 //! - Access: with `http.token`, every page, picture and change needs it, as `Authorization:
 //!   Bearer TOKEN` or through `/login`, which sets an HttpOnly, SameSite=Strict cookie derived
 //!   from it; both are compared in constant time. `/healthz` and `/metrics` stay open.
@@ -130,17 +132,21 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-/// A zone the editor saves.
+/// A polygon the editor saves: zone `zone`, or mask number `mask`.
 #[derive(Debug, serde::Deserialize)]
-pub struct ZoneEdit {
+pub struct Edit {
+    #[serde(default)]
     pub zone: String,
+    /// The mask it replaces, counted from 1; absent (or past the last): a new mask.
+    #[serde(default)]
+    pub mask: Option<usize>,
     pub polygon: Vec<[f64; 2]>,
 }
 
-impl ZoneEdit {
-    /// What is wrong with it before the config's own validation sees it.
-    pub fn problem(&self) -> Option<String> {
-        if self.zone.trim().is_empty() {
+impl Edit {
+    /// What is wrong with it (as a zone, or as a mask) before the config's own validation sees it.
+    pub fn problem(&self, zone: bool) -> Option<String> {
+        if zone && self.zone.trim().is_empty() {
             return Some("zone: a name is needed".into());
         }
         if self.polygon.len() < 3 {
@@ -177,10 +183,12 @@ mod tests {
 
     #[test]
     fn zone_edits_are_checked_before_they_are_saved() {
-        let edit = |zone: &str, polygon: Vec<[f64; 2]>| ZoneEdit { zone: zone.into(), polygon }.problem();
+        let edit = |zone: &str, polygon: Vec<[f64; 2]>| Edit { zone: zone.into(), mask: None, polygon }.problem(true);
         assert_eq!(edit("z", vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), None);
         assert!(edit("", vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]).is_some());
         assert!(edit("z", vec![[0.0, 0.0], [1.0, 0.0]]).is_some());
         assert!(edit("z", vec![[0.0, 0.0], [1.5, 0.0], [1.0, 1.0]]).is_some());
+        let mask = Edit { zone: String::new(), mask: Some(1), polygon: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]] };
+        assert_eq!(mask.problem(false), None);
     }
 }

@@ -163,6 +163,8 @@ pub struct CameraList(Arc<std::sync::RwLock<Vec<Listed>>>);
 #[derive(Clone)]
 pub struct Listed {
     pub id: String,
+    /// As it runs now (a reload changes it).
+    pub camera: Arc<crate::config::Camera>,
     pub counters: Arc<CameraCounters>,
     pub live: Arc<crate::live::LiveView>,
 }

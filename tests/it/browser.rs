@@ -19,7 +19,8 @@ fn until(what: &str, within: Duration, check: impl Fn() -> bool) {
 /// their class and the rule's zone (read from the DOM), and its frame changes within 2 s;
 /// four clicks in the editor make exactly the expected polygon; saving it changes the running
 /// rule (the page's next annotation and the next report use it) while the camera stays on its
-/// first connection. A screenshot is left in target/test-artefacts/live-view.png.
+/// first connection; a mask drawn and saved the same way shows on the page. A screenshot is
+/// left in target/test-artefacts/live-view.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_page_shows_what_the_rules_see_and_its_editor_changes_the_running_zone() {
     let _serial = heavy().await;
@@ -74,6 +75,21 @@ async fn the_live_page_shows_what_the_rules_see_and_its_editor_changes_the_runni
     until("the running rule's new zone on the page", Duration::from_secs(3), || {
         zone() == "[[0.2,0.55],[0.8,0.55],[0.8,0.95],[0.2,0.95]]"
     });
+    // A mask, drawn in the empty top-left corner and saved: the page shows it, numbered.
+    browser.click(&browser.find("#kind").unwrap());
+    browser.click(&browser.find(r#"#kind option[value="mask"]"#).unwrap());
+    browser.click(&browser.find("#clear").unwrap());
+    for (x, y) in [(16, 16), (96, 16), (96, 64)] {
+        browser.click_at(&overlay, x - 320, y - 180);
+    }
+    browser.click(&browser.find("#save").unwrap());
+    until("the mask saved", Duration::from_secs(5), || browser.find(r#"#saved[data-result="saved"]"#).is_some());
+    let mask = || {
+        browser
+            .script("const m = document.querySelector('polygon.mask[data-mask=\"1\"]'); return m && m.dataset.polygon")
+    };
+    until("the mask on the page", Duration::from_secs(3), || mask() == "[[0.025,0.0444],[0.15,0.0444],[0.15,0.1778]]");
+
     let shot = browser.screenshot();
     let artefacts = root().join("target/test-artefacts");
     std::fs::create_dir_all(&artefacts).unwrap();

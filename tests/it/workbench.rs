@@ -88,7 +88,16 @@ async fn beyond_loopback_the_workbench_needs_the_token_and_changes_need_the_csrf
         http_post(http, "/cameras/cam-1/zones", &[("Authorization", &bearer), ("X-CSRF-Token", &csrf)], zone);
     assert_eq!(status, 200, "{saved}");
     daemon.wait_log("reload taken", 1, Duration::from_secs(5)).await;
-    assert!(daemon.log_text().contains("zone saved from the workbench; reloading"), "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("what=zone all"), "{}", daemon.log_text());
+    // A mask: a new one, then the same one moved.
+    let auth = [("Authorization", bearer.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let mask = r#"{"polygon": [[0, 0], [0.2, 0], [0.2, 0.2]]}"#;
+    assert_eq!(http_post(http, "/cameras/cam-1/masks", &auth, mask).0, 200);
+    let moved = r#"{"mask": 1, "polygon": [[0.5, 0], [0.7, 0], [0.7, 0.2]]}"#;
+    assert_eq!(http_post(http, "/cameras/cam-1/masks", &auth, moved).0, 200);
+    let overlay = std::fs::read_to_string(dir.join("state/overlay.toml")).unwrap();
+    assert!(overlay.contains("masks = [[[0.5, 0.0], [0.7, 0.0], [0.7, 0.2]]]"), "{overlay}");
+    daemon.wait_log("reload taken", 3, Duration::from_secs(5)).await;
     assert!(daemon.log_text().contains("workbench login"));
     assert!(!daemon.log_text().contains(TOKEN), "the token is never logged");
 
