@@ -184,7 +184,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
             models: live.models.clone(),
             outbox: outbox.clone(),
             config: live.config.clone(),
-            workbench: Workbench::new(live.cameras.clone(), &config.http.token, edits),
+            workbench: Workbench::new(&config.http.token, edits),
         };
         tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
     }
@@ -197,20 +197,23 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        // A reload, and who waits for its outcome (a workbench save; nobody for SIGHUP).
+        let reply = tokio::select! {
             _ = supervisor.watch(&shutdown, Until::Shutdown) => break,
             _ = hangup => {
-                crate::systemd::reloading();
                 info!(from = "SIGHUP", "reloading the config");
-                let _ = live.reload(&mut supervisor, &describe).await;
-                crate::systemd::ready();
+                None
             }
             Some(save) = saves.recv() => {
-                crate::systemd::reloading();
                 info!(from = %save.from, "reloading the config: the workbench saved a change");
-                let _ = save.reply.send(live.reload(&mut supervisor, &describe).await);
-                crate::systemd::ready();
+                Some(save.reply)
             }
+        };
+        crate::systemd::reloading();
+        let outcome = live.reload(&mut supervisor, &describe).await;
+        crate::systemd::ready();
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
         }
     }
     info!("shutting down");

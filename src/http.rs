@@ -123,11 +123,13 @@ async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAd
         _ if !bench.allows(authorization.as_deref(), cookies.as_deref()) => {
             (StatusCode::UNAUTHORIZED, HTML, workbench::login_page(false).into())
         }
-        ("GET", "/") => (StatusCode::OK, HTML, bench.index().into()),
+        ("GET", "/") => (StatusCode::OK, HTML, bench.index(&observed.cameras).into()),
         ("GET", path) => match path.strip_prefix("/cameras/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
-            Some((id, "")) if bench.cameras.get(id).is_some() => (StatusCode::OK, HTML, bench.camera_page(id).into()),
-            Some((id, "view.json")) => view(bench, id),
-            Some((id, "frame.jpg")) => frame(bench, id).await,
+            Some((id, "")) if observed.cameras.get(id).is_some() => {
+                (StatusCode::OK, HTML, bench.camera_page(id).into())
+            }
+            Some((id, "view.json")) => view(&observed.cameras, id),
+            Some((id, "frame.jpg")) => frame(&observed.cameras, id).await,
             _ => (StatusCode::NOT_FOUND, TEXT, "no such page: GET /, /cameras/ID, /healthz or /metrics\n".into()),
         },
         ("POST", path) => match path.strip_prefix("/cameras/").and_then(|rest| rest.split_once('/')) {
@@ -136,7 +138,8 @@ async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAd
                 (StatusCode::FORBIDDEN, JSON, problems(&["the page's CSRF token is missing or wrong: reload the page"]))
             }
             Some((id, what @ ("zones" | "masks"))) => {
-                save(bench, id, what == "zones", read_body(request).await, peer).await
+                let body = read_body(request).await;
+                save(bench, &observed.cameras, id, what == "zones", body, peer).await
             }
             _ => (StatusCode::NOT_FOUND, TEXT, "no such change\n".into()),
         },
@@ -166,8 +169,8 @@ fn problems(list: &[&str]) -> Vec<u8> {
 
 /// A camera's live view as JSON: its state, and what its rules saw in the latest frame (null
 /// until a frame has been seen while watched).
-fn view(bench: &Workbench, id: &str) -> Answer {
-    let Some(camera) = bench.cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
+fn view(cameras: &CameraList, id: &str) -> Answer {
+    let Some(camera) = cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
     let c = &camera.counters;
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let seen = camera.live.ask();
@@ -184,8 +187,8 @@ fn view(bench: &Workbench, id: &str) -> Answer {
 }
 
 /// The latest frame as JPEG, made now (on a blocking thread: conversion and encoding).
-async fn frame(bench: &Workbench, id: &str) -> Answer {
-    let Some(camera) = bench.cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
+async fn frame(cameras: &CameraList, id: &str) -> Answer {
+    let Some(camera) = cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
     let Some(seen) = camera.live.ask() else {
         return (StatusCode::NOT_FOUND, TEXT, "no frame yet: the camera keeps one once watched\n".into());
     };
@@ -199,11 +202,18 @@ async fn frame(bench: &Workbench, id: &str) -> Answer {
 
 /// The editor's save: a zone (or a mask) into the overlay, then a reload; the answer says how
 /// it went.
-async fn save(bench: &Workbench, id: &str, zone: bool, body: Option<Bytes>, peer: SocketAddr) -> Answer {
+async fn save(
+    bench: &Workbench,
+    cameras: &CameraList,
+    id: &str,
+    zone: bool,
+    body: Option<Bytes>,
+    peer: SocketAddr,
+) -> Answer {
     let Some(edits) = &bench.edits else {
         return (StatusCode::FORBIDDEN, JSON, problems(&["http.edit is false: nothing can be saved here"]));
     };
-    let Some(listed) = bench.cameras.get(id) else {
+    let Some(listed) = cameras.get(id) else {
         return (StatusCode::NOT_FOUND, JSON, problems(&["no such camera"]));
     };
     let edit = match body.map(|b| serde_json::from_slice::<workbench::Edit>(&b)) {

@@ -210,15 +210,17 @@ impl Live {
         let path = &self.settings.path;
         info!(config = %path.display(), overlay = %self.settings.overlay.display(), "reading the config");
         let new = match config::load(path) {
-            Ok(new) => {
-                let problems = self.refusals(&new);
-                if problems.is_empty() { Ok(new) } else { Err(problems) }
-            }
-            Err(ConfigError::Invalid { problems, .. }) => Err(problems),
-            Err(ConfigError::Read { path, message }) => Err(vec![Problem { path, message }]),
+            Ok(new) => new,
+            Err(ConfigError::Invalid { problems, .. }) => return Err(problems),
+            Err(ConfigError::Read { path, message }) => return Err(vec![Problem { path, message }]),
         };
-        match new {
-            Ok(new) if self.needs_models(&new) => {
+        let needs_models = self.needs_models(&new);
+        let problems = self.refusals(&new, needs_models);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        match needs_models {
+            true => {
                 info!("models changed: loading them");
                 let (settings, used) = (new.clone(), used_models(&new));
                 let workers =
@@ -230,7 +232,7 @@ impl Live {
                     Err(error) => Err(vec![Problem { path: "model".into(), message: error.to_string() }]),
                 }
             }
-            new => new.map(|new| (new, None)),
+            false => Ok((new, None)),
         }
     }
 
@@ -341,14 +343,14 @@ impl Live {
     }
 
     /// What makes `new` unusable beyond `load`'s own validation that `check` also refuses:
-    /// no camera, and (models unchanged) classes the running models lack.
-    fn refusals(&self, new: &Settings) -> Vec<Problem> {
+    /// no camera, and (with the running models: `needs_models` false) classes they lack.
+    fn refusals(&self, new: &Settings, needs_models: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         if new.cameras.is_empty() {
             problems.push(Problem { path: "cameras".into(), message: "at least one camera is required".into() });
         }
         // New models are checked against their own classes as they load.
-        if !self.needs_models(new) {
+        if !needs_models {
             let labels: Vec<Option<&[String]>> = self.labels.iter().map(Option::as_deref).collect();
             problems.extend(check_classes(new, &labels));
         }

@@ -115,7 +115,6 @@ pub struct CameraUnit {
     control: mpsc::UnboundedSender<Control>,
     /// Cancelled when the rules task has ended (its last reports queued, its state saved).
     rules_done: CancellationToken,
-    decoding: Arc<crate::telemetry::Progress>,
 }
 
 impl CameraUnit {
@@ -192,8 +191,7 @@ impl CameraUnit {
             rules.run(detected_rx, orders, shutdown).await
         };
         supervisor.spawn(until("rules"), task.instrument(span));
-        let decoding = c.decoding.clone();
-        Ok(Self { camera, counters: c, live, keys, stopping, control, rules_done, decoding })
+        Ok(Self { camera, counters: c, live, keys, stopping, control, rules_done })
     }
 
     /// Hands the running rules a changed camera (same source and models) and the config its
@@ -214,7 +212,7 @@ impl CameraUnit {
                 model.routes.clear(*key);
             }
         }
-        plant.stages.remove(&self.decoding);
+        plant.stages.remove(&self.counters.decoding);
         self.rules_done.cancelled().await;
     }
 }

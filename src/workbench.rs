@@ -30,7 +30,6 @@ pub struct ReloadRequest {
 /// What the workbench needs beside the health endpoint's own.
 #[derive(Clone)]
 pub struct Workbench {
-    pub cameras: CameraList,
     /// The token pages need; `None`: open (loopback only, as `check` enforces).
     pub token: Option<Secret>,
     /// The token every change must carry in `X-CSRF-Token`, new each start.
@@ -49,9 +48,9 @@ pub struct Edits {
 const COOKIE: &str = "fieldwatch_session";
 
 impl Workbench {
-    pub fn new(cameras: CameraList, token: &Secret, edits: Option<Edits>) -> Self {
+    pub fn new(token: &Secret, edits: Option<Edits>) -> Self {
         let token = (!token.is_empty()).then(|| token.clone());
-        Self { cameras, token, csrf: uuid::Uuid::new_v4().simple().to_string(), edits }
+        Self { token, csrf: uuid::Uuid::new_v4().simple().to_string(), edits }
     }
 
     /// The cookie a login sets: derived from the token, so the token itself never travels again.
@@ -86,10 +85,10 @@ impl Workbench {
         header.is_some_and(|h| bool::from(h.as_bytes().ct_eq(self.csrf.as_bytes())))
     }
 
-    /// The index: each camera with its state and a link to its live page.
-    pub fn index(&self) -> String {
+    /// The index: each of `cameras` with its state and a link to its live page.
+    pub fn index(&self, cameras: &CameraList) -> String {
         let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-        let rows: String = (self.cameras.all().iter())
+        let rows: String = (cameras.all().iter())
             .map(|(id, c)| {
                 let id = escape(id);
                 format!(
@@ -165,7 +164,7 @@ mod tests {
 
     #[test]
     fn the_token_opens_by_header_or_by_the_cookie_a_login_sets_and_nothing_else_does() {
-        let bench = Workbench::new(CameraList::default(), &Secret::new("0123456789abcdef-token"), None);
+        let bench = Workbench::new(&Secret::new("0123456789abcdef-token"), None);
         assert!(bench.allows(Some("Bearer 0123456789abcdef-token"), None));
         assert!(!bench.allows(Some("Bearer 0123456789abcdef-tokeN"), None));
         assert!(!bench.allows(None, None));
@@ -176,7 +175,7 @@ mod tests {
         assert!(!value.contains("0123456789abcdef"), "the cookie is not the token: {value}");
         assert!(bench.allows(None, Some(&format!("other=1; {value}"))));
         assert!(!bench.allows(None, Some("fieldwatch_session=00")));
-        let open = Workbench::new(CameraList::default(), &Secret::default(), None);
+        let open = Workbench::new(&Secret::default(), None);
         assert!(open.allows(None, None));
         assert!(open.csrf_ok(Some(&open.csrf.clone())) && !open.csrf_ok(Some("x")) && !open.csrf_ok(None));
     }
