@@ -155,16 +155,37 @@ pub fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) ->
 
 /// Sends `request` as it is; the status code and the body's bytes.
 pub fn http_request(port: u16, request: &str) -> (u16, Vec<u8>) {
+    http_exchange(port, request, Duration::from_secs(10))
+}
+
+/// [`http_request`], waiting up to `patience` for each read. The answer is read to its
+/// `Content-Length` (a server may keep the connection open whatever the request says), else to
+/// the connection's end.
+pub fn http_exchange(port: u16, request: &str, patience: Duration) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the endpoint listens");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the server listens");
+    stream.set_read_timeout(Some(patience)).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
-    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    let (mut response, mut chunk) = (Vec::new(), [0u8; 65536]);
+    let mut read = |response: &mut Vec<u8>| {
+        let n = stream.read(&mut chunk).unwrap();
+        response.extend_from_slice(&chunk[..n]);
+        n > 0
+    };
+    let head_end = loop {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if !read(&mut response) {
+            break response.len();
+        }
+    };
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+    while length.is_none_or(|length| response.len() < head_end + length) && read(&mut response) {}
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, response[head_end..].to_vec())
+    let end = length.map_or(response.len(), |length| (head_end + length).min(response.len()));
+    (status, response[head_end..end].to_vec())
 }
 
 pub fn free_port() -> u16 {

@@ -2,10 +2,9 @@
 //! loopback with headless chromium. (fantoccini would bring 34 crates — icu, time, Mozilla's
 //! webdriver — for the eleven commands used here, and the suite's build time is budgeted.)
 
-use crate::support::{Proc, free_port, wait_listening};
+use crate::support::{Proc, free_port, http_exchange, wait_listening};
 use base64::Engine;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -127,37 +126,15 @@ impl Drop for Browser {
     }
 }
 
-/// One WebDriver call: its answer's `value`. chromedriver keeps connections open whatever the
-/// request says, so the answer is read to its `Content-Length`.
+/// One WebDriver call: its answer's `value`.
 fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("chromedriver listens");
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        stream,
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let (head_end, length) = loop {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "chromedriver closed before answering {method} {path}");
-        response.extend_from_slice(&chunk[..n]);
-        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
-            break (end + 4, length.expect("chromedriver says how long its answer is"));
-        }
-    };
-    while response.len() < head_end + length {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "chromedriver closed part way through answering {method} {path}");
-        response.extend_from_slice(&chunk[..n]);
-    }
-    let payload = String::from_utf8_lossy(&response[head_end..head_end + length]).into_owned();
-    let parsed: Value =
-        serde_json::from_str(&payload).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {payload}"));
+    );
+    let (_, payload) = http_exchange(port, &request, Duration::from_secs(60));
+    let parsed: Value = serde_json::from_slice(&payload)
+        .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {}", String::from_utf8_lossy(&payload)));
     parsed.get("value").cloned().unwrap_or(parsed)
 }
