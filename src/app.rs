@@ -9,6 +9,7 @@
 //! Every task and thread runs under a [`Supervisor`]: one that panics, fails, or (live) ends
 //! before shutdown stops the daemon with a non-zero exit naming it.
 
+use crate::clip::ClipStore;
 use crate::clock::Clock;
 use crate::config::{Config, ModelConfig, Problem, Settings, SnapshotMode};
 use crate::detect::{self, DetectError, Detected, Detector, Routes};
@@ -185,6 +186,7 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
             outbox: outbox.clone(),
             config: live.config.clone(),
             workbench: Workbench::new(&config.http.token, edits),
+            clips: live.clips.clone(),
         };
         tokio::spawn(crate::http::serve(listener, observed, shutdown.clone()));
     }
@@ -431,7 +433,7 @@ pub async fn replay(
             Some(Forward { sink: ReportSink::Outbox { outbox: outbox.clone(), topic }, outbox, dir, done })
         }
     };
-    supervisor.spawn(Stage::shared("replay output"), write_reports(reports_rx, options.out, forward));
+    supervisor.spawn(Stage::shared("replay output"), write_reports(reports_rx, options.out.clone(), forward));
 
     let run: SourceRun = Box::new(move |mut ctx| {
         async move { clip.run_once(&mut ctx).await.map(|_| ()).map_err(|e| e.to_string()) }.boxed()
@@ -450,7 +452,11 @@ pub async fn replay(
         config: config.clone(),
     };
     // Replay keeps no state: it must not touch what the live daemon remembers.
-    let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx) };
+    // Clips go beside the reports in `--out` (none without it).
+    let evidence = &config.evidence;
+    let clips =
+        (options.out.clone()).map(|dir| Arc::new(ClipStore::new(dir, evidence.max_bytes, evidence.max_age_days)));
+    let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx), clips };
     let c = Arc::new(CameraCounters::default());
     let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone(), Arc::default())
         .map_err(|p| AppError::Mismatch(vec![p]))?;

@@ -8,6 +8,8 @@
 //!   restarting the daemon would not help.
 //! - `GET /metrics`: Prometheus text format, read from the counters the stages keep anyway
 //!   (`prometheus-client` encodes them at scrape time).
+//! - `GET /evidence/{report_id}.mp4`: an opened report's evidence clip (see [`crate::clip`]),
+//!   with the workbench's token when there is one.
 //! - Everything else is the technician's workbench (see [`crate::workbench`]): the live view,
 //!   the zone editor, and the login they need when `http.token` is set. `/healthz` and
 //!   `/metrics` need no token: a local scraper reads them as before.
@@ -39,6 +41,7 @@ pub struct Observed {
     pub outbox: Arc<Outbox>,
     pub config: ConfigState,
     pub workbench: Workbench,
+    pub clips: Arc<crate::clip::ClipStore>,
 }
 
 /// Binds `listen`; the error names the key, so a port in use is plain at start.
@@ -124,6 +127,7 @@ async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAd
             (StatusCode::UNAUTHORIZED, HTML, workbench::login_page(false).into())
         }
         ("GET", "/") => (StatusCode::OK, HTML, bench.index(&observed.cameras).into()),
+        ("GET", path) if path.starts_with("/evidence/") => evidence_clip(&observed.clips, path).await,
         ("GET", path) => match path.strip_prefix("/cameras/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
             Some((id, "")) if observed.cameras.get(id).is_some() => {
                 (StatusCode::OK, HTML, bench.camera_page(id).into())
@@ -187,6 +191,24 @@ fn view(cameras: &CameraList, id: &str) -> Answer {
 }
 
 /// The latest frame as JPEG, made now (on a blocking thread: conversion and encoding).
+async fn evidence_clip(clips: &crate::clip::ClipStore, path: &str) -> Answer {
+    let found =
+        (path.strip_prefix("/evidence/").and_then(|name| name.strip_suffix(".mp4"))).and_then(|id| clips.path_of(id));
+    let Some(file) = found else {
+        return (StatusCode::NOT_FOUND, TEXT, "no such clip: /evidence/REPORT_ID.mp4\n".into());
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(&file))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    {
+        Ok(mp4) => (StatusCode::OK, "video/mp4", mp4),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, TEXT, "no such clip (never made, or dropped for the store's limits)\n".into())
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n").into()),
+    }
+}
+
 async fn frame(cameras: &CameraList, id: &str) -> Answer {
     let Some(camera) = cameras.get(id) else { return (StatusCode::NOT_FOUND, TEXT, "no such camera\n".into()) };
     let Some(seen) = camera.live.ask() else {
@@ -365,7 +387,7 @@ impl prometheus_client::collector::Collector for Exposed {
         let per_camera = |value: CameraValue| -> Vec<(Labels, u64)> {
             all.iter().map(|(id, c)| (vec![("camera", id.clone())], value(c))).collect()
         };
-        let cameras: [(&str, &str, CameraValue); 9] = [
+        let cameras: [(&str, &str, CameraValue); 12] = [
             ("fieldwatch_frames_received", "Access units received from the camera", |c| c.encoded_frames.get()),
             ("fieldwatch_frames_decoded", "Access units decoded", |c| c.units_decoded.get()),
             ("fieldwatch_frames_sampled", "Decoded frames picked at detect_fps", |c| c.frames_sampled.get()),
@@ -373,6 +395,11 @@ impl prometheus_client::collector::Collector for Exposed {
             ("fieldwatch_detections", "Objects found, after NMS", |c| c.detections.get()),
             ("fieldwatch_incidents_opened", "Incidents opened", |c| c.incidents_opened.get()),
             ("fieldwatch_reports", "Reports made (queued in the outbox)", |c| c.reports.get()),
+            ("fieldwatch_evidence_clips", "Evidence clips written", |c| c.clips.get()),
+            ("fieldwatch_evidence_clips_failed", "Evidence clips that could not be made", |c| c.clips_failed.get()),
+            ("fieldwatch_evidence_clips_dropped", "Evidence clips dropped for the store's size or age", |c| {
+                c.clips_dropped.get()
+            }),
             ("fieldwatch_connects", "RTSP connections made (reconnects are the count less one)", |c| c.connects.get()),
             ("fieldwatch_camera_silences", "Connections given up because the camera fell silent", |c| c.silences.get()),
         ];

@@ -44,6 +44,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod app;
+pub mod clip;
 pub mod clock;
 pub mod config;
 pub mod decode;

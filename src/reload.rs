@@ -21,6 +21,7 @@
 //! a reload is taken.
 
 use crate::app::{AppError, check_classes, config_version, load_models, model_edges, start_models, used_models};
+use crate::clip::ClipStore;
 use crate::config::{self, Camera, ConfigError, Problem, Settings};
 use crate::detect::{Detected, Detector};
 use crate::live::LiveView;
@@ -53,6 +54,8 @@ pub struct Live {
     /// The running models' workers: what closes their edges, and what says their end is
     /// expected (a reload replaced them).
     workers: (Vec<EdgeCloser>, CancellationToken),
+    /// Where the cameras' evidence clips are kept (limits as the config said at the start).
+    pub clips: Arc<ClipStore>,
 }
 
 /// The running publisher: cancel `stop`, then wait for `done` (its offline status sent).
@@ -72,6 +75,8 @@ impl Live {
         detectors: Vec<Vec<Detector>>,
     ) -> Result<Self, AppError> {
         let config = ConfigState::new(config_version(&settings.config));
+        let evidence = &settings.config.evidence;
+        let clips = ClipStore::new(settings.state_dir().join("evidence"), evidence.max_bytes, evidence.max_age_days);
         let mut live = Self {
             plant,
             settings,
@@ -83,6 +88,7 @@ impl Live {
             config,
             publisher: None,
             workers: (Vec::new(), CancellationToken::new()),
+            clips: Arc::new(clips),
         };
         let edges = live.plug_models(&detectors);
         for camera in live.settings.cameras.clone() {
@@ -159,7 +165,7 @@ impl Live {
         let state = StateFile::open(self.settings.state_dir(), &camera.id);
         let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
         let sink = ReportSink::Outbox { outbox: self.outbox.clone(), topic };
-        CameraStart { camera: camera.clone(), run, state: Some(state), sink }
+        CameraStart { camera: camera.clone(), run, state: Some(state), sink, clips: Some(self.clips.clone()) }
     }
 
     fn list_cameras(&self) {

@@ -4,6 +4,7 @@
 //! through a key of its own on each model's frames edge and its [`Route`] in that model's
 //! [`Routes`], and unplugs by clearing them.
 
+use crate::clip::{ClipStore, Recorder};
 use crate::clock::Clock;
 use crate::config::{Camera, Config};
 use crate::decode::{self, Frame};
@@ -17,7 +18,9 @@ use crate::source::SourceContext;
 use crate::state::StateFile;
 use crate::supervisor::{Stage, StageResult, Supervisor};
 use crate::telemetry::{CameraCounters, Stages};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -85,12 +88,13 @@ impl Plant {
 pub type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
 
 /// A camera to start: its settings, its source, where its incident state is kept (live only),
-/// and where its reports go.
+/// where its reports go, and where its evidence clips go (none: it makes none).
 pub struct CameraStart {
     pub camera: Arc<Camera>,
     pub run: SourceRun,
     pub state: Option<StateFile>,
     pub sink: ReportSink,
+    pub clips: Option<Arc<ClipStore>>,
 }
 
 /// What a running unit's rules task is told.
@@ -128,7 +132,7 @@ impl CameraUnit {
         counters: Arc<CameraCounters>,
         live: Arc<LiveView>,
     ) -> Result<Self, crate::config::Problem> {
-        let CameraStart { camera, run: run_source, state, sink } = start;
+        let CameraStart { camera, run: run_source, state, sink, clips } = start;
         let route = camera.models();
         let unloaded = route.iter().find(|&&m| plant.models.get(m).is_none_or(|m| m.frames.is_none()));
         if let Some(m) = unloaded {
@@ -162,8 +166,13 @@ impl CameraUnit {
         drop(senders); // the later models' keys live on in the routes
 
         let until = |name| Stage::of(name, &camera.id).until(&stopping);
-        let ctx =
+        let mut ctx =
             SourceContext::new(encoded_tx, plant.clock.clone(), c.clone(), stopping.clone(), camera.stall_timeout);
+        // A camera with privacy masks makes no clip: its video is the camera's own, unmasked.
+        let evidence = &plant.config.evidence;
+        let recorder = (clips.filter(|_| evidence.enabled && camera.privacy_masks.is_empty()))
+            .map(|store| Recorder::new(store, evidence));
+        ctx.ring = recorder.as_ref().map(|r| r.ring.clone());
         let id = camera.id.clone();
         let source = async move {
             crate::testing::maybe_panic("source", &id);
@@ -183,7 +192,8 @@ impl CameraUnit {
         let (control, orders) = mpsc::unbounded_channel();
         let rules_done = CancellationToken::new();
         let origin = plant.origin(&camera);
-        let rules = Rules { camera: camera.clone(), origin, state, sink, counters: c.clone(), live: live.clone() };
+        let outgoing = Outgoing { sink, recorder, queue: VecDeque::new(), counters: c.clone() };
+        let rules = Rules { camera: camera.clone(), origin, state, outgoing, counters: c.clone(), live: live.clone() };
         let done = rules_done.clone().drop_guard();
         let shutdown = plant.shutdown.clone();
         let task = async move {
@@ -224,7 +234,7 @@ struct Rules {
     camera: Arc<Camera>,
     origin: Origin,
     state: Option<StateFile>,
-    sink: ReportSink,
+    outgoing: Outgoing,
     counters: Arc<CameraCounters>,
     live: Arc<LiveView>,
 }
@@ -236,7 +246,7 @@ impl Rules {
         mut orders: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) -> StageResult {
-        let Self { mut camera, origin, state, sink, counters, live } = self;
+        let Self { mut camera, origin, state, mut outgoing, counters, live } = self;
         crate::testing::maybe_panic("rules", &camera.id);
         let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
         let mut origin = Arc::new(origin);
@@ -263,10 +273,14 @@ impl Rules {
                             let emptied = Camera { rules: Vec::new(), ..(*camera).clone() };
                             (logic.reconfigure(&emptied, at), None)
                         }
-                        Some(Control::Stop) | None => return Ok(()),
+                        Some(Control::Stop) | None => return outgoing.flush(None, true).await,
                     }
                 }
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return outgoing.flush(None, true).await,
+                _ = outgoing.due(), if outgoing.waiting() => {
+                    outgoing.flush(None, false).await?;
+                    continue;
+                }
                 d = detected.recv_async() => match d {
                     Some(Detected { frame, detections }) => {
                         counters.frames_detected.inc();
@@ -298,7 +312,7 @@ impl Rules {
                         (events, Some((frame, detections)))
                     }
                     // The unit's route was cleared (stopped) or the daemon is stopping.
-                    None => return Ok(()),
+                    None => return outgoing.flush(None, true).await,
                 },
             };
             // An order (no frame) always changes what is saved; a frame when it has events.
@@ -319,13 +333,18 @@ impl Rules {
                     continue;
                 };
                 let shots = evidence.take(&event, frame, detections);
+                let clip = (event.kind == EventKind::Opened).then(|| {
+                    let first = event.objects.iter().map(|o| o.since).chain([event.started_at]).min();
+                    (first.unwrap_or(event.started_at), event.opened_at, frame.width, frame.height)
+                });
                 let Some(report) = build_report(&origin, event, shots).await else {
                     counters.reports_failed.inc();
                     continue;
                 };
                 counters.reports.inc();
-                sink.put(report).await?;
+                outgoing.push(report, clip);
             }
+            outgoing.flush(last.as_ref().map(|(frame, _)| frame.at), false).await?;
             if let (Some(file), true) = (&state, changed) {
                 let (file, saved) = (file.clone(), logic.saved());
                 match tokio::task::spawn_blocking(move || file.save(&saved)).await {
@@ -336,6 +355,104 @@ impl Rules {
             }
             if retiring {
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// An opened report's clip to cut: its span, the frame size, and when to stop waiting for the
+/// stream to reach its end (the camera went away).
+struct ClipOrder {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    size: (u32, u32),
+    deadline: tokio::time::Instant,
+}
+
+/// How long past a clip's end its report waits for the stream to get there.
+const CLIP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A camera's reports on their way out, in order: an opened report waits for its evidence clip
+/// (until the stream reaches the clip's end, or a deadline if it does not), and the camera's
+/// later reports wait behind it.
+struct Outgoing {
+    sink: ReportSink,
+    recorder: Option<Recorder>,
+    queue: VecDeque<(Report, Option<ClipOrder>)>,
+    counters: Arc<CameraCounters>,
+}
+
+impl Outgoing {
+    /// Queues `report`; `clip` (objects first seen, opened, frame size) when it gets one.
+    fn push(&mut self, report: Report, clip: Option<(DateTime<Utc>, DateTime<Utc>, u32, u32)>) {
+        let order = self.recorder.as_ref().zip(clip).map(|(recorder, (first, opened, width, height))| {
+            let (from, to) = recorder.span(first, opened);
+            let deadline = tokio::time::Instant::now() + recorder.post() + CLIP_GRACE;
+            ClipOrder { from, to, size: (width, height), deadline }
+        });
+        self.queue.push_back((report, order));
+    }
+
+    /// Whether a report waits for its clip.
+    fn waiting(&self) -> bool {
+        self.queue.front().is_some_and(|(_, order)| order.is_some())
+    }
+
+    /// When the first waiting report stops waiting.
+    async fn due(&self) {
+        match self.queue.front().and_then(|(_, order)| order.as_ref()) {
+            Some(order) => tokio::time::sleep_until(order.deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the reports that wait no longer: the stream has reached `now` (stream time), a
+    /// deadline passed, or `all` (the camera is stopping: clips are cut from what there is).
+    async fn flush(&mut self, now: Option<DateTime<Utc>>, all: bool) -> StageResult {
+        while let Some((_, order)) = self.queue.front() {
+            let ready = order
+                .as_ref()
+                .is_none_or(|o| all || now.is_some_and(|t| t >= o.to) || tokio::time::Instant::now() >= o.deadline);
+            if !ready {
+                break;
+            }
+            let Some((mut report, order)) = self.queue.pop_front() else { break };
+            if let (Some(order), Some(recorder)) = (order, &self.recorder) {
+                report.evidence = self.record(recorder.clone(), &report.report_id, order).await;
+            }
+            self.sink.put(report).await?;
+        }
+        Ok(())
+    }
+
+    /// Cuts and writes one clip (on a blocking thread), then keeps the store within its limits.
+    async fn record(&self, recorder: Recorder, report_id: &str, order: ClipOrder) -> Option<report::EvidenceClip> {
+        let packets = recorder.ring.cut(order.from, order.to);
+        let path = recorder.store.path_of(report_id)?;
+        let store = recorder.store.clone();
+        let (width, height) = order.size;
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&store.dir).map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
+            let clip = crate::clip::write_mp4(&path, &packets, width, height)?;
+            Ok::<_, String>((clip, store.enforce(std::time::SystemTime::now())))
+        })
+        .await;
+        match written {
+            Ok(Ok((clip, dropped))) => {
+                self.counters.clips.inc();
+                self.counters.clips_dropped.add(dropped);
+                info!(report_id, bytes = clip.bytes, secs = clip.duration_secs, dropped, "evidence clip written");
+                Some(report::EvidenceClip::new(report_id, &clip))
+            }
+            Ok(Err(error)) => {
+                self.counters.clips_failed.inc();
+                warn!(report_id, %error, "no evidence clip: the report goes without one");
+                None
+            }
+            Err(error) => {
+                self.counters.clips_failed.inc();
+                error!(report_id, %error, "making the evidence clip failed: the report goes without one");
+                None
             }
         }
     }

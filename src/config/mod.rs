@@ -34,6 +34,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub outbox: OutboxConfig,
     pub snapshot: SnapshotConfig,
+    pub evidence: EvidenceConfig,
     pub cameras: Vec<CameraConfig>,
     /// Class names as reports write them, per language: `[class_names.motorbike]` with
     /// `en = "motorbike"`, `vi = "xe máy"`. Classes left out keep built-in names for common
@@ -139,6 +140,11 @@ pub struct ModelConfig {
     pub min_score: f32,
     /// Class-wise non-maximum suppression IoU. Default 0.45, as Ultralytics uses.
     pub nms_iou: f32,
+    /// Every class scoring `min_score` or more on a box is a detection of its own, as darknet
+    /// reports them (a pickup is both `car` 0.70 and `truck` 0.41), instead of only the best
+    /// class (default false, as Ultralytics predicts). A rule whose classes take more than one
+    /// of them sees one object per class.
+    pub multi_label: bool,
     /// ONNX Runtime intra-op threads per inference worker. Default 1.
     pub threads: usize,
     /// Inference workers, each a session of its own taking the next camera's newest frame.
@@ -209,6 +215,7 @@ impl Default for ModelConfig {
             input_size: 640,
             min_score: 0.25,
             nms_iou: 0.45,
+            multi_label: false,
             threads: 1,
             workers: 2,
             batch: 4,
@@ -343,6 +350,35 @@ pub struct SnapshotConfig {
     /// Detections of these classes are blurred in every snapshot, wherever they are (faces or
     /// plates, when the model finds them). Default none.
     pub blur_classes: Vec<String>,
+}
+
+/// Evidence clips: for each opened incident, the camera's own video from a little before its
+/// objects were first seen to a little after it opened, remuxed to MP4 without re-encoding.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// Whether opened incidents get a clip. Default true.
+    pub enabled: bool,
+    /// Seconds of video before the objects were first seen. Default 5.
+    pub pre_secs: f64,
+    /// Seconds of video after the incident opened; the opened report waits this long for its
+    /// clip. Default 5.
+    pub post_secs: f64,
+    /// Longest clip in seconds: with a long dwell it starts this long before its end instead of
+    /// before the first sighting. Each camera keeps this much of its video (plus one keyframe
+    /// interval) in memory: about max_secs x bitrate (30 s of a 2 Mbit/s stream: 7.5 MB).
+    /// Default 30, at most 600.
+    pub max_secs: f64,
+    /// Clips kept in `{state_dir}/evidence`, by total size: the oldest go first. Default 1 GiB.
+    pub max_bytes: u64,
+    /// Clips older than this many days are dropped. Default 30.
+    pub max_age_days: f64,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        Self { enabled: true, pre_secs: 5.0, post_secs: 5.0, max_secs: 30.0, max_bytes: 1 << 30, max_age_days: 30.0 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -551,7 +587,8 @@ mod example_tests {
             min_ratio: Some(0.0),
             max_ratio: Some(100.0),
         };
-        let rule = RuleConfig { filters: [("motorbike".to_string(), full_filter)].into(), ..Default::default() };
+        let filters = ["bicycle", "car", "truck"].map(|class| (class.to_string(), full_filter.clone()));
+        let rule = RuleConfig { filters: filters.into(), ..Default::default() };
         let full = Config {
             cameras: vec![CameraConfig {
                 rules: vec![rule],
@@ -559,7 +596,7 @@ mod example_tests {
                 masks: vec![vec![[0.0, 0.0]]],
                 ..Default::default()
             }],
-            class_names: [("motorbike".to_string(), Text::default())].into(),
+            class_names: [("motorcycle".to_string(), Text::default())].into(),
             ..Default::default()
         };
         let (mut documented, mut existing) = (BTreeSet::new(), BTreeSet::new());

@@ -107,6 +107,16 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
     if config.snapshot.max_width != 0 && config.snapshot.max_width < 160 {
         v.problem("snapshot.max_width", "must be 0 (the frame's width) or at least 160");
     }
+    let evidence = &config.evidence;
+    v.range("evidence.pre_secs", evidence.pre_secs, 0.0, 600.0);
+    v.range("evidence.post_secs", evidence.post_secs, 0.0, 600.0);
+    if v.range_open("evidence.max_secs", evidence.max_secs, 0.0, 600.0) && evidence.post_secs > evidence.max_secs {
+        v.problem("evidence.post_secs", "must be at most evidence.max_secs");
+    }
+    if evidence.max_bytes < 1 << 20 {
+        v.problem("evidence.max_bytes", "must be at least 1048576 (1 MiB): one clip is a few MB");
+    }
+    v.range_open("evidence.max_age_days", evidence.max_age_days, 0.0, 3650.0);
     if config.outbox.max_bytes < 1 << 20 {
         v.problem(
             "outbox.max_bytes",

@@ -180,6 +180,7 @@ pub struct Detector {
     inputs: Inputs,
     labels: Vec<String>,
     min_score: f32,
+    multi_label: bool,
     nms_iou: f32,
     prep: Preprocessor,
     /// How its output reads: known from the declared shape, else from the first output.
@@ -272,6 +273,7 @@ impl Detector {
             },
             labels,
             min_score: config.min_score,
+            multi_label: config.multi_label,
             nms_iou: config.nms_iou,
             prep: Preprocessor::new(input_width, input_height, style),
             format,
@@ -391,7 +393,7 @@ impl Detector {
         }
         let mut found = Vec::with_capacity(boxes.len());
         for (lb, data) in boxes.iter().zip(data.chunks_exact(per_image)) {
-            let decoded = decode(data, layout, classes, lb, self.min_score);
+            let decoded = decode(data, layout, classes, lb, self.min_score, self.multi_label);
             self.malformed += decoded.malformed as u64;
             let mut dets = if layout.end_to_end() { decoded.detections } else { nms(decoded.detections, self.nms_iou) };
             for d in &mut dets {

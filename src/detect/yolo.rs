@@ -91,10 +91,18 @@ pub struct Decoded {
     pub malformed: usize,
 }
 
-/// Turns raw output into frame-pixel detections scoring at least `min_score`, before NMS.
+/// Turns raw output into frame-pixel detections scoring at least `min_score`, before NMS: per
+/// candidate its best class, or with `multi_label` every class scoring that much.
 /// Candidates scoring that much are checked: a malformed one is dropped and counted, never
 /// passed on (nor can any output, of whatever length, make this panic).
-pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, min_score: f32) -> Decoded {
+pub fn decode(
+    output: &[f32],
+    layout: Layout,
+    classes: usize,
+    lb: &Letterbox,
+    min_score: f32,
+    multi_label: bool,
+) -> Decoded {
     let (fw, fh) = (lb.source_width as f32, lb.source_height as f32);
     // Model-input corners in, a frame box out, if they make a box.
     let frame_box = |x1: f32, y1: f32, x2: f32, y2: f32| {
@@ -123,9 +131,16 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
         Layout::Yolov8 { candidates: n } => {
             let at = |row: usize, i: usize| output.get(row * n + i).copied().unwrap_or(f32::NAN);
             for i in 0..n {
-                let (class_id, score) = best(&mut (0..classes).map(|c| (c, at(4 + c, i))));
-                if score >= min_score {
-                    keep(Some(class_id), score, centred(at(0, i), at(1, i), at(2, i), at(3, i)));
+                let bbox = || centred(at(0, i), at(1, i), at(2, i), at(3, i));
+                if multi_label {
+                    for c in (0..classes).filter(|&c| at(4 + c, i) >= min_score) {
+                        keep(Some(c), at(4 + c, i), bbox());
+                    }
+                } else {
+                    let (class_id, score) = best(&mut (0..classes).map(|c| (c, at(4 + c, i))));
+                    if score >= min_score {
+                        keep(Some(class_id), score, bbox());
+                    }
                 }
             }
         }
@@ -136,9 +151,16 @@ pub fn decode(output: &[f32], layout: Layout, classes: usize, lb: &Letterbox, mi
                 if objectness.partial_cmp(&min_score).is_none_or(|o| o.is_lt()) {
                     continue;
                 }
-                let (class_id, score) = best(&mut scores.iter().map(|s| objectness * s).enumerate());
-                if score >= min_score {
-                    keep(Some(class_id), score, centred(cx, cy, w, h));
+                if multi_label {
+                    for (c, score) in scores.iter().map(|s| objectness * s).enumerate().filter(|(_, s)| *s >= min_score)
+                    {
+                        keep(Some(c), score, centred(cx, cy, w, h));
+                    }
+                } else {
+                    let (class_id, score) = best(&mut scores.iter().map(|s| objectness * s).enumerate());
+                    if score >= min_score {
+                        keep(Some(class_id), score, centred(cx, cy, w, h));
+                    }
                 }
             }
         }
@@ -223,10 +245,29 @@ mod tests {
     fn boxes_map_back_through_the_letterbox() {
         let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
         let out = output(&[(100.0, 240.0, 40.0, 20.0, &[0.1, 0.9]), (5.0, 5.0, 4.0, 4.0, &[0.2, 0.1])]);
-        let d = decode(&out, Layout::Yolov8 { candidates: 2 }, 2, &lb, 0.25).detections;
+        let d = decode(&out, Layout::Yolov8 { candidates: 2 }, 2, &lb, 0.25, false).detections;
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].class_id, 1);
         assert_eq!(d[0].bbox, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 });
+    }
+
+    #[test]
+    fn multi_label_keeps_every_class_over_the_score_on_a_box() {
+        let lb = Letterbox::new(640, 640, 640, 640);
+        let out = output(&[(100.0, 100.0, 40.0, 20.0, &[0.7, 0.41, 0.1])]);
+        let classes = |multi| -> Vec<(usize, f32)> {
+            decode(&out, Layout::Yolov8 { candidates: 1 }, 3, &lb, 0.25, multi)
+                .detections
+                .iter()
+                .map(|d| (d.class_id, d.score))
+                .collect()
+        };
+        assert_eq!(classes(false), [(0, 0.7)]);
+        assert_eq!(classes(true), [(0, 0.7), (1, 0.41)]);
+        #[rustfmt::skip]
+        let v5 = [100.0, 100.0, 20.0, 20.0, 0.5, 0.9, 0.6, 0.2]; // 0.45, 0.3, 0.1
+        let d = decode(&v5, Layout::Yolov5 { candidates: 1 }, 3, &lb, 0.25, true).detections;
+        assert_eq!(d.iter().map(|d| d.class_id).collect::<Vec<_>>(), [0, 1]);
     }
 
     #[test]
@@ -237,7 +278,7 @@ mod tests {
             100.0, 100.0, 20.0, 20.0, 0.9, 0.1, 0.8, // class 1 at 0.72
             300.0, 300.0, 20.0, 20.0, 0.2, 0.9, 0.1, // objectness too low
         ];
-        let d = decode(&out, Layout::Yolov5 { candidates: 2 }, 2, &lb, 0.25).detections;
+        let d = decode(&out, Layout::Yolov5 { candidates: 2 }, 2, &lb, 0.25, false).detections;
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].class_id, (d[0].score * 100.0).round()), (1, 72.0));
         assert_eq!(d[0].bbox, BBox { x1: 90.0, y1: 90.0, x2: 110.0, y2: 110.0 });
@@ -247,7 +288,7 @@ mod tests {
     fn end_to_end_rows_are_corners_score_and_class() {
         let lb = Letterbox::new(1280, 720, 640, 640); // scale 0.5, pad_y 140
         let out = [80.0, 230.0, 120.0, 250.0, 0.9, 1.0, 0.0, 0.0, 1.0, 1.0, 0.1, 0.0];
-        let d = decode(&out, Layout::EndToEnd { candidates: 2 }, 2, &lb, 0.25).detections;
+        let d = decode(&out, Layout::EndToEnd { candidates: 2 }, 2, &lb, 0.25, false).detections;
         assert_eq!(d.len(), 1);
         assert_eq!((d[0].class_id, d[0].bbox), (1, BBox { x1: 160.0, y1: 180.0, x2: 240.0, y2: 220.0 }));
     }
@@ -267,10 +308,10 @@ mod tests {
             10.0, 10.0, 50.0, 50.0, f32::INFINITY, 1.0,
             10.0, 10.0, 50.0, 50.0, f32::NAN, 1.0, // not a score that passes: not looked at
         ];
-        let d = decode(&out, Layout::EndToEnd { candidates: 9 }, 2, &lb, 0.25);
+        let d = decode(&out, Layout::EndToEnd { candidates: 9 }, 2, &lb, 0.25, false);
         assert_eq!((d.detections.len(), d.malformed), (1, 7));
         // Fewer values than the layout says: read as far as they go, never past.
-        let d = decode(&out[..8], Layout::Yolov8 { candidates: 100 }, 2, &lb, 0.25);
+        let d = decode(&out[..8], Layout::Yolov8 { candidates: 100 }, 2, &lb, 0.25, false);
         assert!(d.detections.is_empty());
     }
 
@@ -301,7 +342,7 @@ mod tests {
                 Layout::EndToEnd { candidates },
             ][format];
             let lb = Letterbox::new(1280, 720, 640, 640);
-            let d = decode(&values, layout, classes, &lb, 0.25);
+            let d = decode(&values, layout, classes, &lb, 0.25, false);
             for det in &d.detections {
                 let b = det.bbox;
                 proptest::prop_assert!(det.class_id < classes && det.score.is_finite() && det.score >= 0.25);

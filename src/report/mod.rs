@@ -116,9 +116,38 @@ pub struct Report {
     pub first_seen: Option<Snapshot>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_omitted: Option<&'static str>,
+    /// `opened` only: the camera's own video around the opening (see [`crate::clip`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceClip>,
     /// The JPEGs the snapshots describe, sent by [`wire`].
     #[serde(skip)]
     pub images: Images,
+}
+
+/// An evidence clip as a report names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceClip {
+    /// Where the box's HTTP endpoint serves it (with the endpoint's token): `/evidence/{report_id}.mp4`.
+    pub url: String,
+    pub content_type: &'static str,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The wall time of its first frame (a keyframe).
+    pub start: String,
+    pub duration_secs: f64,
+}
+
+impl EvidenceClip {
+    pub fn new(report_id: &str, clip: &crate::clip::Clip) -> Self {
+        Self {
+            url: format!("/evidence/{report_id}.mp4"),
+            content_type: "video/mp4",
+            bytes: clip.bytes,
+            sha256: clip.sha256.clone(),
+            start: timestamp(clip.start),
+            duration_secs: (clip.duration_secs * 100.0).round() / 100.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -310,6 +339,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         snapshot,
         first_seen,
         snapshot_omitted: omitted,
+        evidence: None,
         images,
     }
 }

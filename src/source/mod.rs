@@ -156,6 +156,8 @@ pub struct SourceContext {
     pub timeline: Timeline,
     pub counters: Arc<CameraCounters>,
     pub shutdown: CancellationToken,
+    /// Where the camera's recent packets are kept for evidence clips, if it makes them.
+    pub ring: Option<Arc<crate::clip::PacketRing>>,
     connection: u64,
     /// Set after a loss (network or a full edge): frames are skipped until a keyframe.
     waiting_for_keyframe: bool,
@@ -185,6 +187,7 @@ impl SourceContext {
             timeline: Timeline::new(clock),
             counters,
             shutdown,
+            ring: None,
             connection: 0,
             waiting_for_keyframe: true,
             first_frame: None,
@@ -260,6 +263,9 @@ impl SourceContext {
         }
         self.first_frame.get_or_insert_with(Instant::now);
         self.timeline.saw(at);
+        if let Some(ring) = &self.ring {
+            ring.push(frame, at);
+        }
         true
     }
 

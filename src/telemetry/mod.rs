@@ -330,6 +330,11 @@ pub struct CameraCounters {
     pub detections: Counter,
     pub incidents_opened: Counter,
     pub reports: Counter,
+    /// Evidence clips written, those that could not be, and those dropped from the store (its
+    /// size or age limit) after this camera's clips were written.
+    pub clips: Counter,
+    pub clips_failed: Counter,
+    pub clips_dropped: Counter,
     /// Reports whose building failed even after a retry (logged at error with the incident).
     pub reports_failed: Counter,
     pub encoded: Arc<EdgeCounters>,
