@@ -37,3 +37,7 @@ for line in sys.stdin:
     print(f"[report] {msg['event'].upper():8} {msg['camera_id']}/{msg['rule_id']} incident {msg['incident_id'][:8]} "
           f"objects: {objects}\n         {msg['description']['en']}\n         {msg['description']['vi']}\n"
           f"         saved {stem}.json + .jpg", flush=True)
+    clip = msg.get("evidence")
+    if clip:
+        print(f"         evidence clip: {clip['duration_secs']} s, {clip['bytes']} bytes, from {clip['start']} "
+              f"(state/evidence/{os.path.basename(clip['url'])})", flush=True)

@@ -47,6 +47,10 @@ pub struct PacketRing {
 struct Ring {
     packets: VecDeque<Packet>,
     bytes: usize,
+    /// The newest time the camera's rules have seen: nothing newer than `window` before it is
+    /// dropped, however far the source runs ahead (a replay reads its file faster than it is
+    /// detected).
+    consumed: Option<DateTime<Utc>>,
 }
 
 impl PacketRing {
@@ -60,7 +64,7 @@ impl PacketRing {
     pub fn push(&self, frame: &EncodedFrame, at: DateTime<Utc>) {
         let Ok(mut ring) = self.inner.lock() else { return };
         if ring.packets.back().is_some_and(|p| p.connection.id != frame.connection.id) {
-            *ring = Ring::default();
+            *ring = Ring { consumed: ring.consumed, ..Ring::default() };
         }
         if ring.packets.is_empty() && !frame.keyframe {
             return;
@@ -73,16 +77,24 @@ impl PacketRing {
             keyframe: frame.keyframe,
             connection: frame.connection.clone(),
         });
-        let cutoff = at - self.window;
+        let Some(consumed) = ring.consumed else { return ring.trim_to_size() };
+        let cutoff = at.min(consumed) - self.window;
         // Whole keyframe intervals go from the front while the next one still starts early
-        // enough (or the ring is over its size).
+        // enough, then while the ring is over its size.
         while let Some(next_key) = ring.packets.iter().skip(1).position(|p| p.keyframe).map(|i| i + 1) {
-            let early = ring.packets.get(next_key).is_some_and(|p| p.at <= cutoff);
-            if !early && ring.bytes <= RING_MAX_BYTES {
+            if ring.packets.get(next_key).is_none_or(|p| p.at > cutoff) {
                 break;
             }
             let gone: usize = ring.packets.drain(..next_key).map(|p| p.data.len()).sum();
             ring.bytes -= gone;
+        }
+        ring.trim_to_size();
+    }
+
+    /// The camera's rules have seen the stream up to `at`.
+    pub fn consumed(&self, at: DateTime<Utc>) {
+        if let Ok(mut ring) = self.inner.lock() {
+            ring.consumed = Some(at);
         }
     }
 
@@ -96,6 +108,17 @@ impl PacketRing {
     /// Bytes held now.
     pub fn bytes(&self) -> usize {
         self.inner.lock().map(|r| r.bytes).unwrap_or(0)
+    }
+}
+
+impl Ring {
+    /// Drops whole keyframe intervals from the front while over [`RING_MAX_BYTES`].
+    fn trim_to_size(&mut self) {
+        while self.bytes > RING_MAX_BYTES {
+            let Some(next_key) = self.packets.iter().skip(1).position(|p| p.keyframe).map(|i| i + 1) else { return };
+            let gone: usize = self.packets.drain(..next_key).map(|p| p.data.len()).sum();
+            self.bytes -= gone;
+        }
     }
 }
 
@@ -372,6 +395,7 @@ mod tests {
     fn the_ring_keeps_its_window_back_to_a_keyframe() {
         let ring = PacketRing::new(Duration::from_secs(3));
         let c = connection(1);
+        ring.consumed(secs(1000.0));
         for i in 0..100 {
             let (f, at) = frame(&c, i, 10, 100);
             ring.push(&f, at);
@@ -393,6 +417,19 @@ mod tests {
         let (f, at) = frame(&d, 10, 10, 100);
         ring.push(&f, at);
         assert_eq!(ring.cut(secs(0.0), secs(100.0)).len(), 1);
+    }
+
+    #[test]
+    fn the_ring_keeps_what_its_rules_have_not_reached() {
+        // The source is at 9.9 s, the rules at 4 s: a window of 3 s back from 4 s is kept.
+        let ring = PacketRing::new(Duration::from_secs(3));
+        let c = connection(1);
+        ring.consumed(secs(4.0));
+        for i in 0..100 {
+            let (f, at) = frame(&c, i, 10, 100);
+            ring.push(&f, at);
+        }
+        assert_eq!(ring.cut(secs(0.0), secs(100.0)).first().map(|p| p.pts_secs), Some(1.0));
     }
 
     #[test]

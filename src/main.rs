@@ -187,6 +187,26 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
             dead.id, dead.camera, dead.topic, dead.bytes, dead.queued_at, dead.failed_at, dead.reason
         );
     }
+    let evidence = &settings.config.evidence;
+    let clips = fieldwatch::clip::ClipStore::new(
+        settings.state_dir().join("evidence"),
+        evidence.max_bytes,
+        evidence.max_age_days,
+    );
+    let stored = clips.list();
+    println!(
+        "evidence {}: {} clip(s), {} bytes (limit {}, {} days)",
+        clips.dir.display(),
+        stored.len(),
+        stored.iter().map(|c| c.bytes).sum::<u64>(),
+        evidence.max_bytes,
+        evidence.max_age_days
+    );
+    for clip in stored {
+        let at =
+            chrono::DateTime::<chrono::Utc>::from(clip.modified).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        println!("clip {}: {} bytes, written {at}, /evidence/{}.mp4", clip.report_id, clip.bytes, clip.report_id);
+    }
     Ok(())
 }
 

@@ -293,6 +293,9 @@ impl Rules {
                             counters.frames_stale.inc();
                             continue;
                         }
+                        if let Some(recorder) = &outgoing.recorder {
+                            recorder.ring.consumed(frame.at);
+                        }
                         let started = Instant::now();
                         let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
                         evidence.see(&frame, &detections, logic.present());

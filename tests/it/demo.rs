@@ -1,5 +1,6 @@
-//! `scripts/demo` as a new user runs it: it shows the incident, ends by itself with status 0,
-//! and leaves no process behind (broker, camera, subscriber, listener, daemon).
+//! `scripts/demo` as a new user runs it: on the real street it shows the parked van and car
+//! with their evidence clip, ends by itself with status 0, and leaves no process behind
+//! (broker, camera, subscriber, listener, daemon).
 
 use crate::support::*;
 use std::os::unix::process::CommandExt;
@@ -50,7 +51,10 @@ async fn the_demo_ends_by_itself_and_leaves_no_process_behind() {
     let out = std::fs::read_to_string(dir.join("demo.out")).unwrap();
     let err = std::fs::read_to_string(dir.join("demo.err")).unwrap();
     assert!(status.success(), "{status:?}\n{out}\n{err}");
-    assert!(out.contains("[report] OPENED") && out.contains("[report] RESOLVED"), "{out}\n{err}");
+    assert!(out.contains("[report] OPENED") && out.contains("truck 0.") && out.contains("car 0."), "{out}\n{err}");
+    assert!(out.contains("evidence clip: "), "{out}\n{err}");
+    let clips = std::fs::read_dir(dir.join("state/evidence")).unwrap().count();
+    assert_eq!(clips, 1, "{out}");
     assert!(err.contains("demo: done"), "{err}");
     let left = members(pgid);
     unsafe { libc::kill(-(pgid as i32), libc::SIGKILL) }; // never leak, even when failing

@@ -15,6 +15,7 @@ mod logs;
 mod models;
 mod package;
 mod person_model;
+mod real_street;
 mod reconnect;
 mod reload;
 mod replay;

@@ -72,7 +72,7 @@ async fn the_deb_installs_upgrades_and_removes_keeping_config_and_outbox() {
     // The daemon runs there with the library it ships: `check` gets as far as the model file.
     let (code, out) = inside(&root, &["/usr/bin/fieldwatch", "check", "--config", "/etc/fieldwatch/fieldwatch.toml"]);
     assert_eq!(code, 78, "{out}");
-    assert!(out.contains("model.path: no such file: /var/lib/fieldwatch/models/street.onnx"), "{out}");
+    assert!(out.contains("model.path: no such file: /var/lib/fieldwatch/models/coco-yolov3-tiny.onnx"), "{out}");
     assert!(!out.contains("model.runtime"), "the packaged ONNX Runtime is where the config says: {out}");
 
     // The operator edits the config; the daemon has reports waiting in its outbox.
