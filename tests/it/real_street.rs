@@ -17,11 +17,13 @@ use std::time::Duration;
 
 /// By hand from vtest's frames (768x576): the white van and the light-blue car, cut by the
 /// frame's right edge. (x1, y1, x2, y2).
-const VAN: (f64, f64, f64, f64) = (652.0, 45.0, 724.0, 100.0);
-const CAR: (f64, f64, f64, f64) = (735.0, 50.0, 768.0, 92.0);
+type Rect = (f64, f64, f64, f64);
+
+const VAN: Rect = (652.0, 45.0, 724.0, 100.0);
+const CAR: Rect = (735.0, 50.0, 768.0, 92.0);
 /// By hand from darknet's dog.jpg: the bicycle, and the pickup truck behind it.
-const BICYCLE: (f64, f64, f64, f64) = (125.0, 140.0, 568.0, 420.0);
-const PICKUP: (f64, f64, f64, f64) = (467.0, 75.0, 685.0, 170.0);
+const BICYCLE: Rect = (125.0, 140.0, 568.0, 420.0);
+const PICKUP: Rect = (467.0, 75.0, 685.0, 170.0);
 
 fn coco() -> PathBuf {
     cache("models/coco-yolov3-tiny.onnx")
@@ -35,19 +37,19 @@ fn vtest() -> PathBuf {
     cache("clips/vtest.mp4")
 }
 
-fn bbox(v: &Value) -> (f64, f64, f64, f64) {
+fn bbox(v: &Value) -> Rect {
     let f = |k: &str| v[k].as_f64().unwrap();
     (f("x1"), f("y1"), f("x2"), f("y2"))
 }
 
-fn iou(a: (f64, f64, f64, f64), b: (f64, f64, f64, f64)) -> f64 {
+fn iou(a: Rect, b: Rect) -> f64 {
     let w = (a.2.min(b.2) - a.0.max(b.0)).max(0.0);
     let h = (a.3.min(b.3) - a.1.max(b.1)).max(0.0);
-    let area = |r: (f64, f64, f64, f64)| (r.2 - r.0) * (r.3 - r.1);
+    let area = |r: Rect| (r.2 - r.0) * (r.3 - r.1);
     w * h / (area(a) + area(b) - w * h)
 }
 
-fn within(inner: (f64, f64, f64, f64), outer: (f64, f64, f64, f64), slack: f64) -> bool {
+fn within(inner: Rect, outer: Rect, slack: f64) -> bool {
     inner.0 >= outer.0 - slack && inner.1 >= outer.1 - slack && inner.2 <= outer.2 + slack && inner.3 <= outer.3 + slack
 }
 
@@ -112,7 +114,7 @@ fn detect_finds_the_bicycle_and_the_truck_in_dog_jpg() {
     ]);
     assert_eq!(code, 0, "{text}");
     let json: Value = serde_json::from_str(&text[text.find('[').unwrap()..=text.rfind(']').unwrap()]).unwrap();
-    let found: Vec<(&str, (f64, f64, f64, f64))> = json[0]["detections"]
+    let found: Vec<(&str, Rect)> = json[0]["detections"]
         .as_array()
         .unwrap()
         .iter()
@@ -202,7 +204,7 @@ fn secs(report: &Value, key: &str) -> chrono::DateTime<chrono::FixedOffset> {
 
 /// The incident of the frontage: the van and the car, as watched.
 fn assert_parked_van_and_car(opened: &Value) {
-    let objects: Vec<(&str, (f64, f64, f64, f64))> =
+    let objects: Vec<(&str, Rect)> =
         opened["objects"].as_array().unwrap().iter().map(|o| (o["class"].as_str().unwrap(), bbox(&o["box"]))).collect();
     assert_eq!(objects.len(), 2, "{objects:?}");
     assert!(objects.iter().any(|(c, b)| *c == "truck" && iou(*b, VAN) > 0.3), "the van: {objects:?}");
@@ -246,7 +248,7 @@ fn a_replayed_real_street_gives_the_parked_vehicles_with_their_clip() {
     assert!(clip[0].1, "it starts with a keyframe");
     let at = source.iter().position(|p| p.0 == clip[0].0).expect("its first packet is one of the source's");
     assert!(source[at..at + clip.len()].iter().map(|p| &p.0).eq(clip.iter().map(|p| &p.0)), "packets differ");
-    let clip_start = secs(&evidence, "start");
+    let clip_start = secs(evidence, "start");
     assert_eq!((clip_start - secs(opened, "started_at")).as_seconds_f64(), source[at].2);
     let opened_offset = (secs(opened, "opened_at") - clip_start).as_seconds_f64();
     assert!(opened_offset > 0.0 && opened_offset + 3.0 <= duration + 0.1, "{opened_offset} in {duration}");
@@ -298,7 +300,7 @@ async fn a_live_real_street_serves_its_clip_with_the_token_only() {
     // reaches back before it) to 2 s after the opening, within a frame.
     let clip = packets(&file);
     assert!(clip[0].1, "it starts with a keyframe");
-    let end = (secs(opened, "opened_at") - secs(&evidence, "start")).as_seconds_f64() + 2.0;
+    let end = (secs(opened, "opened_at") - secs(evidence, "start")).as_seconds_f64() + 2.0;
     assert!((duration - end).abs() <= 0.2, "{duration} s, expected {end} s");
     // The camera's own pictures: every slice of the clip is the source's, in order (the RTSP
     // server re-packetises, so only the framing and the parameter sets around them differ).
