@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// By hand from vtest's frames (768x576): the white van and the light-blue car, cut by the
-/// frame's right edge. (x1, y1, x2, y2).
+/// A box in pixels: (x1, y1, x2, y2).
 type Rect = (f64, f64, f64, f64);
 
+/// By hand from vtest's frames (768x576): the white van and the light-blue car, cut by the
+/// frame's right edge.
 const VAN: Rect = (652.0, 45.0, 724.0, 100.0);
 const CAR: Rect = (735.0, 50.0, 768.0, 92.0);
 /// By hand from darknet's dog.jpg: the bicycle, and the pickup truck behind it.
