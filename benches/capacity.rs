@@ -10,7 +10,10 @@
 //!
 //! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
 //!  [--seconds 30] [--warmup 15] [--threads T] [--workers W] [--arena true] [--soak MINUTES]
-//!  [--model FILE] [--out FILE.json]`
+//!  [--model FILE --class NAME] [--evidence false] [--out FILE.json]`
+//! `--model` and `--class` run another model with a rule for that class (default: the person
+//! model, class `Normal`); `--evidence false` turns evidence clips (each camera's packet ring)
+//! off, to see what they cost.
 //! `--find` steps N up from 1 until a step does not hold. `--soak M` runs the first N for M
 //! minutes, printing RSS and open files every minute. CI runs a smoke run of two cameras.
 //! Needs `scripts/setup` (clips, model, ONNX Runtime, GStreamer, mosquitto).
@@ -29,11 +32,21 @@ use std::time::{Duration, Instant};
 /// The newest heartbeat, as it arrives.
 type Latest = Arc<Mutex<Option<(Instant, Value)>>>;
 
-/// The daemon's config: `model` is the `[model]` keys but `runtime`.
-fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> PathBuf {
+/// What the daemon runs: the `[model]` keys but `runtime`, the class its rules take, and
+/// whether it makes evidence clips.
+struct Setup {
+    model: String,
+    class: String,
+    evidence: bool,
+}
+
+/// The daemon's config.
+fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], setup: &Setup) -> PathBuf {
+    let Setup { model, class, evidence } = setup;
     let mut text = format!(
         "[device]\nid = \"capacity\"\nstate_dir = \"{}\"\n[model]\nruntime = \"{}\"\n{model}\n\
-         [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n",
+         [mqtt]\nport = {mqtt}\nheartbeat_secs = 1\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n\
+         [evidence]\nenabled = {evidence}\n",
         dir.join("state").display(),
         root.join(".cache/onnxruntime/libonnxruntime.so").display(),
     );
@@ -41,7 +54,7 @@ fn config(dir: &Path, root: &Path, mqtt: u16, ports: &[u16], model: &str) -> Pat
         text.push_str(&format!(
             "[[cameras]]\nid = \"cam-{}\"\nurl = \"rtsp://127.0.0.1:{port}/cam\"\ndetect_fps = 1\n\
              [[cameras.zones]]\nname = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n\
-             [[cameras.rules]]\nid = \"people\"\nviolation = \"obstacle\"\nzone = \"all\"\nclasses = [\"Normal\"]\n",
+             [[cameras.rules]]\nid = \"people\"\nviolation = \"obstacle\"\nzone = \"all\"\nclasses = [\"{class}\"]\n",
             i + 1
         ));
     }
@@ -68,7 +81,7 @@ fn step(
     root: &Path,
     clip: &Path,
     cameras: usize,
-    model: &str,
+    setup: &Setup,
     warmup: Duration,
     window: Duration,
     soak: Option<u64>,
@@ -78,7 +91,7 @@ fn step(
     let (_broker, mqtt) = mosquitto(&dir);
     let servers: Vec<(Proc, u16)> = (0..cameras).map(|_| rtsp_camera(root, clip)).collect();
     let ports: Vec<u16> = servers.iter().map(|(_, p)| *p).collect();
-    let config = config(&dir, root, mqtt, &ports, model);
+    let config = config(&dir, root, mqtt, &ports, setup);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let latest: Latest = Arc::default();
     let listener = {
@@ -224,8 +237,14 @@ fn main() {
     let workers: usize = arg("--workers").and_then(|t| t.parse().ok()).unwrap_or(defaults.workers);
     let arena = arg("--arena").map_or(defaults.arena, |a| a == "true");
     let model_file = arg("--model").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/models/person-yolov8.onnx"));
-    let model =
-        format!("path = \"{}\"\nthreads = {threads}\nworkers = {workers}\narena = {arena}", model_file.display());
+    let setup = Setup {
+        model: format!(
+            "path = \"{}\"\nthreads = {threads}\nworkers = {workers}\narena = {arena}",
+            model_file.display()
+        ),
+        class: arg("--class").unwrap_or_else(|| "Normal".into()),
+        evidence: arg("--evidence").is_none_or(|e| e != "false"),
+    };
     let seconds =
         |name: &str, default: u64| Duration::from_secs(arg(name).and_then(|s| s.parse().ok()).unwrap_or(default));
     let (window, warmup) = (seconds("--seconds", 30), seconds("--warmup", 15));
@@ -241,9 +260,11 @@ fn main() {
     let (parallel, one) = (bare_loop(workers, threads), bare_loop(1, cores));
     let bare = parallel.max(one);
     println!(
-        "capacity: {clip_name}, {}, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}; \
+        "capacity: {clip_name}, {}, detect_fps 1, model.threads {threads}, workers {workers}, arena {arena}, \
+         evidence {}; \
          bare loops: {workers} session(s) x {threads} thread(s) {parallel:.2}/s, 1 session x {cores} thread(s) {one:.2}/s",
-        model_file.file_name().unwrap_or_default().display()
+        model_file.file_name().unwrap_or_default().display(),
+        setup.evidence
     );
     println!(
         "cameras  det/s per camera (min..max)  cpu cores  decode/prep/infer/rules  drops enc/repl/det  latency p50/p95 ms  peak rss MB (anon+file)  files"
@@ -251,7 +272,7 @@ fn main() {
     let mut steps = Vec::new();
     let stop_at_failure = arg("--cameras").is_none();
     for n in counts {
-        let s = step(&root, &clip, n, &model, warmup, window, soak.filter(|_| steps.is_empty()));
+        let s = step(&root, &clip, n, &setup, warmup, window, soak.filter(|_| steps.is_empty()));
         let j = &s.json;
         let d: Vec<f64> = j["detections_per_sec"].as_array().unwrap().iter().filter_map(Value::as_f64).collect();
         let (lo, hi) = d.iter().fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
@@ -286,7 +307,7 @@ fn main() {
     let best = steps.iter().filter_map(|s| s.json["aggregate_detections_per_sec"].as_f64()).fold(0.0, f64::max);
     println!("largest N that holds: {largest}; best aggregate {best:.2}/s = {:.2} of the bare loop", best / bare);
     let json = json!({
-        "clip": clip_name, "model": model_file.display().to_string(), "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
+        "clip": clip_name, "model": model_file.display().to_string(), "class": setup.class, "evidence": setup.evidence, "threads": threads, "workers": workers, "arena": arena, "bare_loop_per_sec": bare, "bare_parallel_sessions_per_sec": parallel, "bare_one_session_per_sec": one, "largest_holding": largest,
         "aggregate_vs_bare": best / bare, "steps": steps.iter().map(|s| s.json.clone()).collect::<Vec<_>>(),
     });
     if let Some(out) = arg("--out") {

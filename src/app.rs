@@ -115,7 +115,7 @@ pub fn load_models(
 ) -> Result<Vec<Vec<Detector>>, AppError> {
     let mut loaded = Vec::new();
     for (index, model) in settings.config.all_models().iter().enumerate() {
-        let detectors = (0..workers(index, model)).map(|_| Detector::load(model)).collect::<Result<Vec<_>, _>>()?;
+        let detectors = Detector::load_workers(model, workers(index, model))?;
         loaded.push(detectors);
     }
     let labels: Vec<Option<&[String]>> = loaded.iter().map(|d| d.first().map(Detector::labels)).collect();

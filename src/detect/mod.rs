@@ -173,7 +173,11 @@ impl Inputs {
 
 /// A loaded model and how to read it.
 pub struct Detector {
+    /// Declared before `_model_bytes`: a session runs from those bytes, so it is dropped first.
     session: Session,
+    /// The model in ONNX Runtime's own format, optimized for this machine, which the sessions of
+    /// all of a model's workers run from (see [`Detector::load_workers`]).
+    _model_bytes: Option<Arc<Vec<u8>>>,
     name: String,
     input_width: u32,
     input_height: u32,
@@ -190,14 +194,73 @@ pub struct Detector {
     malformed: u64,
 }
 
+/// The error of loading `config`'s model.
+fn model_error(config: &ModelConfig, message: impl ToString) -> DetectError {
+    DetectError::Model {
+        key: config.key.clone(),
+        path: config.path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
 impl Detector {
     pub fn load(config: &ModelConfig) -> Result<Self, DetectError> {
+        let (mut builder, provider) = Self::builder(config)?;
+        let session = builder.commit_from_file(&config.path).map_err(|e| model_error(config, e))?;
+        Self::from_session(config, session, provider, None)
+    }
+
+    /// `workers` detectors of one model. On the CPU they share one copy of its weights: the
+    /// model is optimized once into ONNX Runtime's own format (with this machine's layout
+    /// transforms), and every session runs from those bytes, its weights read where they lie
+    /// (`session.use_ort_model_bytes_for_initializers`), prepacked weights shared too. Each
+    /// further worker then costs its activations, not another copy of the model.
+    pub fn load_workers(config: &ModelConfig, workers: usize) -> Result<Vec<Self>, DetectError> {
+        if workers <= 1 || config.provider != crate::config::Provider::Cpu {
+            return (0..workers).map(|_| Self::load(config)).collect();
+        }
+        static OPTIMIZED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPTIMIZED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("fieldwatch-{}-{n}.ort", std::process::id()));
+        let optimized = (|| {
+            let (builder, _) = Self::builder(config)?;
+            let err = |e: ort::Error<_>| model_error(config, e);
+            let builder = builder.with_optimized_model_path(&path).map_err(err)?;
+            let mut builder = builder.with_config_entry("session.save_model_format", "ORT").map_err(err)?;
+            drop(builder.commit_from_file(&config.path).map_err(|e| model_error(config, e))?);
+            std::fs::read(&path).map_err(|e| model_error(config, format!("reading its optimized copy: {e}")))
+        })();
+        let _ = std::fs::remove_file(&path);
+        let bytes = match optimized {
+            Ok(bytes) => Arc::new(bytes),
+            // A full or read-only temp directory costs memory, not the model.
+            Err(error) => {
+                warn!(%error, workers, "model not shared between its workers: each loads its own copy");
+                return (0..workers).map(|_| Self::load(config)).collect();
+            }
+        };
+        let prepacked = ort::session::builder::PrepackedWeights::new();
+        (0..workers)
+            .map(|_| {
+                let (builder, provider) = Self::builder(config)?;
+                let err = |e: ort::Error<_>| model_error(config, e);
+                let builder = builder.with_prepacked_weights(&prepacked).map_err(err)?;
+                let builder = builder.with_config_entry("session.use_ort_model_bytes_directly", "1").map_err(err)?;
+                let mut builder =
+                    builder.with_config_entry("session.use_ort_model_bytes_for_initializers", "1").map_err(err)?;
+                // The session reads `bytes` for as long as it lives: the detector keeps them.
+                let session = builder.commit_from_memory(&bytes).map_err(|e| model_error(config, e))?;
+                Self::from_session(config, session, provider, Some(bytes.clone()))
+            })
+            .collect()
+    }
+
+    /// A session builder with `config`'s options and execution provider.
+    fn builder(config: &ModelConfig) -> Result<(ort::session::builder::SessionBuilder, &'static str), DetectError> {
         let key = &config.key;
         let env =
             init_runtime(key, &config.runtime_path().ok_or_else(|| DetectError::NoRuntime { key: key.clone() })?)?;
-        let name = config.display_name();
-        let model_err =
-            |message: String| DetectError::Model { key: key.clone(), path: config.path.display().to_string(), message };
+        let model_err = |message: String| model_error(config, message);
         if !config.path.is_file() {
             return Err(model_err("no such file".into()));
         }
@@ -214,8 +277,16 @@ impl Detector {
                 .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
                 .map_err(|e| model_err(e.to_string()))?,
         };
-        let (mut builder, provider) = provider::apply(builder, config)?;
-        let session = builder.commit_from_file(&config.path).map_err(|e| model_err(e.to_string()))?;
+        provider::apply(builder, config)
+    }
+
+    fn from_session(
+        config: &ModelConfig,
+        session: Session,
+        provider: &'static str,
+        model_bytes: Option<Arc<Vec<u8>>>,
+    ) -> Result<Self, DetectError> {
+        let (key, name) = (&config.key, config.display_name());
         let layout_err = |message: String| DetectError::Layout { model: name.clone(), message };
 
         let input = session.inputs().first().ok_or_else(|| layout_err("the model has no input".into()))?;
@@ -263,6 +334,7 @@ impl Detector {
         );
         let mut detector = Self {
             session,
+            _model_bytes: model_bytes,
             name,
             input_width,
             input_height,

@@ -182,3 +182,31 @@ fn finds_the_people_in(hand: &Value, detector: &mut Detector, model: &str) {
         }
     }
 }
+
+/// Workers that share one copy of the weights (the model optimized once into ONNX Runtime's
+/// format, every session running from those bytes) find exactly what a model loaded on its own
+/// finds, each of them, on darknet's photos.
+#[test]
+fn workers_sharing_one_copy_of_the_weights_find_what_a_lone_session_finds() {
+    let _serial = heavy_blocking();
+    let config =
+        ModelConfig { path: cache(FP32), runtime: ort_library(), min_score: 0.25, nms_iou: 0.45, ..Default::default() };
+    let mut lone = Detector::load(&config).unwrap();
+    let mut shared = Detector::load_workers(&config, 2).unwrap();
+    assert_eq!(shared.len(), 2);
+    for image in ["person", "horses"] {
+        let rgb = image::open(cache(&format!("images/{image}.jpg"))).unwrap().to_rgb8();
+        let expected: Vec<(usize, f32, BBox)> =
+            lone.detect(&rgb).unwrap().into_iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+        assert!(!expected.is_empty(), "{image}");
+        for worker in &mut shared {
+            let found: Vec<(usize, f32, BBox)> =
+                worker.detect(&rgb).unwrap().into_iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+            assert_eq!(found.len(), expected.len(), "{image}");
+            for (f, e) in found.iter().zip(&expected) {
+                assert_eq!(f.0, e.0, "{image}");
+                assert!((f.1 - e.1).abs() < 1e-4 && (f.2.x1 - e.2.x1).abs() < 0.01, "{image}: {f:?} vs {e:?}");
+            }
+        }
+    }
+}
