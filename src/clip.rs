@@ -10,7 +10,9 @@
 //! - [`ClipStore`] keeps the clips in `{state_dir}/evidence`, within a total size and an age
 //!   (oldest dropped first, counted).
 //!
-//! A camera with privacy masks gets no clip: its video is the camera's own, masks unapplied.
+//! A camera with privacy masks gets no clip unless `evidence.reencode` is set: then
+//! [`write_masked_mp4`] decodes the span, pixelates the masked areas of every picture and encodes
+//! it again with libx264 (CPU: see the evidence benchmark).
 
 use crate::source::{Connection, EncodedFrame, VideoCodec};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -249,6 +251,131 @@ fn add_video_stream(
     Ok(())
 }
 
+/// The side of the blocks a privacy mask is pixelated in, in luma pixels: a face or a plate
+/// becomes a few flat squares.
+const MOSAIC: usize = 16;
+
+/// [`write_mp4`] for a camera with privacy masks: the span is decoded, every block of
+/// [`MOSAIC`] pixels whose centre lies in one of `masks` (normalised polygons) is flattened to its
+/// mean, and the pictures are encoded again (libx264, `veryfast`, CRF 23, one thread, a
+/// keyframe every 2 s) and muxed. Costs decoding and encoding every frame of the clip.
+pub fn write_masked_mp4(path: &Path, packets: &[Packet], masks: &[Vec<[f64; 2]>]) -> Result<Clip, String> {
+    let Some(first) = packets.first() else { return Err("no video to cut".into()) };
+    let mut decoder = crate::decode::open("evidence", &first.connection).map_err(|e| e.to_string())?;
+    let part = path.with_extension("mp4.part");
+    let ticks = |secs: f64| -> i64 {
+        #[allow(clippy::cast_possible_truncation, reason = "a clip's offsets are minutes at most")]
+        let t = ((secs - first.pts_secs) * f64::from(TICKS)).round() as i64;
+        t
+    };
+    let mut last_pts = 0;
+    let result = (|| -> Result<(), String> {
+        let e = |e: ff::Error| e.to_string();
+        let codec = ff::encoder::find_by_name("libx264").ok_or("libavcodec has no libx264 encoder")?;
+        let mut output = ff::format::output_as(&part, "mp4").map_err(e)?;
+        let mut encoder: Option<ff::encoder::Video> = None;
+        let mut picture = ff::frame::Video::empty();
+        let mut encoded = ff::Packet::empty();
+        let mut time_base = ff::Rational(1, TICKS);
+        let mut drain = |encoder: &mut ff::encoder::Video, output: &mut ff::format::context::Output, tb| {
+            while encoder.receive_packet(&mut encoded).is_ok() {
+                encoded.set_stream(0);
+                encoded.rescale_ts(ff::Rational(1, TICKS), tb);
+                encoded.write_interleaved(output).map_err(e)?;
+            }
+            Ok::<_, String>(())
+        };
+        let total = packets.len();
+        for (i, p) in packets.iter().enumerate() {
+            let mut packet = ff::Packet::copy(&p.data);
+            packet.set_pts(Some(ticks(p.pts_secs)));
+            let _ = decoder.send_packet(&packet);
+            if i + 1 == total {
+                let _ = decoder.send_eof();
+            }
+            while decoder.receive_frame(&mut picture).is_ok() {
+                pixelate(&mut picture, masks);
+                if encoder.is_none() {
+                    let mut context = ff::codec::Context::new_with_codec(codec).encoder().video().map_err(e)?;
+                    context.set_width(picture.width());
+                    context.set_height(picture.height());
+                    context.set_format(picture.format());
+                    context.set_time_base(ff::Rational(1, TICKS));
+                    context.set_gop(50);
+                    context.set_flags(ff::codec::Flags::GLOBAL_HEADER);
+                    let mut options = ff::Dictionary::new();
+                    options.set("preset", "veryfast");
+                    options.set("crf", "23");
+                    options.set("threads", "1");
+                    let opened = context.open_with(options).map_err(e)?;
+                    let mut stream = output.add_stream(codec).map_err(e)?;
+                    stream.set_parameters(&opened);
+                    stream.set_time_base(ff::Rational(1, TICKS));
+                    output.write_header().map_err(e)?;
+                    time_base = output.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
+                    encoder = Some(opened);
+                }
+                if let Some(encoder) = encoder.as_mut() {
+                    last_pts = picture.pts().unwrap_or(last_pts);
+                    picture.set_kind(ff::picture::Type::None);
+                    encoder.send_frame(&picture).map_err(e)?;
+                    drain(encoder, &mut output, time_base)?;
+                }
+            }
+        }
+        let mut encoder = encoder.ok_or("no picture could be decoded")?;
+        encoder.send_eof().map_err(e)?;
+        drain(&mut encoder, &mut output, time_base)?;
+        output.write_trailer().map_err(e)
+    })();
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(&part);
+        return Err(format!("re-encoding {}: {error}", part.display()));
+    }
+    let bytes = std::fs::read(&part).map_err(|e| format!("reading back {}: {e}", part.display()))?;
+    std::fs::rename(&part, path).map_err(|e| format!("renaming {}: {e}", part.display()))?;
+    let pts: Vec<i64> = packets.iter().map(|p| ticks(p.pts_secs)).collect();
+    let (_, interval) = decode_times(&pts);
+    Ok(Clip {
+        path: path.to_path_buf(),
+        bytes: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(&bytes)),
+        start: first.at,
+        duration_secs: (last_pts.max(pts.iter().max().copied().unwrap_or(0)) + interval) as f64 / f64::from(TICKS),
+    })
+}
+
+/// Flattens every [`MOSAIC`] block of `picture` (planar YUV 4:2:0) whose centre lies in one of
+/// `masks` to its mean, in each plane.
+fn pixelate(picture: &mut ff::frame::Video, masks: &[Vec<[f64; 2]>]) {
+    let (width, height) = (picture.width() as usize, picture.height() as usize);
+    if masks.is_empty() || width == 0 || height == 0 {
+        return;
+    }
+    for plane in 0..picture.planes().min(3) {
+        let (shift, stride) = (usize::from(plane > 0), picture.stride(plane));
+        let (pw, ph, block) = (width.div_ceil(1 << shift), height.div_ceil(1 << shift), MOSAIC >> shift);
+        let data = picture.data_mut(plane);
+        for by in (0..ph).step_by(block) {
+            for bx in (0..pw).step_by(block) {
+                let (bw, bh) = (block.min(pw - bx), block.min(ph - by));
+                let centre = ((bx as f64 + bw as f64 / 2.0) / pw as f64, (by as f64 + bh as f64 / 2.0) / ph as f64);
+                if !masks.iter().any(|m| crate::rules::zone::contains(m, centre)) {
+                    continue;
+                }
+                let rows = (by..by + bh).map(|y| y * stride + bx);
+                let sum: usize =
+                    rows.clone().filter_map(|r| data.get(r..r + bw)).flatten().map(|&v| usize::from(v)).sum();
+                #[allow(clippy::cast_possible_truncation, reason = "a mean of bytes is a byte")]
+                let mean = (sum / (bw * bh).max(1)) as u8;
+                for r in rows {
+                    data.get_mut(r..r + bw).into_iter().for_each(|row| row.fill(mean));
+                }
+            }
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -261,6 +388,8 @@ pub struct Recorder {
     pre: TimeDelta,
     post: TimeDelta,
     longest: TimeDelta,
+    /// Whether a camera with privacy masks gets a clip, re-encoded with them pixelated.
+    pub reencode: bool,
 }
 
 /// The ring keeps this much more than the longest clip: the source runs ahead of the rules by
@@ -279,6 +408,7 @@ impl Recorder {
             pre: delta(config.pre_secs),
             post: delta(config.post_secs),
             longest: delta(config.max_secs),
+            reencode: config.reencode,
         }
     }
 

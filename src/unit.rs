@@ -168,9 +168,10 @@ impl CameraUnit {
         let until = |name| Stage::of(name, &camera.id).until(&stopping);
         let mut ctx =
             SourceContext::new(encoded_tx, plant.clock.clone(), c.clone(), stopping.clone(), camera.stall_timeout);
-        // A camera with privacy masks makes no clip: its video is the camera's own, unmasked.
+        // A camera with privacy masks makes no clip (its video is the camera's own, unmasked)
+        // unless clips are re-encoded with the masks pixelated.
         let evidence = &plant.config.evidence;
-        let recorder = (clips.filter(|_| evidence.enabled && camera.privacy_masks.is_empty()))
+        let recorder = (clips.filter(|_| evidence.enabled && (camera.privacy_masks.is_empty() || evidence.reencode)))
             .map(|store| Recorder::new(store, evidence));
         ctx.ring = recorder.as_ref().map(|r| r.ring.clone());
         let id = camera.id.clone();
@@ -192,7 +193,8 @@ impl CameraUnit {
         let (control, orders) = mpsc::unbounded_channel();
         let rules_done = CancellationToken::new();
         let origin = plant.origin(&camera);
-        let outgoing = Outgoing { sink, recorder, queue: VecDeque::new(), counters: c.clone() };
+        let masks = camera.privacy_masks.clone();
+        let outgoing = Outgoing { sink, recorder, masks, queue: VecDeque::new(), counters: c.clone() };
         let rules = Rules { camera: camera.clone(), origin, state, outgoing, counters: c.clone(), live: live.clone() };
         let done = rules_done.clone().drop_guard();
         let shutdown = plant.shutdown.clone();
@@ -265,6 +267,7 @@ impl Rules {
                     match order {
                         Some(Control::Change { camera: changed, origin: named }) => {
                             camera = changed;
+                            outgoing.masks = camera.privacy_masks.clone();
                             origin = Arc::new(*named);
                             (logic.reconfigure(&camera, at), None)
                         }
@@ -381,6 +384,8 @@ const CLIP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 struct Outgoing {
     sink: ReportSink,
     recorder: Option<Recorder>,
+    /// The camera's privacy masks: its clips are re-encoded with them pixelated, or not made.
+    masks: Vec<Vec<[f64; 2]>>,
     queue: VecDeque<(Report, Option<ClipOrder>)>,
     counters: Arc<CameraCounters>,
 }
@@ -430,13 +435,20 @@ impl Outgoing {
 
     /// Cuts and writes one clip (on a blocking thread), then keeps the store within its limits.
     async fn record(&self, recorder: Recorder, report_id: &str, order: ClipOrder) -> Option<report::EvidenceClip> {
+        if !self.masks.is_empty() && !recorder.reencode {
+            info!(report_id, "no evidence clip: the camera has privacy masks (evidence.reencode is off)");
+            return None;
+        }
         let packets = recorder.ring.cut(order.from, order.to);
         let path = recorder.store.path_of(report_id)?;
-        let store = recorder.store.clone();
+        let (store, masks) = (recorder.store.clone(), self.masks.clone());
         let (width, height) = order.size;
         let written = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&store.dir).map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
-            let clip = crate::clip::write_mp4(&path, &packets, width, height)?;
+            let clip = match masks.is_empty() {
+                true => crate::clip::write_mp4(&path, &packets, width, height)?,
+                false => crate::clip::write_masked_mp4(&path, &packets, &masks)?,
+            };
             Ok::<_, String>((clip, store.enforce(std::time::SystemTime::now())))
         })
         .await;

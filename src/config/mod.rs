@@ -373,11 +373,22 @@ pub struct EvidenceConfig {
     pub max_bytes: u64,
     /// Clips older than this many days are dropped. Default 30.
     pub max_age_days: f64,
+    /// A camera with privacy masks gets a clip too, decoded, pixelated where masked and encoded
+    /// again (libx264): CPU for every frame of every clip. Default false: no clip for it.
+    pub reencode: bool,
 }
 
 impl Default for EvidenceConfig {
     fn default() -> Self {
-        Self { enabled: true, pre_secs: 5.0, post_secs: 5.0, max_secs: 30.0, max_bytes: 1 << 30, max_age_days: 30.0 }
+        Self {
+            enabled: true,
+            pre_secs: 5.0,
+            post_secs: 5.0,
+            max_secs: 30.0,
+            max_bytes: 1 << 30,
+            max_age_days: 30.0,
+            reencode: false,
+        }
     }
 }
 

@@ -294,7 +294,8 @@ fn packet(au: &EncodedFrame) -> ff::Packet {
     packet
 }
 
-fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, DecodeError> {
+/// A decoder for `connection`'s stream (`camera` names it in errors).
+pub(crate) fn open(camera: &str, connection: &Connection) -> Result<ff::decoder::Video, DecodeError> {
     init_ffmpeg();
     let codec = connection.codec;
     let id = match codec {

@@ -329,3 +329,58 @@ fn nal_units(mut data: &[u8]) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The first picture of a video as 8-bit luma (ffmpeg), with its width.
+fn first_luma(path: &Path) -> (Vec<u8>, usize) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (out.stdout, 768)
+}
+
+#[test]
+fn a_camera_with_privacy_masks_gets_a_clip_only_re_encoded_with_them_pixelated() {
+    let _serial = heavy_blocking();
+    let dir = temp_dir("street-masked");
+    // The windows of the building at the top left are private.
+    let mask = "privacy_masks = [[[0.05, 0.0], [0.35, 0.0], [0.35, 0.12], [0.05, 0.12]]]";
+    let camera = street_camera("rtsp://127.0.0.1:9/none", &format!("detect_fps = 1\n{mask}"));
+    let spans = "pre_secs = 1.0\npost_secs = 1.0\nmax_secs = 3.0";
+    for run in ["plain", "masked"] {
+        std::fs::create_dir_all(dir.join(run)).unwrap();
+    }
+    let plain = street_config(&dir.join("plain"), 1, spans, &camera, None);
+    let reports = crate::replay::replay_any(&cache("clips/vtest_12s.mp4"), &plain, &dir.join("plain/out"));
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].get("evidence").is_none(), "no clip of an unmasked camera's video");
+
+    let masked = street_config(&dir.join("masked"), 1, &format!("{spans}\nreencode = true"), &camera, None);
+    let out = dir.join("masked/out");
+    let reports = crate::replay::replay_any(&cache("clips/vtest_12s.mp4"), &masked, &out);
+    let evidence = &reports[0]["evidence"];
+    let file = out.join(evidence["url"].as_str().unwrap().trim_start_matches("/evidence/"));
+    assert_eq!(evidence["sha256"], sha256(&std::fs::read(&file).unwrap()));
+    let (codec, _, duration) = probe(&file);
+    assert_eq!(codec, "h264");
+    assert!((3.0..=4.1).contains(&duration), "{duration} s");
+
+    // Inside the mask, each 16-pixel block is flat; the source is not, there.
+    let (clip, width) = first_luma(&file);
+    let (source, _) = first_luma(&vtest());
+    let spread = |luma: &[u8], x: usize, y: usize| {
+        let block: Vec<u8> = (y..y + 16).flat_map(|r| luma[r * width + x..r * width + x + 16].to_vec()).collect();
+        block.iter().max().unwrap() - block.iter().min().unwrap()
+    };
+    // Blocks wholly inside the mask (x 38..268, y 0..69 of 768x576).
+    let inside: Vec<(usize, usize)> = (48..256).step_by(16).flat_map(|x| [0, 16, 32].map(|y| (x, y))).collect();
+    let flat = inside.iter().filter(|&&(x, y)| spread(&clip, x, y) <= 12).count();
+    assert!(flat * 10 >= inside.len() * 9, "{flat} of {} blocks flat", inside.len());
+    let textured = inside.iter().filter(|&&(x, y)| spread(&source, x, y) > 30).count();
+    assert!(textured * 2 >= inside.len(), "the source has detail there: {textured} of {}", inside.len());
+    // Outside it, the picture is kept: the van is still there to see.
+    assert!(spread(&clip, 672, 64) > 30);
+}
