@@ -10,7 +10,7 @@
 //!
 //! `cargo bench --bench capacity [-- --cameras 1,2,4,5,6 | --find] [--clip 720|1080]
 //!  [--seconds 30] [--warmup 15] [--threads T] [--workers W] [--arena true] [--soak MINUTES]
-//!  [--model FILE --class NAME] [--evidence false] [--out FILE.json]`
+//!  [--model FILE --class NAME] [--evidence false] [--bare-secs 10] [--out FILE.json]`
 //! `--model` and `--class` run another model with a rule for that class (default: the person
 //! model, class `Normal`); `--evidence false` turns evidence clips (each camera's packet ring)
 //! off, to see what they cost.
@@ -256,7 +256,8 @@ fn main() {
     };
     let frame = first_frame(&clip);
     let cores = workers * threads;
-    let bare_loop = |sessions, threads| bare_loop(&root, &model_file, &frame, sessions, threads, 10.0);
+    let bare_secs: f64 = arg("--bare-secs").and_then(|s| s.parse().ok()).unwrap_or(10.0);
+    let bare_loop = |sessions, threads| bare_loop(&root, &model_file, &frame, sessions, threads, bare_secs);
     let (parallel, one) = (bare_loop(workers, threads), bare_loop(1, cores));
     let bare = parallel.max(one);
     println!(

@@ -259,6 +259,10 @@ impl Rules {
         // The last frame seen and what was found in it: the evidence of a reload's resolutions.
         let mut last: Option<(Arc<Frame>, Vec<Detection>)> = None;
         let mut retiring = false;
+        // A change of the incident state not saved yet: it is saved once the reports of its
+        // events are committed (an opened report waits for its clip), so a crash in between
+        // repeats a report rather than losing one.
+        let mut unsaved = false;
         loop {
             let (events, detected) = tokio::select! {
                 biased;
@@ -276,12 +280,16 @@ impl Rules {
                             let emptied = Camera { rules: Vec::new(), ..(*camera).clone() };
                             (logic.reconfigure(&emptied, at), None)
                         }
-                        Some(Control::Stop) | None => return outgoing.flush(None, true).await,
+                        Some(Control::Stop) | None => return finish(&mut outgoing, &state, &logic, unsaved).await,
                     }
                 }
-                _ = shutdown.cancelled() => return outgoing.flush(None, true).await,
+                _ = shutdown.cancelled() => return finish(&mut outgoing, &state, &logic, unsaved).await,
                 _ = outgoing.due(), if outgoing.waiting() => {
                     outgoing.flush(None, false).await?;
+                    if unsaved && outgoing.queue.is_empty() {
+                        save_state(&state, &logic).await;
+                        unsaved = false;
+                    }
                     continue;
                 }
                 d = detected.recv_async() => match d {
@@ -318,7 +326,7 @@ impl Rules {
                         (events, Some((frame, detections)))
                     }
                     // The unit's route was cleared (stopped) or the daemon is stopping.
-                    None => return outgoing.flush(None, true).await,
+                    None => return finish(&mut outgoing, &state, &logic, unsaved).await,
                 },
             };
             // An order (no frame) always changes what is saved; a frame when it has events.
@@ -351,18 +359,35 @@ impl Rules {
                 outgoing.push(report, clip);
             }
             outgoing.flush(last.as_ref().map(|(frame, _)| frame.at), false).await?;
-            if let (Some(file), true) = (&state, changed) {
-                let (file, saved) = (file.clone(), logic.saved());
-                match tokio::task::spawn_blocking(move || file.save(&saved)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
-                    Err(error) => error!(%error, "saving the incident state failed"),
-                }
-            }
+            unsaved |= changed;
             if retiring {
-                return Ok(());
+                return finish(&mut outgoing, &state, &logic, unsaved).await;
+            }
+            if unsaved && outgoing.queue.is_empty() {
+                save_state(&state, &logic).await;
+                unsaved = false;
             }
         }
+    }
+}
+
+/// The rules task's end: its waiting reports go out (their clips cut from what there is), then
+/// the incident state is saved if it changed since.
+async fn finish(outgoing: &mut Outgoing, state: &Option<StateFile>, logic: &CameraRules, unsaved: bool) -> StageResult {
+    outgoing.flush(None, true).await?;
+    if unsaved {
+        save_state(state, logic).await;
+    }
+    Ok(())
+}
+
+async fn save_state(state: &Option<StateFile>, logic: &CameraRules) {
+    let Some(file) = state else { return };
+    let (file, saved) = (file.clone(), logic.saved());
+    match tokio::task::spawn_blocking(move || file.save(&saved)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),
+        Err(error) => error!(%error, "saving the incident state failed"),
     }
 }
 

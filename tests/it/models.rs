@@ -148,8 +148,8 @@ async fn an_end_to_end_model_on_an_empty_street_stays_up_and_reports_the_square_
     let config = daemon_config(&dir, broker.port, &scene_camera(&camera.url()));
     with_model(&config, &root().join("models/squares_e2e.onnx"));
     let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
-    // The square comes after 10 s; its opened report waits 5 s more for its evidence clip.
-    subscriber.wait_for_reports(1, Duration::from_secs(40)).await;
+    // The square comes after 10 s; its opened report waits 1 s more for its evidence clip.
+    subscriber.wait_for_reports(1, Duration::from_secs(30)).await;
     assert!(daemon.wait_exit(Duration::from_millis(100)).is_none(), "the daemon died:\n{}", daemon.log_text());
     let (status, _) = daemon.terminate(Duration::from_secs(10));
     let log = daemon.log_text();

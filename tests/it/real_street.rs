@@ -157,8 +157,8 @@ clear_after_secs = 5
 fn street_config(dir: &Path, mqtt_port: u16, evidence: &str, camera: &str, http: Option<u16>) -> PathBuf {
     let config = daemon_config_http(dir, mqtt_port, "", camera, http);
     with_model(&config, &coco());
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[evidence]\n{evidence}\n")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(TEST_EVIDENCE, &format!("[evidence]\n{evidence}\n"));
+    std::fs::write(&config, text).unwrap();
     config
 }
 

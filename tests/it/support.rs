@@ -38,8 +38,12 @@ pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
     HEAVY.blocking_lock()
 }
 
+/// The evidence settings of the tests' daemons: an opened report waits 1 s for its clip, not 5.
+pub const TEST_EVIDENCE: &str = "[evidence]\npost_secs = 1.0\n";
+
 /// Writes `dir/fieldwatch.toml` for the daemon: device `edge-test`, the squares model, the broker
-/// on `mqtt_port`, then `cameras` (the `[[cameras]]` blocks of the test).
+/// on `mqtt_port`, clips as [`TEST_EVIDENCE`] says, then `cameras` (the `[[cameras]]` blocks of
+/// the test).
 pub fn daemon_config(dir: &Path, mqtt_port: u16, cameras: &str) -> PathBuf {
     daemon_config_with(dir, mqtt_port, "", cameras)
 }
@@ -53,7 +57,7 @@ pub fn daemon_config_with(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str)
 pub fn daemon_config_http(dir: &Path, mqtt_port: u16, mqtt: &str, cameras: &str, http_port: Option<u16>) -> PathBuf {
     let listen = http_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_default();
     let text = format!(
-        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n{mqtt}\n\n[http]\nlisten = \"{listen}\"\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{cameras}",
+        "[device]\nid = \"edge-test\"\nstate_dir = \"{}\"\n\n[model]\npath = \"{}\"\nruntime = \"{}\"\n\n[mqtt]\nport = {mqtt_port}\n{mqtt}\n\n[http]\nlisten = \"{listen}\"\n\n[class_names.red]\nen = \"red square\"\nvi = \"ô vuông đỏ\"\n\n{TEST_EVIDENCE}\n{cameras}",
         dir.join("state").display(),
         root().join("models/squares.onnx").display(),
         ort_library().display(),
