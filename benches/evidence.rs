@@ -15,13 +15,12 @@ mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::arg;
-use ffmpeg_next as ff;
 use fieldwatch::clip::{ClipStore, Recorder};
 use fieldwatch::config::EvidenceConfig;
-use fieldwatch::source::{Connection, EncodedFrame, StreamAnchor, VideoCodec};
+use fieldwatch::source::EncodedFrame;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// CPU time of the calling thread.
 fn thread_cpu() -> f64 {
@@ -34,38 +33,33 @@ fn thread_cpu() -> f64 {
 /// A packet as a camera's source hands it on, with its wall time.
 type Timed = (EncodedFrame, DateTime<Utc>);
 
-/// The clip's video packets, and its picture size.
+/// The clip's video packets as the daemon's file source hands them on (its own source, with
+/// the clip's first frame at the Unix epoch), and its picture size.
 fn packets(clip: &std::path::Path) -> (Vec<Timed>, (u32, u32)) {
-    ff::init().unwrap();
-    let mut input = ff::format::input(clip).expect("the benchmark clip (run scripts/setup)");
-    let stream = input.streams().best(ff::media::Type::Video).unwrap();
-    let (index, base) = (stream.index(), f64::from(stream.time_base()));
-    let parameters = stream.parameters();
-    // SAFETY: the parameters are valid for the stream's life; extradata is extradata_size bytes.
-    let (extradata, size) = unsafe {
-        let p = &*parameters.as_ptr();
-        let extradata = std::slice::from_raw_parts(p.extradata, p.extradata_size as usize).to_vec();
-        (extradata, (p.width as u32, p.height as u32))
-    };
-    let start = DateTime::<Utc>::UNIX_EPOCH;
-    let anchor = StreamAnchor { wall: start, pts_secs: 0.0 };
-    let connection = Arc::new(Connection { id: 1, codec: VideoCodec::H264, extradata, anchor });
-    let packets = input
-        .packets()
-        .filter(|(s, _)| s.index() == index)
-        .map(|(_, p)| {
-            let pts_secs = p.pts().unwrap_or(0) as f64 * base;
-            let frame = EncodedFrame {
-                data: p.data().unwrap_or_default().to_vec(),
-                pts_secs,
-                keyframe: p.is_key(),
-                new_parameters: false,
-                connection: connection.clone(),
-            };
-            (frame, start + TimeDelta::microseconds((pts_secs * 1e6) as i64))
+    use fieldwatch::pipeline::{self, edge};
+    use fieldwatch::source::{FileSource, Source, SourceContext};
+    let counters = Arc::new(fieldwatch::telemetry::CameraCounters::default());
+    let (tx, rx) = edge(pipeline::ENCODED.lossless(), vec![counters.encoded.clone()]);
+    let mut source =
+        FileSource::open(clip, Some(DateTime::UNIX_EPOCH)).expect("the benchmark clip (run scripts/setup)");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut ctx = SourceContext::new(tx, Arc::new(fieldwatch::clock::SystemClock), counters, stop, Duration::MAX);
+    let reader = std::thread::spawn(move || {
+        // The file source reads on a blocking thread, which needs the multi-threaded runtime.
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.block_on(source.run_once(&mut ctx)).map(drop)
+    });
+    let frames: Vec<EncodedFrame> = std::iter::from_fn(|| rx.recv()).collect();
+    reader.join().unwrap().expect("the clip plays");
+    let (first, _) = fieldwatch::decode::first_picture(&frames).expect("a picture");
+    let timed = frames
+        .into_iter()
+        .map(|f| {
+            let at = f.connection.anchor.time_of(f.pts_secs).expect("the clip's times");
+            (f, at)
         })
         .collect();
-    (packets, size)
+    (timed, (first.width, first.height))
 }
 
 fn main() {
@@ -84,8 +78,8 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("fieldwatch-evidence-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(ClipStore::new(dir.clone(), 1 << 30, 1.0));
     let config = EvidenceConfig { max_secs, ..EvidenceConfig::default() };
+    let store = Arc::new(ClipStore::new(dir.clone(), &config));
     let recorders: Vec<Recorder> = (0..cameras).map(|_| Recorder::new(store.clone(), &config)).collect();
 
     let started = (Instant::now(), thread_cpu());

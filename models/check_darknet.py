@@ -23,11 +23,11 @@ import sys
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from darknet2onnx import ints, parse_cfg
 from reference_person import letterbox
+from reference_person import session as reference_session
 
 FRAMES_PER_CLIP = 4
 OPENCV_THRESH = 0.2
@@ -58,9 +58,7 @@ def main():
     ap.add_argument("images", nargs="*")
     args = ap.parse_args()
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+    session = reference_session(args.onnx)
     _, _, height, width = session.get_inputs()[0].shape
     net = cv2.dnn.readNetFromDarknet(args.cfg, args.weights)
     heads = net.getUnconnectedOutLayersNames()

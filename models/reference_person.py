@@ -97,15 +97,20 @@ def decode(out, lb, w, h):
     return kept
 
 
+def session(model):
+    """An onnxruntime session on the CPU at one thread, as the daemon runs a model."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
+    sess = session(args.model)
     _, _, in_h, in_w = sess.get_inputs()[0].shape
     results = []
     for path in args.images:

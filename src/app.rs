@@ -453,9 +453,7 @@ pub async fn replay(
     };
     // Replay keeps no state: it must not touch what the live daemon remembers.
     // Clips go beside the reports in `--out` (none without it).
-    let evidence = &config.evidence;
-    let clips =
-        (options.out.clone()).map(|dir| Arc::new(ClipStore::new(dir, evidence.max_bytes, evidence.max_age_days)));
+    let clips = (options.out.clone()).map(|dir| Arc::new(ClipStore::new(dir, &config.evidence)));
     let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx), clips };
     let c = Arc::new(CameraCounters::default());
     let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone(), Arc::default())

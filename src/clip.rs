@@ -20,7 +20,6 @@ use ffmpeg_next as ff;
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -79,18 +78,15 @@ impl PacketRing {
             keyframe: frame.keyframe,
             connection: frame.connection.clone(),
         });
-        let Some(consumed) = ring.consumed else { return ring.trim_to_size() };
-        let cutoff = at.min(consumed) - self.window;
         // Whole keyframe intervals go from the front while the next one still starts early
-        // enough, then while the ring is over its size.
-        while let Some(next_key) = ring.packets.iter().skip(1).position(|p| p.keyframe).map(|i| i + 1) {
-            if ring.packets.get(next_key).is_none_or(|p| p.at > cutoff) {
-                break;
+        // enough (before what the rules have seen, less the window), then while over size.
+        if let Some(consumed) = ring.consumed {
+            let cutoff = at.min(consumed) - self.window;
+            while ring.second_keyframe_at().is_some_and(|next| next <= cutoff) {
+                ring.drop_oldest_interval();
             }
-            let gone: usize = ring.packets.drain(..next_key).map(|p| p.data.len()).sum();
-            ring.bytes -= gone;
         }
-        ring.trim_to_size();
+        while ring.bytes > RING_MAX_BYTES && ring.drop_oldest_interval() {}
     }
 
     /// The camera's rules have seen the stream up to `at`.
@@ -114,18 +110,26 @@ impl PacketRing {
 }
 
 impl Ring {
-    /// Drops whole keyframe intervals from the front while over [`RING_MAX_BYTES`].
-    fn trim_to_size(&mut self) {
-        while self.bytes > RING_MAX_BYTES {
-            let Some(next_key) = self.packets.iter().skip(1).position(|p| p.keyframe).map(|i| i + 1) else { return };
-            let gone: usize = self.packets.drain(..next_key).map(|p| p.data.len()).sum();
-            self.bytes -= gone;
-        }
+    /// Where the second keyframe interval starts: the oldest packet kept once the first goes.
+    fn second_keyframe(&self) -> Option<usize> {
+        self.packets.iter().skip(1).position(|p| p.keyframe).map(|i| i + 1)
+    }
+
+    fn second_keyframe_at(&self) -> Option<DateTime<Utc>> {
+        self.second_keyframe().and_then(|i| self.packets.get(i)).map(|p| p.at)
+    }
+
+    /// Drops the oldest keyframe interval, unless it is the only one; whether it did.
+    fn drop_oldest_interval(&mut self) -> bool {
+        let Some(next) = self.second_keyframe() else { return false };
+        let gone: usize = self.packets.drain(..next).map(|p| p.data.len()).sum();
+        self.bytes -= gone;
+        true
     }
 }
 
 /// See [`PacketRing::cut`].
-pub fn cut<'a>(packets: impl Iterator<Item = &'a Packet>, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Packet> {
+fn cut<'a>(packets: impl Iterator<Item = &'a Packet>, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Packet> {
     let mut out: Vec<Packet> = Vec::new();
     for p in packets.take_while(|p| p.at <= to) {
         if p.keyframe && p.at <= from {
@@ -141,7 +145,6 @@ pub fn cut<'a>(packets: impl Iterator<Item = &'a Packet>, from: DateTime<Utc>, t
 /// A clip written: what a report says about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Clip {
-    pub path: PathBuf,
     pub bytes: u64,
     pub sha256: String,
     pub start: DateTime<Utc>,
@@ -151,20 +154,46 @@ pub struct Clip {
 /// Ticks per second of the clips' timestamps (RTP's video clock).
 const TICKS: i32 = 90_000;
 
+/// The packets' presentation times in [`TICKS`] from the first one's (a clip's offsets are
+/// minutes at most).
+fn presentation_ticks(packets: &[Packet]) -> Vec<i64> {
+    let first = packets.first().map_or(0.0, |p| p.pts_secs);
+    #[allow(clippy::cast_possible_truncation, reason = "a clip's offsets are minutes at most")]
+    packets.iter().map(|p| ((p.pts_secs - first) * f64::from(TICKS)).round() as i64).collect()
+}
+
+/// The file written beside `path` (`.mp4.part`), renamed to it once complete.
+fn part_of(path: &Path) -> PathBuf {
+    path.with_extension("mp4.part")
+}
+
+/// Finishes a clip written to [`part_of`] `path`: an error removes the part; a complete one is
+/// hashed and renamed. `start` is its first frame's time, `span` its length in [`TICKS`].
+fn finish_clip(path: &Path, written: Result<(), String>, start: DateTime<Utc>, span: i64) -> Result<Clip, String> {
+    let part = part_of(path);
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&part);
+        return Err(format!("writing {}: {error}", part.display()));
+    }
+    let bytes = std::fs::read(&part).map_err(|e| format!("reading back {}: {e}", part.display()))?;
+    std::fs::rename(&part, path).map_err(|e| format!("renaming {}: {e}", part.display()))?;
+    Ok(Clip {
+        bytes: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(&bytes)),
+        start,
+        duration_secs: span as f64 / f64::from(TICKS),
+    })
+}
+
 /// Remuxes `packets` (from a keyframe, one connection) into an MP4 at `path` (written beside
 /// it, then renamed). `width` and `height` are the decoded frames'.
 pub fn write_mp4(path: &Path, packets: &[Packet], width: u32, height: u32) -> Result<Clip, String> {
-    let (Some(first), Some(_)) = (packets.first(), packets.last()) else { return Err("no video to cut".into()) };
+    let Some(first) = packets.first() else { return Err("no video to cut".into()) };
     crate::decode::init_ffmpeg();
-    let ticks = |secs: f64| -> i64 {
-        #[allow(clippy::cast_possible_truncation, reason = "a clip's offsets are minutes at most")]
-        let t = ((secs - first.pts_secs) * f64::from(TICKS)).round() as i64;
-        t
-    };
-    let pts: Vec<i64> = packets.iter().map(|p| ticks(p.pts_secs)).collect();
+    let pts = presentation_ticks(packets);
     let (dts, interval) = decode_times(&pts);
-    let part = path.with_extension("mp4.part");
-    let result = (|| -> Result<(), ff::Error> {
+    let part = part_of(path);
+    let written = (|| -> Result<(), ff::Error> {
         let mut output = ff::format::output_as(&part, "mp4")?;
         add_video_stream(&mut output, &first.connection, width, height)?;
         output.write_header()?;
@@ -183,20 +212,8 @@ pub fn write_mp4(path: &Path, packets: &[Packet], width: u32, height: u32) -> Re
         }
         output.write_trailer()
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&part);
-        return Err(format!("writing {}: {e}", part.display()));
-    }
-    let bytes = std::fs::read(&part).map_err(|e| format!("reading back {}: {e}", part.display()))?;
-    std::fs::rename(&part, path).map_err(|e| format!("renaming {}: {e}", part.display()))?;
     let span = pts.iter().max().copied().unwrap_or(0) + interval;
-    Ok(Clip {
-        path: path.to_path_buf(),
-        bytes: bytes.len() as u64,
-        sha256: hex(&Sha256::digest(&bytes)),
-        start: first.at,
-        duration_secs: span as f64 / f64::from(TICKS),
-    })
+    finish_clip(path, written.map_err(|e| e.to_string()), first.at, span)
 }
 
 /// Decode times for packets with presentation times `pts` (in decode order), and the frame
@@ -262,14 +279,10 @@ const MOSAIC: usize = 16;
 pub fn write_masked_mp4(path: &Path, packets: &[Packet], masks: &[Vec<[f64; 2]>]) -> Result<Clip, String> {
     let Some(first) = packets.first() else { return Err("no video to cut".into()) };
     let mut decoder = crate::decode::open("evidence", &first.connection).map_err(|e| e.to_string())?;
-    let part = path.with_extension("mp4.part");
-    let ticks = |secs: f64| -> i64 {
-        #[allow(clippy::cast_possible_truncation, reason = "a clip's offsets are minutes at most")]
-        let t = ((secs - first.pts_secs) * f64::from(TICKS)).round() as i64;
-        t
-    };
+    let part = part_of(path);
+    let pts = presentation_ticks(packets);
     let mut last_pts = 0;
-    let result = (|| -> Result<(), String> {
+    let written = (|| -> Result<(), String> {
         let e = |e: ff::Error| e.to_string();
         let codec = ff::encoder::find_by_name("libx264").ok_or("libavcodec has no libx264 encoder")?;
         let mut output = ff::format::output_as(&part, "mp4").map_err(e)?;
@@ -286,9 +299,9 @@ pub fn write_masked_mp4(path: &Path, packets: &[Packet], masks: &[Vec<[f64; 2]>]
             Ok::<_, String>(())
         };
         let total = packets.len();
-        for (i, p) in packets.iter().enumerate() {
+        for (i, (p, &pts)) in packets.iter().zip(&pts).enumerate() {
             let mut packet = ff::Packet::copy(&p.data);
-            packet.set_pts(Some(ticks(p.pts_secs)));
+            packet.set_pts(Some(pts));
             let _ = decoder.send_packet(&packet);
             if i + 1 == total {
                 let _ = decoder.send_eof();
@@ -328,21 +341,9 @@ pub fn write_masked_mp4(path: &Path, packets: &[Packet], masks: &[Vec<[f64; 2]>]
         drain(&mut encoder, &mut output, time_base)?;
         output.write_trailer().map_err(e)
     })();
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&part);
-        return Err(format!("re-encoding {}: {error}", part.display()));
-    }
-    let bytes = std::fs::read(&part).map_err(|e| format!("reading back {}: {e}", part.display()))?;
-    std::fs::rename(&part, path).map_err(|e| format!("renaming {}: {e}", part.display()))?;
-    let pts: Vec<i64> = packets.iter().map(|p| ticks(p.pts_secs)).collect();
     let (_, interval) = decode_times(&pts);
-    Ok(Clip {
-        path: path.to_path_buf(),
-        bytes: bytes.len() as u64,
-        sha256: hex(&Sha256::digest(&bytes)),
-        start: first.at,
-        duration_secs: (last_pts.max(pts.iter().max().copied().unwrap_or(0)) + interval) as f64 / f64::from(TICKS),
-    })
+    let span = last_pts.max(pts.iter().max().copied().unwrap_or(0)) + interval;
+    finish_clip(path, written.map_err(|error| format!("re-encoding: {error}")), first.at, span)
 }
 
 /// Flattens every [`MOSAIC`] block of `picture` (planar YUV 4:2:0) whose centre lies in one of
@@ -439,14 +440,13 @@ pub struct ClipStore {
     pub dir: PathBuf,
     max_bytes: u64,
     max_age: Duration,
-    /// Clips dropped for size or age since the start.
-    pub dropped: AtomicU64,
 }
 
 impl ClipStore {
-    pub fn new(dir: PathBuf, max_bytes: u64, max_age_days: f64) -> Self {
-        let max_age = Duration::try_from_secs_f64(max_age_days * 86_400.0).unwrap_or(Duration::MAX);
-        Self { dir, max_bytes, max_age, dropped: AtomicU64::new(0) }
+    /// The clips in `dir`, within `config`'s `max_bytes` and `max_age_days`.
+    pub fn new(dir: PathBuf, config: &crate::config::EvidenceConfig) -> Self {
+        let max_age = Duration::try_from_secs_f64(config.max_age_days * 86_400.0).unwrap_or(Duration::MAX);
+        Self { dir, max_bytes: config.max_bytes, max_age }
     }
 
     /// Where the clip of report `report_id` is (or would be); None for an id that is not one
@@ -490,7 +490,6 @@ impl ClipStore {
                 dropped += 1;
             }
         }
-        self.dropped.fetch_add(dropped, Ordering::Relaxed);
         dropped
     }
 }
@@ -590,7 +589,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fieldwatch-clips-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let store = ClipStore::new(dir.clone(), 2500, 1.0);
+        let limits = crate::config::EvidenceConfig { max_bytes: 2500, max_age_days: 1.0, ..Default::default() };
+        let store = ClipStore::new(dir.clone(), &limits);
         let now = SystemTime::now();
         for (i, age_secs) in [(1, 200_000u64), (2, 300), (3, 200), (4, 100)] {
             let path = store.path_of(&format!("0000000{i}")).unwrap();
@@ -602,7 +602,6 @@ mod tests {
         assert_eq!(store.enforce(now), 2);
         let left: Vec<String> = store.list().into_iter().map(|c| c.report_id).collect();
         assert_eq!(left, ["00000003", "00000004"]);
-        assert_eq!(store.dropped.load(Ordering::Relaxed), 2);
         assert!(store.path_of("../state").is_none());
         assert!(store.path_of("").is_none());
         std::fs::remove_dir_all(&dir).unwrap();

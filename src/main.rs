@@ -188,11 +188,7 @@ fn outbox(settings: &Settings, requeue: bool) -> anyhow::Result<()> {
         );
     }
     let evidence = &settings.config.evidence;
-    let clips = fieldwatch::clip::ClipStore::new(
-        settings.state_dir().join("evidence"),
-        evidence.max_bytes,
-        evidence.max_age_days,
-    );
+    let clips = fieldwatch::clip::ClipStore::new(settings.evidence_dir(), evidence);
     let stored = clips.list();
     println!(
         "evidence {}: {} clip(s), {} bytes (limit {}, {} days)",

@@ -75,8 +75,7 @@ impl Live {
         detectors: Vec<Vec<Detector>>,
     ) -> Result<Self, AppError> {
         let config = ConfigState::new(config_version(&settings.config));
-        let evidence = &settings.config.evidence;
-        let clips = ClipStore::new(settings.state_dir().join("evidence"), evidence.max_bytes, evidence.max_age_days);
+        let clips = ClipStore::new(settings.evidence_dir(), &settings.config.evidence);
         let mut live = Self {
             plant,
             settings,

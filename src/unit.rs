@@ -450,8 +450,8 @@ impl Outgoing {
                 break;
             }
             let Some((mut report, order)) = self.queue.pop_front() else { break };
-            if let (Some(order), Some(recorder)) = (order, &self.recorder) {
-                report.evidence = self.record(recorder.clone(), &report.report_id, order).await;
+            if let Some(order) = order {
+                report.evidence = self.record(&report.report_id, order).await;
             }
             self.sink.put(report).await?;
         }
@@ -459,7 +459,8 @@ impl Outgoing {
     }
 
     /// Cuts and writes one clip (on a blocking thread), then keeps the store within its limits.
-    async fn record(&self, recorder: Recorder, report_id: &str, order: ClipOrder) -> Option<report::EvidenceClip> {
+    async fn record(&self, report_id: &str, order: ClipOrder) -> Option<report::EvidenceClip> {
+        let recorder = self.recorder.as_ref()?;
         if !self.masks.is_empty() && !recorder.reencode {
             info!(report_id, "no evidence clip: the camera has privacy masks (evidence.reencode is off)");
             return None;

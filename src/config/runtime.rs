@@ -37,6 +37,11 @@ impl Settings {
     pub fn outbox_path(&self) -> PathBuf {
         self.state_dir().join("outbox.db")
     }
+
+    /// Where evidence clips are kept, in the state directory.
+    pub fn evidence_dir(&self) -> PathBuf {
+        self.state_dir().join("evidence")
+    }
 }
 
 /// One camera as the daemon runs it.

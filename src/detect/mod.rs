@@ -248,7 +248,9 @@ impl Detector {
                 let builder = builder.with_config_entry("session.use_ort_model_bytes_directly", "1").map_err(err)?;
                 let mut builder =
                     builder.with_config_entry("session.use_ort_model_bytes_for_initializers", "1").map_err(err)?;
-                // The session reads `bytes` for as long as it lives: the detector keeps them.
+                // The session reads `bytes` for as long as it lives: the detector keeps them. (The
+                // crate's `commit_from_memory_directly` sets the same two keys, but its session
+                // cannot `run`, which takes `&mut`.)
                 let session = builder.commit_from_memory(&bytes).map_err(|e| model_error(config, e))?;
                 Self::from_session(config, session, provider, Some(bytes.clone()))
             })
