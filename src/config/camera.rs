@@ -13,6 +13,9 @@ pub struct CameraConfig {
     pub name: String,
     /// Where it looks, in words ("Lê Lợi / Nguyễn Huệ, north side"). Default empty.
     pub location: String,
+    /// Where its cases are, for the IOC to route them; a zone's own place overrides it field
+    /// by field.
+    pub place: PlaceConfig,
     /// `rtsp://[user:password@]host[:port]/path`. Required. Credentials never reach logs or reports.
     pub url: Secret,
     /// User name, instead of one in the URL. Basic and digest authentication both work: the
@@ -61,6 +64,7 @@ impl Default for CameraConfig {
             id: String::new(),
             name: String::new(),
             location: String::new(),
+            place: PlaceConfig::default(),
             url: Secret::default(),
             username: String::new(),
             password: Secret::default(),
@@ -102,6 +106,20 @@ impl CameraConfig {
     }
 }
 
+/// Where a case is: the ward it goes to and where to send someone. Reports carry the zone's,
+/// field by field, else the camera's.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaceConfig {
+    /// Street address, in words. Default empty.
+    pub address: String,
+    /// The ward or commune (phường, xã) that handles it. Default empty.
+    pub ward: String,
+    /// WGS84 latitude and longitude in degrees, both or neither. Default: none.
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+}
+
 /// A named polygon in normalised frame coordinates (0..1, origin top-left).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,6 +136,8 @@ pub struct ZoneConfig {
     /// Consecutive detections in (or out) before an object counts as entered (or left): a box
     /// wobbling on the edge does not flap. Default 2.
     pub inertia: u32,
+    /// Where this part of the street is, where it differs from the camera's place.
+    pub place: PlaceConfig,
 }
 
 impl Default for ZoneConfig {
@@ -128,6 +148,7 @@ impl Default for ZoneConfig {
             membership: MembershipConfig::BottomCenter,
             overlap: 0.5,
             inertia: 2,
+            place: PlaceConfig::default(),
         }
     }
 }
@@ -230,8 +251,71 @@ pub struct RuleConfig {
     /// Seconds between `updated` reports while an incident stays open and unchanged; 0 turns
     /// them off (a change of count is always reported). Default 900.
     pub update_every_secs: f64,
+    /// How soon the city should act: `urgent`, `high`, `normal` (the default) or `low`.
+    pub priority: Priority,
+    /// Seconds from opening to the report's `due_at`; an incident still open then sends one
+    /// `updated` report marked `overdue`. Default by priority: urgent 1800 (half an hour), high
+    /// 14400 (4 h), normal 86400 (a working day and night), low 259200 (3 days).
+    pub response_secs: Option<f64>,
+    /// When the rule is on: weekly windows in `device.timezone`. Outside them it opens nothing
+    /// and an open incident resolves (`resolved_by: "schedule"`). Default: always on.
+    pub schedule: Option<Vec<WindowConfig>>,
     /// Report text templates overriding the built-in ones for this rule's violation.
     pub text: TemplatesConfig,
+}
+
+/// How soon a case needs handling; the IOC routes on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Urgent,
+    High,
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Urgent => "urgent",
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    /// The response time when a rule sets none, in seconds.
+    pub fn default_response_secs(self) -> f64 {
+        match self {
+            Self::Urgent => 1800.0,
+            Self::High => 14_400.0,
+            Self::Normal => 86_400.0,
+            Self::Low => 259_200.0,
+        }
+    }
+}
+
+/// One weekly window of a rule's schedule, in local wall-clock time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowConfig {
+    /// The days it starts on: `mon` … `sun`. Default: every day.
+    pub days: Vec<String>,
+    /// `HH:MM` it starts. Default `00:00`.
+    pub from: String,
+    /// `HH:MM` it ends, up to `24:00`; at or before `from`, it ends the next day (a night
+    /// market from 18:00 to 02:00). Default `24:00`.
+    pub to: String,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(String::from).into(),
+            from: "00:00".into(),
+            to: "24:00".into(),
+        }
+    }
 }
 
 impl Default for RuleConfig {
@@ -255,6 +339,9 @@ impl Default for RuleConfig {
             clear_after_secs: 5.0,
             cooldown_secs: 60.0,
             update_every_secs: 900.0,
+            priority: Priority::Normal,
+            response_secs: None,
+            schedule: None,
             text: TemplatesConfig::default(),
         }
     }

@@ -333,6 +333,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn time_zone_schedules_response_times_and_places_are_checked_with_their_paths() {
+        let bad = GOOD
+            .replace("id = \"edge-1\"", "id = \"edge-1\"\ntimezone = \"Asia/Saigon City\"")
+            .replace("[[cameras.zones]]", "[cameras.place]\nlat = 10.7\n[[cameras.zones]]")
+            .replace("[[cameras.rules]]", "[cameras.zones.place]\nlat = 91.0\nlon = 106.7\n[[cameras.rules]]")
+            + "response_secs = 0\nschedule = []\n[[cameras.rules]]\nid = \"night\"\nviolation = \"vending\"\n\
+               zone = \"sidewalk\"\nclasses = [\"red\"]\n\
+               [[cameras.rules.schedule]]\ndays = []\nfrom = \"24:00\"\n\
+               [[cameras.rules.schedule]]\ndays = [\"fri\", \"friday\"]\nfrom = \"18:00\"\nto = \"18:00\"\n\
+               [[cameras.rules.schedule]]\nfrom = \"7:30pm\"\n";
+        let found: Vec<String> = problems(&bad).iter().map(|p| p.to_string()).collect();
+        let expected = [
+            "cameras[0].place.lon: required with lat",
+            "cameras[0].rules[0].response_secs: 0 must be above 0",
+            "cameras[0].rules[0].schedule: empty: the rule would never be on",
+            "cameras[0].rules[1].schedule[0].days: empty",
+            "cameras[0].rules[1].schedule[0].from: 24:00 is the end of a day",
+            "cameras[0].rules[1].schedule[1].days[1]: \"friday\" is not a day",
+            "cameras[0].rules[1].schedule[1].to: equals `from`",
+            "cameras[0].rules[1].schedule[2].from: \"7:30pm\" is not a time of day",
+            "cameras[0].zones[0].place.lat: 91 is outside -90..=90",
+            "device.timezone: \"Asia/Saigon City\" is not an IANA time zone name",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (f, e) in found.iter().zip(expected) {
+            assert!(f.starts_with(e), "{f} should start with {e}");
+        }
+        let good = GOOD.replace("id = \"edge-1\"", "id = \"edge-1\"\ntimezone = \"Europe/Berlin\"")
+            + "priority = \"urgent\"\n[[cameras.rules.schedule]]\ndays = [\"sat\", \"Sun\"]\nfrom = \"18:00\"\nto = \"02:00\"\n";
+        let rule = &loaded(&good).unwrap().cameras[0].rules[0];
+        assert_eq!(rule.respond_within, std::time::Duration::from_secs(1800), "urgent's default");
+        assert!(rule.schedule.is_some());
+    }
+
     /// GOOD with a value under every kind of numeric key: two models, masks, per-class
     /// filters, a rule of each model.
     fn full() -> String {

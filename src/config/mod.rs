@@ -94,6 +94,9 @@ pub struct DeviceConfig {
     /// Where open incidents and cooldowns are kept across restarts. Default: systemd's
     /// `$STATE_DIRECTORY`, else `/var/lib/fieldwatch`.
     pub state_dir: PathBuf,
+    /// The IANA time zone of the box's streets (`Asia/Ho_Chi_Minh`, the default): rule
+    /// schedules are read in it. A name, not an offset, so a zone's own changes are followed.
+    pub timezone: String,
 }
 
 impl Default for DeviceConfig {
@@ -104,6 +107,7 @@ impl Default for DeviceConfig {
         Self {
             id: host.trim().to_string(),
             state_dir: state.filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| "/var/lib/fieldwatch".into()),
+            timezone: "Asia/Ho_Chi_Minh".into(),
         }
     }
 }
@@ -599,11 +603,18 @@ mod example_tests {
             max_ratio: Some(100.0),
         };
         let filters = ["bicycle", "car", "truck"].map(|class| (class.to_string(), full_filter.clone()));
-        let rule = RuleConfig { filters: filters.into(), ..Default::default() };
+        let rule = RuleConfig {
+            filters: filters.into(),
+            response_secs: Some(3600.0),
+            schedule: Some(vec![WindowConfig::default()]),
+            ..Default::default()
+        };
+        let place = PlaceConfig { lat: Some(0.0), lon: Some(0.0), ..Default::default() };
         let full = Config {
             cameras: vec![CameraConfig {
                 rules: vec![rule],
-                zones: vec![ZoneConfig::default()],
+                zones: vec![ZoneConfig { place: place.clone(), ..Default::default() }],
+                place,
                 masks: vec![vec![[0.0, 0.0]]],
                 ..Default::default()
             }],

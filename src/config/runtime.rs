@@ -147,6 +147,37 @@ pub struct Zone {
     pub polygon: Vec<[f64; 2]>,
     pub membership: Membership,
     pub inertia: u32,
+    /// The zone's place over its camera's.
+    pub place: Place,
+}
+
+/// Where a case is, as reports carry it (`place`): each field the zone's, else the camera's.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Place {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+}
+
+impl Place {
+    /// `zone`'s fields, each falling back to `camera`'s.
+    pub fn of(zone: &super::PlaceConfig, camera: &super::PlaceConfig) -> Self {
+        let text = |z: &String, c: &String| [z, c].into_iter().find(|t| !t.is_empty()).cloned();
+        let (lat, lon) = match (zone.lat, zone.lon) {
+            (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
+            _ => (camera.lat, camera.lon),
+        };
+        Self { address: text(&zone.address, &camera.address), ward: text(&zone.ward, &camera.ward), lat, lon }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// What of a box must be inside a zone.
@@ -176,6 +207,11 @@ pub struct Rule {
     pub cooldown: Duration,
     /// `None`: only changes of count are reported while open.
     pub update_every: Option<Duration>,
+    pub priority: super::Priority,
+    /// From opening to `due_at`.
+    pub respond_within: Duration,
+    /// `None`: always on.
+    pub schedule: Option<crate::rules::Schedule>,
     /// Overrides of the built-in report texts (empty: built-in).
     pub text: Templates,
 }

@@ -3,9 +3,10 @@
 //! `check` can fail later.
 
 use super::{
-    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, ModelConfig, MqttProtocol, Problem,
-    Rule, RuleConfig, Templates, Zone,
+    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, ModelConfig, MqttProtocol, Place,
+    PlaceConfig, Problem, Rule, RuleConfig, Templates, WindowConfig, Zone,
 };
+use crate::rules::Schedule;
 use crate::track::TrackerConfig;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -168,6 +169,15 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         _ => {}
     }
 
+    let timezone = match config.device.timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => tz,
+        Err(_) => {
+            let message =
+                format!("{:?} is not an IANA time zone name such as Asia/Ho_Chi_Minh", config.device.timezone);
+            v.problem("device.timezone", message);
+            chrono_tz::UTC
+        }
+    };
     let class_names = Arc::new(config.class_names.clone());
     let mut ids = HashSet::new();
     let mut cameras = Vec::new();
@@ -177,7 +187,7 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         if !cam.id.is_empty() && !ids.insert(cam.id.as_str()) {
             v.problem(format!("{at}.id"), format!("duplicate camera id {:?}", cam.id));
         }
-        if let Some(camera) = camera(&mut v, &at, cam, &class_names, &model_names) {
+        if let Some(camera) = camera(&mut v, &at, cam, &class_names, &model_names, timezone) {
             cameras.push(Arc::new(camera));
         }
     }
@@ -251,6 +261,7 @@ fn camera(
     cam: &CameraConfig,
     class_names: &Arc<BTreeMap<String, super::Text>>,
     models: &[String],
+    timezone: chrono_tz::Tz,
 ) -> Option<Camera> {
     let url = match CameraUrl::parse(cam.url.expose()) {
         _ if cam.url.is_empty() => Err("required: rtsp://host[:port]/path".to_string()),
@@ -274,6 +285,7 @@ fn camera(
         v.polygon(&format!("{at}.privacy_masks[{k}]"), mask);
     }
     let tracking = tracking(v, &format!("{at}.tracking"), &cam.tracking);
+    v.place(&format!("{at}.place"), &cam.place);
 
     let mut zones = BTreeMap::new();
     for (k, zone) in cam.zones.iter().enumerate() {
@@ -293,7 +305,14 @@ fn camera(
         if !(1..=100).contains(&zone.inertia) {
             v.problem(format!("{at}.inertia"), format!("{} is outside 1..=100", zone.inertia));
         }
-        let built = Zone { name: zone.name.clone(), polygon: zone.polygon.clone(), membership, inertia: zone.inertia };
+        v.place(&format!("{at}.place"), &zone.place);
+        let built = Zone {
+            name: zone.name.clone(),
+            polygon: zone.polygon.clone(),
+            membership,
+            inertia: zone.inertia,
+            place: Place::of(&zone.place, &cam.place),
+        };
         zones.entry(zone.name.clone()).or_insert(built);
     }
 
@@ -316,7 +335,7 @@ fn camera(
             };
             v.problem(format!("{at}.zone"), message);
         }
-        if let Some(built) = self::rule(v, &at, rule, zone, models) {
+        if let Some(built) = self::rule(v, &at, rule, zone, models, timezone) {
             rules.push(Arc::new(built));
         }
     }
@@ -365,7 +384,14 @@ fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerCo
     }
 }
 
-fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>, models: &[String]) -> Option<Rule> {
+fn rule(
+    v: &mut Validator,
+    at: &str,
+    rule: &RuleConfig,
+    zone: Option<Zone>,
+    models: &[String],
+    timezone: chrono_tz::Tz,
+) -> Option<Rule> {
     let model = match rule.model.as_str() {
         "" => Some(0),
         name => models.iter().position(|m| m == name),
@@ -422,6 +448,9 @@ fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>, mode
     let clear_after = v.secs_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, DAY);
     let cooldown = v.secs(&format!("{at}.cooldown_secs"), rule.cooldown_secs, DAY);
     let update_every = v.secs(&format!("{at}.update_every_secs"), rule.update_every_secs, DAY);
+    let response_secs = rule.response_secs.unwrap_or_else(|| rule.priority.default_response_secs());
+    let respond_within = v.secs_open(&format!("{at}.response_secs"), response_secs, 30.0 * DAY);
+    let schedule = rule.schedule.as_ref().map(|windows| v.schedule(&format!("{at}.schedule"), windows, timezone));
     let text = &rule.text;
     for (event, t) in [("opened", &text.opened), ("updated", &text.updated), ("resolved", &text.resolved)] {
         for (lang, template) in [("en", &t.en), ("vi", &t.vi)] {
@@ -443,6 +472,9 @@ fn rule(v: &mut Validator, at: &str, rule: &RuleConfig, zone: Option<Zone>, mode
         clear_after,
         cooldown,
         update_every: (!update_every.is_zero()).then_some(update_every),
+        priority: rule.priority,
+        respond_within,
+        schedule,
         text: Templates { opened: text.opened.clone(), updated: text.updated.clone(), resolved: text.resolved.clone() },
     })
 }
@@ -504,6 +536,51 @@ impl Validator {
                 );
             }
         }
+    }
+    /// Coordinates in range, both or neither.
+    fn place(&mut self, at: &str, place: &PlaceConfig) {
+        match (place.lat, place.lon) {
+            (Some(lat), Some(lon)) => {
+                self.range(&format!("{at}.lat"), lat, -90.0, 90.0);
+                self.range(&format!("{at}.lon"), lon, -180.0, 180.0);
+            }
+            (None, None) => {}
+            (Some(_), None) => self.problem(format!("{at}.lon"), "required with lat (WGS84 degrees)"),
+            (None, Some(_)) => self.problem(format!("{at}.lat"), "required with lon (WGS84 degrees)"),
+        }
+    }
+    /// A rule's weekly windows.
+    fn schedule(&mut self, at: &str, windows: &[WindowConfig], tz: chrono_tz::Tz) -> Schedule {
+        use crate::rules::schedule::{Window, parse_day, parse_time};
+        if windows.is_empty() {
+            self.problem(at, "empty: the rule would never be on; leave `schedule` out to keep it on at all hours");
+        }
+        let mut built = Vec::new();
+        for (k, w) in windows.iter().enumerate() {
+            let at = format!("{at}[{k}]");
+            let mut days = [false; 7];
+            if w.days.is_empty() {
+                self.problem(format!("{at}.days"), "empty: the window would never start; leave it out for every day");
+            }
+            for (d, day) in w.days.iter().enumerate() {
+                match parse_day(day) {
+                    Ok(i) => days.get_mut(i).into_iter().for_each(|on| *on = true),
+                    Err(message) => self.problem(format!("{at}.days[{d}]"), message),
+                }
+            }
+            let mut time = |key: &str, text: &str| {
+                let parsed = parse_time(text).map_err(|message| self.problem(format!("{at}.{key}"), message));
+                parsed.unwrap_or_default()
+            };
+            let (from, to) = (time("from", &w.from), time("to", &w.to));
+            if from == 24 * 60 {
+                self.problem(format!("{at}.from"), "24:00 is the end of a day: start at 00:00");
+            } else if from == to {
+                self.problem(format!("{at}.to"), "equals `from`: for a whole day use from = \"00:00\", to = \"24:00\"");
+            }
+            built.push(Window { days, from, to });
+        }
+        Schedule::new(built, tz)
     }
     fn filter(&mut self, at: &str, f: &Filter) {
         self.range(&format!("{at}.min_score"), f.min_score as f64, 0.0, 1.0);

@@ -86,6 +86,18 @@ pub struct Report {
     pub rule_id: String,
     pub violation: String,
     pub category: String,
+    /// How soon the city should act: the rule's `urgent`, `high`, `normal` or `low`.
+    pub priority: &'static str,
+    /// When the city should have acted: `opened_at` plus the rule's response time.
+    pub due_at: String,
+    /// Whether this report was made at or after `due_at` with the case not yet over; the first
+    /// such report is an `updated` one sent at `due_at`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overdue: bool,
+    /// Where the case is (address, ward, WGS84 coordinates): its zone's, else its camera's;
+    /// absent when neither says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<crate::config::Place>,
     /// When the first object of the case stopped in the zone.
     pub started_at: String,
     /// When the dwell was reached.
@@ -94,7 +106,8 @@ pub struct Report {
     pub observed_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
-    /// On resolved reports: `clear` (the scene cleared) or `config` (its rule or camera was removed).
+    /// On resolved reports: `clear` (the scene cleared), `config` (its rule or camera was
+    /// removed) or `schedule` (the rule's hours ended).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<&'static str>,
     pub duration_secs: f64,
@@ -297,6 +310,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         }
     }
     let rule = &event.rule;
+    let due_at = event.opened_at + crate::track::secs(rule.respond_within);
     Report {
         schema: SCHEMA,
         report_id: uuid::Uuid::new_v4().to_string(),
@@ -313,6 +327,10 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         rule_id: rule.id.clone(),
         violation: rule.violation.clone(),
         category: rule.category.as_str().to_string(),
+        priority: rule.priority.as_str(),
+        due_at: timestamp(due_at),
+        overdue: event.at >= due_at,
+        place: Some(rule.zone.place.clone()).filter(|p| !p.is_empty()),
         started_at: timestamp(event.started_at),
         opened_at: timestamp(event.opened_at),
         observed_at: timestamp(shown.at),

@@ -16,7 +16,9 @@
 //!    does not reset it); passers never count, however many. An object that has gone stops
 //!    counting at once, and its presence ended when it was last seen: the count goes down as
 //!    well as up, and the incident resolves `clear_after` after the last one was last seen.
-//! 5. **Lifecycle**, one incident per rule:
+//! 5. **Schedule** ([`schedule`]): outside its hours a rule opens nothing and resolves what is
+//!    open; an object already there when the hours begin dwells from their start.
+//! 6. **Lifecycle**, one incident per rule:
 //!
 //! ```text
 //! idle ──≥ min_count present for dwell──► open ──count changes / update_every──► updated
@@ -24,10 +26,16 @@
 //!   └── cooldown ◄── resolved ◄── nothing present for clear_after
 //! ```
 //!
+//! An incident still open at its due time (`respond_within` after opening) sends one `updated`
+//! report, which then says `overdue`.
+//!
 //! What must survive a restart — an open incident, a cooldown — is [`CameraRules::saved`] and
 //! [`CameraRules::restore`]d by the caller.
 
+pub mod schedule;
 pub mod zone;
+
+pub use schedule::Schedule;
 
 use crate::config::{Camera, Rule};
 use crate::detect::{BBox, Detection};
@@ -85,6 +93,8 @@ pub enum ResolvedBy {
     Clear,
     /// Its rule or camera left the config (a reload).
     Config,
+    /// Its rule's hours ended.
+    Schedule,
 }
 
 impl ResolvedBy {
@@ -92,6 +102,7 @@ impl ResolvedBy {
         match self {
             Self::Clear => "clear",
             Self::Config => "config",
+            Self::Schedule => "schedule",
         }
     }
 }
@@ -103,7 +114,8 @@ pub struct RuleView {
     pub zone: String,
     /// The zone as fractions of the frame.
     pub polygon: Vec<[f64; 2]>,
-    /// `idle`, `counting` (objects stay in the zone, not yet for the dwell), `open` or `cooldown`.
+    /// `idle`, `counting` (objects stay in the zone, not yet for the dwell), `open`, `cooldown`
+    /// or `off` (outside its schedule).
     pub state: &'static str,
     /// Stationary objects in the zone passing the threshold, dwelled or not.
     pub present: usize,
@@ -135,8 +147,18 @@ pub struct TrackView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Saved {
-    Open { incident_id: Uuid, started_at: DateTime<Utc>, opened_at: DateTime<Utc>, count: usize },
-    Cooldown { until: DateTime<Utc> },
+    Open {
+        incident_id: Uuid,
+        started_at: DateTime<Utc>,
+        opened_at: DateTime<Utc>,
+        count: usize,
+        /// Its overdue report was made (absent in state files from before due times).
+        #[serde(default)]
+        overdue_reported: bool,
+    },
+    Cooldown {
+        until: DateTime<Utc>,
+    },
 }
 
 /// One camera's rules: feed it each detected frame in stream-time order.
@@ -247,6 +269,7 @@ impl CameraRules {
                     })
                     .collect();
                 let (state, incident_id, since) = match &r.state {
+                    State::Idle if !r.on => ("off", None, None),
                     State::Idle if r.shown.is_empty() => ("idle", None, None),
                     State::Idle => ("counting", None, None),
                     State::Open(open) => ("open", Some(open.incident_id), Some(open.opened_at)),
@@ -281,6 +304,7 @@ impl CameraRules {
                         started_at: o.started_at,
                         opened_at: o.opened_at,
                         count: o.count,
+                        overdue_reported: o.overdue_reported,
                     },
                     State::Cooldown { until } => Saved::Cooldown { until: *until },
                 };
@@ -297,11 +321,12 @@ impl CameraRules {
         for (rule_id, saved) in saved {
             let Some(engine) = self.rules.iter_mut().find(|r| &r.rule.id == rule_id) else { continue };
             engine.state = match *saved {
-                Saved::Open { incident_id, started_at, opened_at, count } => State::Open(Open {
+                Saved::Open { incident_id, started_at, opened_at, count, overdue_reported } => State::Open(Open {
                     incident_id,
                     started_at,
                     opened_at,
                     count,
+                    overdue_reported,
                     last_present: None,
                     last_update: None,
                 }),
@@ -323,6 +348,8 @@ struct RuleEngine {
     present: HashMap<u64, DateTime<Utc>>,
     /// The objects present in the last frame.
     shown: Vec<IncidentObject>,
+    /// Whether its schedule had it on at the last frame.
+    on: bool,
     state: State,
 }
 
@@ -349,6 +376,7 @@ struct Open {
     started_at: DateTime<Utc>,
     opened_at: DateTime<Utc>,
     count: usize,
+    overdue_reported: bool,
     /// Unset right after a restore: set from the first frame (see `restore`).
     last_present: Option<DateTime<Utc>>,
     last_update: Option<DateTime<Utc>>,
@@ -362,6 +390,7 @@ impl RuleEngine {
             zone: HashMap::new(),
             present: HashMap::new(),
             shown: Vec::new(),
+            on: true,
             state: State::Idle,
         }
     }
@@ -389,6 +418,8 @@ impl RuleEngine {
             .cloned()
             .collect();
         self.tracker.update(at, &mine, view);
+        let on_since = rule.schedule.as_ref().map_or(Some(DateTime::<Utc>::MIN_UTC), |s| s.on_since(at));
+        self.on = on_since.is_some();
 
         let zone = &rule.zone;
         let mut alive = Vec::with_capacity(self.tracker.tracks().len());
@@ -432,13 +463,14 @@ impl RuleEngine {
                     label: t.label.clone(),
                     score: t.median_score(),
                     bbox: t.bbox,
-                    since: stationary_since.max(entered_at),
+                    since: stationary_since.max(entered_at).max(on_since.unwrap_or(at)),
                 })
             })
             .collect();
         present.sort_by_key(|o| o.track_id);
         let dwell = secs(rule.dwell);
-        let dwelled: Vec<IncidentObject> = present.iter().filter(|o| at - o.since >= dwell).cloned().collect();
+        let dwelled: Vec<IncidentObject> =
+            present.iter().filter(|o| self.on && at - o.since >= dwell).cloned().collect();
 
         // When the last present object went: now if one is here; else when an ended one was
         // last present (its last sighting if it has gone, the end of its coast if it ran out),
@@ -485,7 +517,7 @@ impl RuleEngine {
         {
             self.state = State::Idle;
         }
-        let event = |kind, open: &Open, objects| IncidentEvent {
+        let event = |kind, open: &Open, objects, resolved_by| IncidentEvent {
             kind,
             incident_id: open.incident_id,
             rule: rule.clone(),
@@ -493,20 +525,26 @@ impl RuleEngine {
             opened_at: open.opened_at,
             at,
             objects,
-            resolved_by: (kind == EventKind::Resolved).then_some(ResolvedBy::Clear),
+            resolved_by,
         };
         match &mut self.state {
             State::Cooldown { .. } => None,
+            State::Open(open) if !self.on => {
+                let e = event(EventKind::Resolved, open, Vec::new(), Some(ResolvedBy::Schedule));
+                self.state = State::Idle;
+                Some(e)
+            }
             State::Idle if dwelled.len() >= rule.min_count as usize => {
                 let open = Open {
                     incident_id: Uuid::new_v4(),
                     started_at: dwelled.iter().map(|o| o.since).min().unwrap_or(at),
                     opened_at: at,
                     count: dwelled.len(),
+                    overdue_reported: false,
                     last_present: Some(at),
                     last_update: Some(at),
                 };
-                let e = event(EventKind::Opened, &open, dwelled);
+                let e = event(EventKind::Opened, &open, dwelled, None);
                 self.state = State::Open(open);
                 Some(e)
             }
@@ -516,18 +554,22 @@ impl RuleEngine {
                 let last_present = open.last_present.max(present_at).unwrap_or(at);
                 open.last_present = Some(last_present);
                 if last_present < at && at - last_present >= secs(rule.clear_after) {
-                    let e = event(EventKind::Resolved, open, Vec::new());
+                    let e = event(EventKind::Resolved, open, Vec::new(), Some(ResolvedBy::Clear));
                     self.state = State::Cooldown { until: at + secs(rule.cooldown) };
                     return Some(e);
                 }
                 let changed = !dwelled.is_empty() && dwelled.len() != open.count;
                 let due = rule.update_every.is_some_and(|every| at - last_update >= secs(every)) && !dwelled.is_empty();
-                if !(changed || due) {
+                let overdue = !open.overdue_reported && at >= open.opened_at + secs(rule.respond_within);
+                if !(changed || due || overdue) {
                     return None;
                 }
-                open.count = dwelled.len();
+                open.overdue_reported |= overdue;
+                if !dwelled.is_empty() {
+                    open.count = dwelled.len();
+                }
                 open.last_update = Some(at);
-                Some(event(EventKind::Updated, open, dwelled))
+                Some(event(EventKind::Updated, open, dwelled, None))
             }
         }
     }

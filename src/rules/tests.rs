@@ -25,6 +25,7 @@ pub(crate) fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
             polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
             membership: Membership::BottomCenter,
             inertia: 2,
+            place: Default::default(),
         },
         model: 0,
         classes: vec!["motorbike".into()],
@@ -34,6 +35,9 @@ pub(crate) fn rule(tweak: impl FnOnce(&mut Rule)) -> Rule {
         clear_after: Duration::from_secs(5),
         cooldown: Duration::from_secs(60),
         update_every: None,
+        priority: crate::config::Priority::Normal,
+        respond_within: Duration::from_secs(86_400),
+        schedule: None,
         text: Templates::default(),
     };
     tweak(&mut r);
@@ -658,4 +662,94 @@ proptest! {
             "resolved {} s after its last sighting: {:?}", resolved, events
         );
     }
+}
+
+/// A schedule in Ho Chi Minh City time of `(days, from, to)` windows. `t(0.0)` is Wednesday
+/// 2023-11-15 05:13:20 there, so 05:14 is `t(40.0)`.
+fn hcmc(windows: &[([bool; 7], &str, &str)]) -> Option<Schedule> {
+    let windows = windows.iter().map(|&(days, from, to)| schedule::Window {
+        days,
+        from: schedule::parse_time(from).unwrap(),
+        to: schedule::parse_time(to).unwrap(),
+    });
+    Some(Schedule::new(windows.collect(), "Asia/Ho_Chi_Minh".parse().unwrap()))
+}
+
+const WEDNESDAY: [bool; 7] = [false, false, true, false, false, false, false];
+
+/// Every event of `rule` over a car parked from 3 s to `until`, at 1 frame a second.
+fn parked_events(rules: &mut CameraRules, from: u32, to: u32, until: f64) -> Vec<(f64, EventKind, Option<ResolvedBy>)> {
+    let car = parked(400.0, 800.0, 3.0, until, vec![]);
+    (from..to)
+        .flat_map(|i| rules.observe(t(i as f64), car(i as f64).as_slice(), W, W, None))
+        .map(|e| ((e.at - t(0.0)).as_seconds_f64(), e.kind, e.resolved_by))
+        .collect()
+}
+
+#[test]
+fn outside_its_hours_a_rule_opens_nothing_and_resolves_what_is_open_when_they_end() {
+    let r = rule(|r| r.schedule = hcmc(&[(WEDNESDAY, "05:00", "05:14")]));
+    let mut rules = CameraRules::new(&camera(r));
+    let events = parked_events(&mut rules, 0, 120, 100.0);
+    assert_eq!(
+        events,
+        [(13.0, EventKind::Opened, None), (40.0, EventKind::Resolved, Some(ResolvedBy::Schedule))],
+        "the car stays till 100 s, but the hours end at 05:14 (40 s)"
+    );
+    assert_eq!(rules.view(t(119.0))[0].state, "off");
+}
+
+#[test]
+fn an_object_already_there_when_the_hours_begin_dwells_from_their_start() {
+    // On from 05:14 (40 s): the car parked at 3 s opens at 50 s, not at once.
+    let r = rule(|r| r.schedule = hcmc(&[(WEDNESDAY, "05:14", "06:00")]));
+    let events = parked_events(&mut CameraRules::new(&camera(r)), 0, 80, 100.0);
+    assert_eq!(events, [(50.0, EventKind::Opened, None)]);
+}
+
+#[test]
+fn a_window_that_starts_as_another_ends_keeps_the_open_incident() {
+    let r = rule(|r| r.schedule = hcmc(&[(WEDNESDAY, "05:00", "05:14"), (WEDNESDAY, "05:14", "05:30")]));
+    let events = parked_events(&mut CameraRules::new(&camera(r)), 0, 140, 60.0);
+    assert_eq!(kinds(&events.iter().map(|e| (e.0, e.1, 0)).collect()), [EventKind::Opened, EventKind::Resolved]);
+    assert_eq!(events[1].2, Some(ResolvedBy::Clear), "resolved when the car left, not at 05:14: {events:?}");
+}
+
+#[test]
+fn a_daemon_started_within_the_hours_watches_at_once() {
+    // The first frame is in the middle of a window that began an hour before.
+    let r = rule(|r| r.schedule = hcmc(&[(WEDNESDAY, "04:00", "06:00")]));
+    let events = parked_events(&mut CameraRules::new(&camera(r)), 0, 20, 100.0);
+    assert_eq!(events, [(13.0, EventKind::Opened, None)]);
+}
+
+#[test]
+fn an_incident_open_at_its_due_time_is_reported_overdue_once_even_across_a_restart() {
+    let r = rule(|r| r.respond_within = Duration::from_secs(30));
+    // Opened at 13 s, due at 43 s: one update then, none after, the resolve when it leaves.
+    let events = parked_events(&mut CameraRules::new(&camera(r.clone())), 0, 130, 40.0);
+    let summary: Vec<(f64, EventKind)> = events.iter().map(|e| (e.0, e.1)).collect();
+    assert_eq!(summary[..2], [(13.0, EventKind::Opened), (43.0, EventKind::Updated)], "{events:?}");
+    assert_eq!(kinds(&events.iter().map(|e| (e.0, e.1, 0)).collect())[2..], [EventKind::Resolved], "{events:?}");
+
+    // Restarted before the due time: the overdue update still comes, once.
+    let mut first = CameraRules::new(&camera(r.clone()));
+    parked_events(&mut first, 0, 20, 100.0);
+    let mut second = CameraRules::new(&camera(r.clone()));
+    second.restore(
+        &serde_json::from_str::<Vec<(String, Saved)>>(&serde_json::to_string(&first.saved()).unwrap()).unwrap(),
+    );
+    let after = parked_events(&mut second, 25, 80, 100.0);
+    assert_eq!(after.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(43.0, EventKind::Updated)]);
+
+    // Restarted after it: none again.
+    let mut third = CameraRules::new(&camera(r));
+    third.restore(&second.saved());
+    assert_eq!(parked_events(&mut third, 85, 95, 100.0), []);
+    // A state file from before due times reads as not yet reported.
+    let old = r#"[["sidewalk",{"state":"open","incident_id":"6f0c1f0e-6a51-4a2a-9c51-1f6a1e0a0b01","started_at":"2023-11-14T22:13:23Z","opened_at":"2023-11-14T22:13:33Z","count":1}]]"#;
+    assert!(matches!(
+        serde_json::from_str::<Vec<(String, Saved)>>(old).unwrap()[0].1,
+        Saved::Open { overdue_reported: false, .. }
+    ));
 }

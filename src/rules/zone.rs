@@ -84,6 +84,7 @@ mod tests {
             polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
             membership,
             inertia: 1,
+            place: Default::default(),
         };
         // 100x100 frame; the box spans y 40..60: its bottom is in, its centre on the edge, 50% overlaps.
         let b = BBox { x1: 10.0, y1: 40.0, x2: 30.0, y2: 60.0 };

@@ -13,7 +13,19 @@ use std::time::Duration;
 const PASSWORD: &str = "s3cret-pw";
 
 fn config(dir: &std::path::Path, mqtt_port: u16, rtsp_port: u16, dead_port: u16, http_port: u16) -> std::path::PathBuf {
-    let ok = scene_camera(&format!("rtsp://viewer:{PASSWORD}@127.0.0.1:{rtsp_port}/cam"));
+    // Routing: the camera's ward, the zone's own address and coordinates, a high priority.
+    let ok = scene_camera(&format!("rtsp://viewer:{PASSWORD}@127.0.0.1:{rtsp_port}/cam"))
+        .replacen(
+            "[cameras.tracking]",
+            "[cameras.place]\nward = \"Ben Nghe\"\naddress = \"Le Loi St.\"\n\n[cameras.tracking]",
+            1,
+        )
+        .replacen(
+            "[[cameras.rules]]",
+            "[cameras.zones.place]\naddress = \"86 Le Loi St.\"\nlat = 10.7743\nlon = 106.7015\n\n[[cameras.rules]]",
+            1,
+        )
+        + "priority = \"high\"\n";
     let down = format!(
         r#"
 [[cameras]]
@@ -133,6 +145,12 @@ async fn one_dwelling_object_gives_one_opened_and_one_resolved_report() {
     assert_eq!(opened["rule_id"], "sidewalk");
     assert_eq!(opened["violation"], "sidewalk_encroachment");
     assert_eq!(opened["category"], "urban_order");
+    let place = serde_json::json!({ "address": "86 Le Loi St.", "ward": "Ben Nghe", "lat": 10.7743, "lon": 106.7015 });
+    assert_eq!((&opened["place"], &resolved["place"]), (&place, &place), "the zone's place over the camera's");
+    assert_eq!((&opened["priority"], &resolved["priority"]), (&Value::from("high"), &Value::from("high")));
+    assert_eq!(secs_between(opened, "opened_at", "due_at"), 4.0 * 3600.0, "high: due in 4 h");
+    assert_eq!(opened["due_at"], resolved["due_at"]);
+    assert!(opened.get("overdue").is_none() && resolved.get("overdue").is_none());
     assert_eq!(opened["model"]["name"], "squares");
     assert!(opened["config_version"].as_str().unwrap().len() >= 8);
     for key in ["started_at", "opened_at", "observed_at"] {

@@ -28,14 +28,31 @@ pub fn ort_library() -> PathBuf {
 /// Heavy end-to-end tests run one at a time: they share two cores and real-time clips.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().await
+pub async fn heavy() -> Heavy {
+    Heavy { _turn: HEAVY.lock().await, since: std::time::Instant::now() }
 }
 
 /// [`heavy`] for a plain `#[test]` whose CPU work (a replay, the person model) would otherwise
 /// slow a real-time test running beside it.
-pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
-    HEAVY.blocking_lock()
+pub fn heavy_blocking() -> Heavy {
+    Heavy { _turn: HEAVY.blocking_lock(), since: std::time::Instant::now() }
+}
+
+/// A heavy test's turn. With `FIELDWATCH_HEAVY_TIMES` set it says how long the turn was held
+/// (what the suite's wall time is made of; `--report-time` counts the wait for it as well):
+/// run with `--nocapture`.
+pub struct Heavy {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    since: std::time::Instant,
+}
+
+impl Drop for Heavy {
+    fn drop(&mut self) {
+        if std::env::var_os("FIELDWATCH_HEAVY_TIMES").is_some() {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            eprintln!("heavy turn: {:7.1} s {test}", self.since.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// The evidence settings of the tests' daemons: an opened report waits 1 s for its clip, not 5.
