@@ -36,6 +36,7 @@ fn config(dir: &Path, root: &Path, mqtt: u16, http: Option<u16>, ports: &[u16]) 
     for (i, port) in ports.iter().enumerate() {
         text.push_str(&format!(
             "[[cameras]]\nid = \"cam-{}\"\nurl = \"rtsp://127.0.0.1:{port}/cam\"\ndetect_fps = 2\n\
+             [cameras.health]\nenabled = false\n\
              [[cameras.zones]]\nname = \"sidewalk\"\npolygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]\n\
              [[cameras.rules]]\nid = \"sidewalk\"\nviolation = \"sidewalk_encroachment\"\nzone = \"sidewalk\"\n\
              classes = [\"red\"]\n",

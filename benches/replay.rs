@@ -31,6 +31,10 @@ detect_fps = 2
 stationary_after_secs = 1
 stationary_max_unseen_secs = 1
 
+# The squares are a plain grey picture: no camera-health watch (see tests/it/support.rs).
+[cameras.health]
+enabled = false
+
 [[cameras.zones]]
 name = "sidewalk"
 polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]

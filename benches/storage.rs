@@ -32,6 +32,7 @@ fn config(dir: &Path, root: &Path, mqtt: u16, http: u16, ports: &[u16], memory: 
             "[[cameras]]\nid = \"cam-{}\"\nurl = \"rtsp://127.0.0.1:{port}/cam\"\ndetect_fps = 5\n\
              stall_timeout_secs = 2\nreconnect_min_secs = 0.5\nreconnect_max_secs = 1\n\
              [cameras.tracking]\nstationary_after_secs = 1\nstationary_max_unseen_secs = 1\n\
+             [cameras.health]\nenabled = false\n\
              [[cameras.zones]]\nname = \"sidewalk\"\npolygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]\n\
              [[cameras.rules]]\nid = \"sidewalk\"\nviolation = \"sidewalk_encroachment\"\nzone = \"sidewalk\"\n\
              classes = [\"red\"]\nmin_score = 0.5\ndwell_secs = 3\nclear_after_secs = 2\ncooldown_secs = 0\n",

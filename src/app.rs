@@ -299,6 +299,7 @@ fn describe_device(
                         "detections": c.detected.dropped.get(), "stale": c.frames_stale.get(),
                     },
                     "latency_ms": c.latency.quantiles().map(|(p50, p95)| serde_json::json!({ "p50": p50, "p95": p95 })),
+                    "health": crate::health::Kind::ALL.into_iter().filter(|&k| c.health.is_open(k)).map(|k| k.as_str()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -317,6 +318,9 @@ fn describe_device(
             })
             .collect();
         let depth = outbox.depth();
+        let health_cases: serde_json::Map<String, serde_json::Value> = (crate::health::Kind::ALL.into_iter())
+            .map(|k| (k.as_str().to_string(), cameras.all().iter().filter(|(_, c)| c.health.is_open(k)).count().into()))
+            .collect();
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": started.elapsed().as_secs(),
@@ -327,6 +331,8 @@ fn describe_device(
             "provider": provider,
             "models": models,
             "clock_synchronized": crate::clock::is_synchronized(),
+            // Open camera-health cases by kind, over all cameras.
+            "health_cases": health_cases,
             // The outbox measures its file system (the state directory's) every second.
             "disk_free_bytes": depth.free_bytes,
             "outbox": {

@@ -424,6 +424,18 @@ impl prometheus_client::collector::Collector for Exposed {
             .map(|(id, c)| (vec![("camera", id.clone())], (c.connection_state(now_ms) == "streaming") as u64))
             .collect();
         family(&mut encoder, "fieldwatch_camera_streaming", "1 while the camera streams", Gauge, streaming)?;
+        let cases = all.iter().flat_map(|(id, c)| {
+            (crate::health::Kind::ALL.into_iter()).map(move |k| {
+                (vec![("camera", id.clone()), ("kind", k.as_str().to_string())], c.health.is_open(k) as u64)
+            })
+        });
+        family(
+            &mut encoder,
+            "fieldwatch_health_case_open",
+            "1 while a camera-health case of the kind is open",
+            Gauge,
+            cases,
+        )?;
         let live = |value: fn(&crate::live::LiveView) -> u64| -> Vec<(Labels, u64)> {
             (all.iter())
                 .filter_map(|(id, _)| o.cameras.get(id).map(|c| (vec![("camera", id.clone())], value(&c.live))))

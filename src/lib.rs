@@ -28,6 +28,8 @@
 //! - [`detect`]: letterbox from YUV, ONNX Runtime, output decoding (YOLOv8, YOLOv5,
 //!   end-to-end), NMS; inference workers per model, batching.
 //! - [`rules`]: one camera's logic as a pure unit: zones, dwell, incidents (time injected).
+//! - [`health`]: whether each camera itself works (offline, view blocked, view moved): cases of
+//!   their own, which pause the camera's rules.
 //! - [`scene`]: each camera's background, which tells a parked object that has gone from one
 //!   that is only hidden.
 //! - [`report`]: the versioned report JSON, descriptions and snapshots.
@@ -49,6 +51,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod outbox;

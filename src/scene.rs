@@ -106,22 +106,75 @@ pub struct Signature {
     light: f32,
 }
 
+/// A frame's luma on a coarse grid (box filter), in levels above black: what [`Scene`] and
+/// [`crate::health`] read instead of pixels.
+pub struct Grid {
+    /// The frame size the grid was made for.
+    pub frame: (u32, u32),
+    pub columns: u32,
+    pub rows: u32,
+    /// Row by row; all 0 for a frame whose plane is shorter than its size says.
+    pub cells: Vec<f32>,
+    /// Cells across wanted (fewer for a narrower frame).
+    across: u32,
+    resizer: Resizer,
+    scaled: Option<Image<'static>>,
+}
+
+impl std::fmt::Debug for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grid").field("frame", &self.frame).field("columns", &self.columns).finish_non_exhaustive()
+    }
+}
+
+impl Grid {
+    pub fn new(across: u32) -> Self {
+        Self { frame: (0, 0), columns: 0, rows: 0, cells: Vec::new(), across, resizer: Resizer::new(), scaled: None }
+    }
+
+    /// Scales `luma` into `cells`; true when the frame's size changed, so the grid did too.
+    pub fn scale(&mut self, luma: Luma<'_>) -> bool {
+        let resized = self.frame != (luma.width, luma.height);
+        if resized {
+            let columns = self.across.min(luma.width).max(1);
+            let rows = ((luma.height as u64 * columns as u64).div_ceil(luma.width.max(1) as u64) as u32).max(1);
+            *self = Self {
+                frame: (luma.width, luma.height),
+                columns,
+                rows,
+                cells: vec![0.0; (columns * rows) as usize],
+                ..Self::new(self.across)
+            };
+        }
+        let black = if luma.full_range { 0.0 } else { 16.0 };
+        let scaled = (self.scaled).get_or_insert_with(|| Image::new(self.columns, self.rows, PixelType::U8));
+        let source = ImageRef::new(luma.width, luma.height, luma.data, PixelType::U8);
+        let done = source.ok().map(|source| {
+            let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+            self.resizer.resize(&source, scaled, &options)
+        });
+        if !matches!(done, Some(Ok(()))) {
+            // A plane shorter than its size says: no evidence from this frame.
+            self.cells.fill(0.0);
+            return resized;
+        }
+        for (cell, &v) in self.cells.iter_mut().zip(scaled.buffer()) {
+            *cell = (v as f32 - black).max(0.0);
+        }
+        resized
+    }
+}
+
 /// One camera's background and light; see the module docs.
 pub struct Scene {
-    /// The frame size the grid was made for (a new size starts afresh).
-    frame: (u32, u32),
-    columns: u32,
-    rows: u32,
+    /// This frame's grid (a new frame size starts the scene afresh).
+    grid: Grid,
     /// Luma above black per cell, in the first frame's light.
     background: Vec<f32>,
     /// Frames each cell has learned from (capped); 0: never seen.
     learned: Vec<u16>,
-    /// This frame's grid.
-    now: Vec<f32>,
     /// This frame's brightness against the first frame's.
     light: f32,
-    resizer: Resizer,
-    scaled: Option<Image<'static>>,
 }
 
 impl Default for Scene {
@@ -132,23 +185,13 @@ impl Default for Scene {
 
 impl std::fmt::Debug for Scene {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scene").field("frame", &self.frame).field("light", &self.light).finish_non_exhaustive()
+        f.debug_struct("Scene").field("frame", &self.grid.frame).field("light", &self.light).finish_non_exhaustive()
     }
 }
 
 impl Scene {
     pub fn new() -> Self {
-        Self {
-            frame: (0, 0),
-            columns: 0,
-            rows: 0,
-            background: Vec::new(),
-            learned: Vec::new(),
-            now: Vec::new(),
-            light: 1.0,
-            resizer: Resizer::new(),
-            scaled: None,
-        }
+        Self { grid: Grid::new(GRID_WIDTH), background: Vec::new(), learned: Vec::new(), light: 1.0 }
     }
 
     /// Takes a frame: scales its luma to the grid, follows the light, and learns the
@@ -156,8 +199,11 @@ impl Scene {
     /// `covering`: this frame's detections, of every class and model. The view answers the
     /// trackers' questions about this frame.
     pub fn look<'a>(&'a mut self, luma: Luma<'_>, occupied: &[BBox], covering: &'a [BBox]) -> View<'a> {
-        self.scale(luma);
-        let (columns, rows) = (self.columns as usize, self.rows as usize);
+        if self.grid.scale(luma) {
+            let cells = self.grid.cells.len();
+            (self.background, self.learned, self.light) = (vec![0.0; cells], vec![0; cells], 1.0);
+        }
+        let (columns, rows) = (self.grid.columns as usize, self.grid.rows as usize);
         let (cw, ch) = (luma.width as f32 / columns as f32, luma.height as f32 / rows as f32);
         // Cells under a box (grown by one cell) do not learn.
         let mut free = vec![true; columns * rows];
@@ -175,7 +221,7 @@ impl Scene {
         // the last one if too few are free. A ratio of sums, not a median of ratios: the
         // median of quantised levels is lumpy, and the background would learn its error
         // frame after frame (seen: an hour of dusk to half the light read as 0.72).
-        let cells = free.iter().zip(&self.learned).zip(self.now.iter().zip(&self.background));
+        let cells = free.iter().zip(&self.learned).zip(self.grid.cells.iter().zip(&self.background));
         let compared: Vec<(f32, f32)> = cells
             .filter(|&((&free, &learned), (_, &background))| free && learned > 0 && background >= MIN_CONTRAST)
             .map(|(_, (&now, &background))| (now, background))
@@ -192,7 +238,7 @@ impl Scene {
                 self.light = (now / background).clamp(0.1, 10.0);
             }
         }
-        let cells = free.iter().zip(&self.now).zip(self.background.iter_mut().zip(&mut self.learned));
+        let cells = free.iter().zip(&self.grid.cells).zip(self.background.iter_mut().zip(&mut self.learned));
         for ((_, &now), (background, learned)) in cells.filter(|((free, _), _)| **free) {
             let n = learned.saturating_add(1).min(1000);
             let change = now / self.light - *background;
@@ -202,39 +248,6 @@ impl Scene {
             *learned = n;
         }
         View { scene: self, covering, cell: (cw, ch) }
-    }
-
-    /// Scales the luma plane to the grid into `now`, in levels above black.
-    fn scale(&mut self, luma: Luma<'_>) {
-        if self.frame != (luma.width, luma.height) {
-            let columns = GRID_WIDTH.min(luma.width).max(1);
-            let rows = ((luma.height as u64 * columns as u64).div_ceil(luma.width.max(1) as u64) as u32).max(1);
-            let cells = (columns * rows) as usize;
-            *self = Self {
-                frame: (luma.width, luma.height),
-                columns,
-                rows,
-                background: vec![0.0; cells],
-                learned: vec![0; cells],
-                now: vec![0.0; cells],
-                ..Self::new()
-            };
-        }
-        let black = if luma.full_range { 0.0 } else { 16.0 };
-        let scaled = (self.scaled).get_or_insert_with(|| Image::new(self.columns, self.rows, PixelType::U8));
-        let source = ImageRef::new(luma.width, luma.height, luma.data, PixelType::U8);
-        let resized = source.ok().map(|source| {
-            let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
-            self.resizer.resize(&source, scaled, &options)
-        });
-        if !matches!(resized, Some(Ok(()))) {
-            // A plane shorter than its size says: no evidence from this frame.
-            self.now.fill(0.0);
-            return;
-        }
-        for (cell, &v) in self.now.iter_mut().zip(scaled.buffer()) {
-            *cell = (v as f32 - black).max(0.0);
-        }
     }
 }
 
@@ -296,7 +309,8 @@ impl View<'_> {
     #[allow(clippy::type_complexity)]
     fn sample(&self, bbox: &BBox) -> Option<([f32; SAMPLES * SAMPLES], Option<[f32; SAMPLES * SAMPLES]>)> {
         let s = self.scene;
-        let (fw, fh) = (s.frame.0 as f32, s.frame.1 as f32);
+        let g = &s.grid;
+        let (fw, fh) = (g.frame.0 as f32, g.frame.1 as f32);
         let (x1, x2) = (bbox.x1.clamp(0.0, fw), bbox.x2.clamp(0.0, fw));
         let (y1, y2) = (bbox.y1.clamp(0.0, fh), bbox.y2.clamp(0.0, fh));
         if !(x2 - x1 >= 1.0 && y2 - y1 >= 1.0) {
@@ -309,10 +323,10 @@ impl View<'_> {
             let (i, j) = ((k % SAMPLES) as f32, (k / SAMPLES) as f32);
             let x = (x1 + (x2 - x1) * (i + 0.5) / SAMPLES as f32) / self.cell.0 - 0.5;
             let y = (y1 + (y2 - y1) * (j + 0.5) / SAMPLES as f32) / self.cell.1 - 0.5;
-            *now = bilinear(&s.now, s.columns, s.rows, x, y);
-            *background = bilinear(&s.background, s.columns, s.rows, x, y);
-            let nearest = (y.round().clamp(0.0, s.rows.saturating_sub(1) as f32) as usize) * s.columns as usize
-                + x.round().clamp(0.0, s.columns.saturating_sub(1) as f32) as usize;
+            *now = bilinear(&g.cells, g.columns, g.rows, x, y);
+            *background = bilinear(&s.background, g.columns, g.rows, x, y);
+            let nearest = (y.round().clamp(0.0, g.rows.saturating_sub(1) as f32) as usize) * g.columns as usize
+                + x.round().clamp(0.0, g.columns.saturating_sub(1) as f32) as usize;
             known += usize::from(s.learned.get(nearest).is_some_and(|&n| n > 0));
         }
         let seen = known as f32 >= KNOWN * (SAMPLES * SAMPLES) as f32;

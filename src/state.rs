@@ -65,6 +65,12 @@ impl StateFile {
         &self.path
     }
 
+    /// Where the camera's reference picture is kept (see [`crate::health`]): beside its state,
+    /// `{camera}.reference.pgm`.
+    pub fn reference_path(&self) -> PathBuf {
+        self.path.with_extension("reference.pgm")
+    }
+
     /// The saved state; none if there is no file yet.
     pub fn load(&self) -> Result<Vec<(String, Saved)>, StateError> {
         match std::fs::read(&self.path) {

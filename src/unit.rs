@@ -9,10 +9,11 @@ use crate::clock::Clock;
 use crate::config::{Camera, Config};
 use crate::decode::{self, Frame};
 use crate::detect::{Detected, Detection, Route, Routes};
+use crate::health::{Health, Kind, Reference};
 use crate::live::{LiveView, Seen};
 use crate::outbox::Outbox;
 use crate::pipeline::{EdgeReceiver, EdgeSender, EdgeSpec, edge};
-use crate::report::{self, Evidence, Origin, Report, Shots};
+use crate::report::{self, Evidence, Origin, Report, Shot, Shots};
 use crate::rules::{CameraRules, EventKind, IncidentEvent};
 use crate::source::SourceContext;
 use crate::state::StateFile;
@@ -195,7 +196,9 @@ impl CameraUnit {
         let origin = plant.origin(&camera);
         let masks = camera.privacy_masks.clone();
         let outgoing = Outgoing { sink, recorder, masks, queue: VecDeque::new(), counters: c.clone() };
-        let rules = Rules { camera: camera.clone(), origin, state, outgoing, counters: c.clone(), live: live.clone() };
+        let clock = plant.clock.clone();
+        let rules =
+            Rules { camera: camera.clone(), origin, state, outgoing, counters: c.clone(), live: live.clone(), clock };
         let done = rules_done.clone().drop_guard();
         let shutdown = plant.shutdown.clone();
         let task = async move {
@@ -229,9 +232,10 @@ impl CameraUnit {
     }
 }
 
-/// A unit's rules task: applies the camera's rules to each detected frame; events become
-/// reports. With a state file, it takes up the incidents a previous run left open and records
-/// every change.
+/// A unit's rules task: watches the camera's health and applies its rules to each detected
+/// frame; events become reports. With a state file (live), it takes up the incidents a previous
+/// run left open, records every change, keeps the camera's reference picture, and watches for
+/// the camera going offline.
 struct Rules {
     camera: Arc<Camera>,
     origin: Origin,
@@ -239,6 +243,7 @@ struct Rules {
     outgoing: Outgoing,
     counters: Arc<CameraCounters>,
     live: Arc<LiveView>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Rules {
@@ -248,14 +253,27 @@ impl Rules {
         mut orders: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) -> StageResult {
-        let Self { mut camera, origin, state, mut outgoing, counters, live } = self;
+        let Self { mut camera, origin, state, mut outgoing, counters, live, clock } = self;
         crate::testing::maybe_panic("rules", &camera.id);
         let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
         let mut origin = Arc::new(origin);
         let mut logic = CameraRules::new(&camera);
+        let reference = state.as_ref().and_then(|file| std::fs::read(file.reference_path()).ok());
+        let mut health = Health::new(&camera, reference.and_then(|pgm| Reference::from_pgm(&pgm)), clock.now());
         if let Some(file) = &state {
-            logic.restore(&file.restore());
+            let saved = file.restore();
+            logic.restore(&saved);
+            health.restore(&saved);
+            // Paused as before the restart; its reports were sent then.
+            let _ = follow_health(&health, &mut logic, clock.now());
         }
+        counters.health.set(&health);
+        // The last frame that showed the view as it should be, and what to blur in it.
+        let mut last_good: Option<(Arc<Frame>, Vec<crate::detect::BBox>)> = None;
+        // Offline is wall time: checked each second while live.
+        let mut silence = tokio::time::interval(std::time::Duration::from_secs(1));
+        silence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let live_source = state.is_some();
         // The last frame seen and what was found in it: the evidence of a reload's resolutions.
         let mut last: Option<(Arc<Frame>, Vec<Detection>)> = None;
         let mut retiring = false;
@@ -273,6 +291,7 @@ impl Rules {
                             camera = changed;
                             outgoing.masks = camera.privacy_masks.clone();
                             origin = Arc::new(*named);
+                            health.reconfigure(&camera);
                             (logic.reconfigure(&camera, at), None)
                         }
                         Some(Control::Retire) => {
@@ -280,14 +299,23 @@ impl Rules {
                             let emptied = Camera { rules: Vec::new(), ..(*camera).clone() };
                             (logic.reconfigure(&emptied, at), None)
                         }
-                        Some(Control::Stop) | None => return finish(&mut outgoing, &state, &logic, unsaved).await,
+                        Some(Control::Stop) | None => return finish(&mut outgoing, &state, &logic, &health, unsaved).await,
                     }
                 }
-                _ = shutdown.cancelled() => return finish(&mut outgoing, &state, &logic, unsaved).await,
+                _ = shutdown.cancelled() => return finish(&mut outgoing, &state, &logic, &health, unsaved).await,
+                _ = silence.tick(), if live_source => {
+                    let now = clock.now();
+                    let mut events = health.silent(now);
+                    if events.is_empty() {
+                        continue;
+                    }
+                    events.extend(follow_health(&health, &mut logic, now));
+                    (events, None)
+                }
                 _ = outgoing.due(), if outgoing.waiting() => {
                     outgoing.flush(None, false).await?;
                     if unsaved && outgoing.queue.is_empty() {
-                        save_state(&state, &logic).await;
+                        save_state(&state, &logic, &health).await;
                         unsaved = false;
                     }
                     continue;
@@ -308,9 +336,19 @@ impl Rules {
                             recorder.ring.consumed(frame.at);
                         }
                         let started = Instant::now();
-                        let events = logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma()));
-                        evidence.see(&frame, &detections, logic.present());
+                        let mut events = health.observe(frame.at, frame.luma());
+                        events.extend(follow_health(&health, &mut logic, frame.at));
+                        if logic.paused().is_none() {
+                            events.extend(logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma())));
+                            evidence.see(&frame, &detections, logic.present());
+                        }
+                        if health.view_ok() {
+                            last_good = Some((frame.clone(), evidence.blur(&detections)));
+                        }
                         counters.rules_busy.add_since(started);
+                        if let (Some(reference), Some(file)) = (health.take_new_reference(), &state) {
+                            save_reference(file.reference_path(), reference).await;
+                        }
                         if live.watched() {
                             let blur_classes = &origin.snapshot.blur_classes;
                             let blur = detections.iter().filter(|d| blur_classes.contains(&d.label)).map(|d| d.bbox).collect();
@@ -326,11 +364,12 @@ impl Rules {
                         (events, Some((frame, detections)))
                     }
                     // The unit's route was cleared (stopped) or the daemon is stopping.
-                    None => return finish(&mut outgoing, &state, &logic, unsaved).await,
+                    None => return finish(&mut outgoing, &state, &logic, &health, unsaved).await,
                 },
             };
             // An order (no frame) always changes what is saved; a frame when it has events.
             let changed = !events.is_empty() || detected.is_none();
+            counters.health.set(&health);
             if let Some(seen) = detected {
                 last = Some(seen);
             }
@@ -346,8 +385,13 @@ impl Rules {
                     warn!(rule = %event.rule.id, incident = %event.incident_id, "resolved without a report: no frame seen since the start");
                     continue;
                 };
-                let shots = evidence.take(&event, frame, detections);
-                let clip = (event.kind == EventKind::Opened).then(|| {
+                let health_case = Kind::of(&event.rule.id);
+                let shots = match health_case {
+                    Some(kind) => health_shots(kind, &event, frame, last_good.as_ref()),
+                    None => evidence.take(&event, frame, detections),
+                };
+                // An offline camera has no video of its case.
+                let clip = (event.kind == EventKind::Opened && health_case != Some(Kind::Offline)).then(|| {
                     let first = event.objects.iter().map(|o| o.since).chain([event.started_at]).min();
                     (first.unwrap_or(event.started_at), event.opened_at, frame.width, frame.height)
                 });
@@ -361,10 +405,10 @@ impl Rules {
             outgoing.flush(last.as_ref().map(|(frame, _)| frame.at), false).await?;
             unsaved |= changed;
             if retiring {
-                return finish(&mut outgoing, &state, &logic, unsaved).await;
+                return finish(&mut outgoing, &state, &logic, &health, unsaved).await;
             }
             if unsaved && outgoing.queue.is_empty() {
-                save_state(&state, &logic).await;
+                save_state(&state, &logic, &health).await;
                 unsaved = false;
             }
         }
@@ -373,17 +417,70 @@ impl Rules {
 
 /// The rules task's end: its waiting reports go out (their clips cut from what there is), then
 /// the incident state is saved if it changed since.
-async fn finish(outgoing: &mut Outgoing, state: &Option<StateFile>, logic: &CameraRules, unsaved: bool) -> StageResult {
+async fn finish(
+    outgoing: &mut Outgoing,
+    state: &Option<StateFile>,
+    logic: &CameraRules,
+    health: &Health,
+    unsaved: bool,
+) -> StageResult {
     outgoing.flush(None, true).await?;
     if unsaved {
-        save_state(state, logic).await;
+        save_state(state, logic, health).await;
     }
     Ok(())
 }
 
-async fn save_state(state: &Option<StateFile>, logic: &CameraRules) {
+/// Pauses or resumes the camera's rules as its health says, at `at`: the events of the pause
+/// (an `updated` report for each open incident, saying why).
+fn follow_health(health: &Health, logic: &mut CameraRules, at: DateTime<Utc>) -> Vec<IncidentEvent> {
+    match (health.pausing(), logic.paused()) {
+        (Some(kind), None) => logic.pause(at, kind.as_str()),
+        (None, Some(_)) => {
+            logic.resume();
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The frames a camera-health report shows: the frame now (for an offline camera, the last one
+/// it sent) and, when the case opens, the last good view before it.
+fn health_shots(
+    kind: Kind,
+    event: &IncidentEvent,
+    frame: &Arc<Frame>,
+    last_good: Option<&(Arc<Frame>, Vec<crate::detect::BBox>)>,
+) -> Shots {
+    let shot =
+        |frame: &Arc<Frame>, blur: Vec<crate::detect::BBox>| Shot { frame: frame.clone(), objects: Vec::new(), blur };
+    let first_seen = (last_good.filter(|_| event.kind == EventKind::Opened && kind != Kind::Offline))
+        .filter(|(good, _)| good.at < frame.at)
+        .map(|(good, blur)| shot(good, blur.clone()));
+    let now_blur = last_good.filter(|(good, _)| Arc::ptr_eq(good, frame)).map(|(_, b)| b.clone()).unwrap_or_default();
+    Shots { main: shot(frame, now_blur), first_seen }
+}
+
+/// Saves the camera's reference picture (see [`crate::health`]); a failure is logged, and the
+/// reference is kept in memory.
+async fn save_reference(path: std::path::PathBuf, reference: Reference) {
+    let pgm = reference.to_pgm();
+    let shown = path.display().to_string();
+    let written = tokio::task::spawn_blocking(move || {
+        let part = path.with_extension("pgm.part");
+        std::fs::write(&part, pgm).and_then(|()| std::fs::rename(&part, &path))
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => info!(path = %shown, "the camera's reference picture is taken"),
+        Ok(Err(error)) => warn!(%error, path = %shown, "the camera's reference picture is not saved; kept in memory"),
+        Err(error) => warn!(%error, "saving the reference picture failed"),
+    }
+}
+
+async fn save_state(state: &Option<StateFile>, logic: &CameraRules, health: &Health) {
     let Some(file) = state else { return };
-    let (file, saved) = (file.clone(), logic.saved());
+    let (file, saved) = (file.clone(), [logic.saved(), health.saved()].concat());
     match tokio::task::spawn_blocking(move || file.save(&saved)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => error!(%error, "incident state not saved: a restart may repeat or forget it"),

@@ -71,6 +71,7 @@ pub fn opened() -> (IncidentEvent, Origin) {
             since: chrono::Utc::now(),
         }],
         resolved_by: None,
+        paused_by: None,
     };
     let origin = Origin {
         device_id: "bench".into(),

@@ -54,6 +54,8 @@ pub struct CameraConfig {
     /// anything the city must not publish. Default: none.
     pub privacy_masks: Vec<Vec<[f64; 2]>>,
     pub tracking: TrackingConfig,
+    /// Whether the camera itself works: offline, view blocked, view moved (see `health`).
+    pub health: HealthConfig,
     /// Zone rules for this camera.
     pub rules: Vec<RuleConfig>,
 }
@@ -80,6 +82,7 @@ impl Default for CameraConfig {
             masks: Vec::new(),
             privacy_masks: Vec::new(),
             tracking: TrackingConfig::default(),
+            health: HealthConfig::default(),
             rules: Vec::new(),
         }
     }
@@ -202,6 +205,50 @@ impl Default for TrackingConfig {
             still_iou: 0.7,
             moving_iou: 0.5,
             match_distance: 2.5,
+        }
+    }
+}
+
+/// The camera-health cases of one camera (see `health`): each opens an `urban_infrastructure`
+/// incident and pauses the camera's rules while it lasts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Seconds without a frame before the camera counts as offline. Default 300: reconnects
+    /// after a network hiccup take seconds, a dead camera stays dead.
+    pub offline_after_secs: f64,
+    /// Seconds the view must stay without structure (black, covered) to open a case. Default 20:
+    /// a bus passing close to the lens takes a few.
+    pub blocked_after_secs: f64,
+    /// Seconds the view must stay unlike its reference to open a case. Default 30.
+    pub moved_after_secs: f64,
+    /// Seconds the view must look right again before a blocked or moved case resolves. Default 5.
+    pub clear_after_secs: f64,
+    /// Fraction of the picture's grid cells on an edge under which it has no structure.
+    /// Default 0.01.
+    pub blocked_edges: f64,
+    /// Structure likeness to the reference (0..1) under which the view has moved. Default 0.4.
+    pub moved_likeness: f64,
+    /// The cases' priority. Default "high": every rule of the camera is blind meanwhile.
+    pub priority: Priority,
+    /// Seconds to the cases' due_at. Default: by priority, as for rules.
+    pub response_secs: Option<f64>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            offline_after_secs: 300.0,
+            blocked_after_secs: 20.0,
+            moved_after_secs: 30.0,
+            clear_after_secs: 5.0,
+            blocked_edges: 0.01,
+            moved_likeness: 0.4,
+            priority: Priority::High,
+            response_secs: None,
         }
     }
 }

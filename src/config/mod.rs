@@ -612,6 +612,7 @@ mod example_tests {
         let place = PlaceConfig { lat: Some(0.0), lon: Some(0.0), ..Default::default() };
         let full = Config {
             cameras: vec![CameraConfig {
+                health: HealthConfig { response_secs: Some(14_400.0), ..Default::default() },
                 rules: vec![rule],
                 zones: vec![ZoneConfig { place: place.clone(), ..Default::default() }],
                 place,

@@ -61,6 +61,9 @@ pub struct Camera {
     pub masks: Vec<Vec<[f64; 2]>>,
     pub privacy_masks: Vec<Vec<[f64; 2]>>,
     pub tracking: TrackerConfig,
+    /// Where its cases are (its zones' places fall back on it).
+    pub place: Place,
+    pub health: HealthSettings,
     pub rules: Vec<Arc<Rule>>,
     /// Class names as reports write them (`motorbike` → "xe máy").
     pub class_names: Arc<BTreeMap<String, Text>>,
@@ -109,6 +112,8 @@ impl Camera {
             masks: Vec::new(),
             privacy_masks: Vec::new(),
             tracking: TrackerConfig::default(),
+            place: Place::default(),
+            health: HealthSettings::default(),
             rules: Vec::new(),
             class_names: Arc::default(),
         }
@@ -137,6 +142,37 @@ impl CameraUrl {
         url.set_username("").map_err(|_| "cannot strip the user name".to_string())?;
         url.set_password(None).map_err(|_| "cannot strip the password".to_string())?;
         Ok(Self { redacted: redact_url(raw), url, username, password })
+    }
+}
+
+/// A camera's health watch as it runs (see `HealthConfig` for what each field means).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    pub enabled: bool,
+    pub offline_after: Duration,
+    pub blocked_after: Duration,
+    pub moved_after: Duration,
+    pub clear_after: Duration,
+    pub blocked_edges: f32,
+    pub moved_likeness: f32,
+    pub priority: super::Priority,
+    pub respond_within: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        let c = super::HealthConfig::default();
+        Self {
+            enabled: c.enabled,
+            offline_after: Duration::from_secs_f64(c.offline_after_secs),
+            blocked_after: Duration::from_secs_f64(c.blocked_after_secs),
+            moved_after: Duration::from_secs_f64(c.moved_after_secs),
+            clear_after: Duration::from_secs_f64(c.clear_after_secs),
+            blocked_edges: c.blocked_edges as f32,
+            moved_likeness: c.moved_likeness as f32,
+            priority: c.priority,
+            respond_within: Duration::from_secs_f64(c.priority.default_response_secs()),
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! `check` can fail later.
 
 use super::{
-    Camera, CameraConfig, CameraUrl, Config, Filter, Membership, MembershipConfig, ModelConfig, MqttProtocol, Place,
-    PlaceConfig, Problem, Rule, RuleConfig, Templates, WindowConfig, Zone,
+    Camera, CameraConfig, CameraUrl, Config, Filter, HealthConfig, HealthSettings, Membership, MembershipConfig,
+    ModelConfig, MqttProtocol, Place, PlaceConfig, Problem, Rule, RuleConfig, Templates, WindowConfig, Zone,
 };
 use crate::rules::Schedule;
 use crate::track::TrackerConfig;
@@ -322,6 +322,8 @@ fn camera(
         let at = format!("{at}.rules[{j}]");
         if rule.id.is_empty() {
             v.problem(format!("{at}.id"), "required");
+        } else if crate::health::Kind::of(&rule.id).is_some() {
+            v.problem(format!("{at}.id"), format!("{:?} is the camera-health case's own id: choose another", rule.id));
         } else if !rule_ids.insert(rule.id.as_str()) {
             v.problem(format!("{at}.id"), format!("duplicate rule id {:?}", rule.id));
         }
@@ -353,9 +355,28 @@ fn camera(
         masks: cam.masks.clone(),
         privacy_masks: cam.privacy_masks.clone(),
         tracking,
+        place: Place::of(&PlaceConfig::default(), &cam.place),
+        health: health(v, &format!("{at}.health"), &cam.health),
         rules,
         class_names: class_names.clone(),
     })
+}
+
+fn health(v: &mut Validator, at: &str, h: &HealthConfig) -> HealthSettings {
+    v.range(&format!("{at}.blocked_edges"), h.blocked_edges, 0.0, 1.0);
+    v.range(&format!("{at}.moved_likeness"), h.moved_likeness, 0.0, 1.0);
+    let response_secs = h.response_secs.unwrap_or_else(|| h.priority.default_response_secs());
+    HealthSettings {
+        enabled: h.enabled,
+        offline_after: v.secs_open(&format!("{at}.offline_after_secs"), h.offline_after_secs, DAY),
+        blocked_after: v.secs(&format!("{at}.blocked_after_secs"), h.blocked_after_secs, DAY),
+        moved_after: v.secs(&format!("{at}.moved_after_secs"), h.moved_after_secs, DAY),
+        clear_after: v.secs(&format!("{at}.clear_after_secs"), h.clear_after_secs, DAY),
+        blocked_edges: h.blocked_edges as f32,
+        moved_likeness: h.moved_likeness as f32,
+        priority: h.priority,
+        respond_within: v.secs_open(&format!("{at}.response_secs"), response_secs, 30.0 * DAY),
+    }
 }
 
 fn tracking(v: &mut Validator, at: &str, t: &super::TrackingConfig) -> TrackerConfig {

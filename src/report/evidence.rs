@@ -54,7 +54,8 @@ impl Evidence {
         Self { blur_classes, by_rule: HashMap::new() }
     }
 
-    fn blur(&self, detections: &[Detection]) -> Vec<BBox> {
+    /// The boxes of `detections` of the classes always blurred.
+    pub fn blur(&self, detections: &[Detection]) -> Vec<BBox> {
         detections.iter().filter(|d| self.blur_classes.contains(&d.label)).map(|d| d.bbox).collect()
     }
 
@@ -156,6 +157,7 @@ mod tests {
             at: at(secs),
             objects,
             resolved_by: None,
+            paused_by: None,
         }
     }
 

@@ -110,6 +110,11 @@ pub struct Report {
     /// removed) or `schedule` (the rule's hours ended).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<&'static str>,
+    /// On the `updated` report sent when the camera's rules pause: the camera-health case that
+    /// paused them (`camera_offline`, `view_blocked`, `view_moved`); the case stays open as it
+    /// was until the view returns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<&'static str>,
     pub duration_secs: f64,
     pub zone: Vec<[f64; 2]>,
     pub objects: Vec<ReportObject>,
@@ -286,7 +291,10 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         // The two pictures of an opened report are drawn side by side: each is CPU work on the
         // way from an incident opening to its report.
         let (main, first) = std::thread::scope(|s| {
-            let first = first.map(|shot| s.spawn(move || (shot.frame.at, picture(origin, zone, shot, "first seen"))));
+            // A camera-health case shows the last good view where a rule's shows the first sighting.
+            let caption =
+                if crate::health::Kind::of(&event.rule.id).is_some() { "last good view" } else { "first seen" };
+            let first = first.map(|shot| s.spawn(move || (shot.frame.at, picture(origin, zone, shot, caption))));
             let main = picture(origin, zone, &shots.main, "");
             // A drawing that panicked loses its picture, not the report.
             (main, first.and_then(|f| f.join().ok()))
@@ -336,6 +344,7 @@ pub fn build(origin: &Origin, event: &IncidentEvent, shots: &Shots) -> Report {
         observed_at: timestamp(shown.at),
         resolved_at: (event.kind == EventKind::Resolved).then(|| timestamp(event.at)),
         resolved_by: event.resolved_by.map(ResolvedBy::as_str),
+        paused_by: event.paused_by,
         duration_secs: ((shown.at - event.started_at).as_seconds_f64() * 10.0).round() / 10.0,
         zone: rule.zone.polygon.clone(),
         objects: shown

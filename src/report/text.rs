@@ -54,13 +54,32 @@ fn violation_names(violation: &str) -> Text {
         "garbage" => ("Garbage dumped", "Đổ rác thải"),
         "obstacle" => ("Obstacle on the road", "Vật cản trên đường"),
         "illegal_parking" => ("Illegal parking", "Đỗ xe sai quy định"),
+        "camera_offline" => ("Camera offline", "Camera mất kết nối"),
+        "view_blocked" => ("Camera view blocked", "Camera bị che khuất"),
+        "view_moved" => ("Camera view moved", "Camera bị lệch hướng"),
         other => return Text { en: other.replace('_', " "), vi: other.replace('_', " ") },
     };
     Text { en: en.into(), vi: vi.into() }
 }
 
-fn builtin(violation: &str, kind: EventKind) -> Text {
+fn builtin(violation: &str, kind: EventKind, paused: bool) -> Text {
     let (en, vi) = match (violation, kind) {
+        (_, EventKind::Updated) if paused => (
+            "Still open, unchecked: {violation} at {place}; the camera cannot see ({paused}), so its rules are paused.",
+            "Vẫn tiếp diễn, chưa kiểm tra được: {violation} tại {place}; camera không quan sát được ({paused}) nên tạm dừng.",
+        ),
+        ("camera_offline", EventKind::Opened) => (
+            "Camera offline: {camera} has sent no picture since {since} ({duration}); its rules are paused.",
+            "Camera mất kết nối: {camera} không gửi hình từ {since} ({duration}); các quy tắc của camera tạm dừng.",
+        ),
+        ("view_blocked" | "view_moved", EventKind::Opened) => (
+            "{violation}: {camera} has not shown its scene since {since} ({duration}); its rules are paused.",
+            "{violation}: {camera} không quan sát được khu vực từ {since} ({duration}); các quy tắc của camera tạm dừng.",
+        ),
+        ("camera_offline" | "view_blocked" | "view_moved", EventKind::Resolved) => (
+            "Camera working again: {violation} at {camera} ended after {duration}.",
+            "Camera hoạt động lại: {violation} tại {camera} đã kết thúc sau {duration}.",
+        ),
         ("sidewalk_encroachment", EventKind::Opened) => (
             "Sidewalk encroachment: {objects} stopped on the sidewalk at {place} since {since} ({duration}), zone '{zone}'.",
             "Phát hiện lấn chiếm vỉa hè: {objects} dừng đỗ trên vỉa hè tại {place} từ {since} ({duration}), vùng '{zone}'.",
@@ -134,7 +153,10 @@ pub fn describe(event: &IncidentEvent, origin: &Origin) -> Description {
         EventKind::Updated => &rule.text.updated,
         EventKind::Resolved => &rule.text.resolved,
     };
-    let builtin = builtin(&rule.violation, event.kind);
+    let builtin = builtin(&rule.violation, event.kind, event.paused_by.is_some());
+    // A pause speaks for the camera, not the rule: the rule's own text would not say why.
+    let own = if event.paused_by.is_some() { &crate::config::Text::default() } else { own };
+    let paused = event.paused_by.map(violation_names).unwrap_or_default();
     let names = violation_names(&rule.violation);
     let objects = objects(event, &origin.class_names);
     let duration = duration((event.at - event.started_at).num_seconds());
@@ -144,7 +166,7 @@ pub fn describe(event: &IncidentEvent, origin: &Origin) -> Description {
         format!("{} ({})", origin.camera_name, origin.camera_location)
     };
     let since = event.started_at.with_timezone(&chrono::Local).format("%H:%M").to_string();
-    let fill = |template: &str, builtin: &str, violation: &str, objects: &str, duration: &str| {
+    let fill = |template: &str, builtin: &str, violation: &str, objects: &str, duration: &str, paused: &str| {
         let values = BTreeMap::from([
             ("violation", violation.to_string()),
             ("objects", objects.to_string()),
@@ -155,14 +177,15 @@ pub fn describe(event: &IncidentEvent, origin: &Origin) -> Description {
             ("zone", rule.zone.name.clone()),
             ("since", since.clone()),
             ("duration", duration.to_string()),
+            ("paused", lowercase_first(paused)),
         ]);
         render(if template.is_empty() { builtin } else { template }, &values)
     };
     // Mid-sentence, the violation's name starts in lower case ("Cleared: sidewalk encroachment").
     let lower = |s: &str, kind| if kind == EventKind::Opened { s.to_string() } else { lowercase_first(s) };
     Description {
-        en: fill(&own.en, &builtin.en, &lower(&names.en, event.kind), &objects.en, &duration.en),
-        vi: fill(&own.vi, &builtin.vi, &lower(&names.vi, event.kind), &objects.vi, &duration.vi),
+        en: fill(&own.en, &builtin.en, &lower(&names.en, event.kind), &objects.en, &duration.en, &paused.en),
+        vi: fill(&own.vi, &builtin.vi, &lower(&names.vi, event.kind), &objects.vi, &duration.vi, &paused.vi),
     }
 }
 

@@ -84,6 +84,9 @@ pub struct IncidentEvent {
     pub objects: Vec<IncidentObject>,
     /// Why a resolved incident ended; `None` for the other events.
     pub resolved_by: Option<ResolvedBy>,
+    /// On the `updated` event of an incident whose rule pauses: the camera-health case that
+    /// paused it (`view_blocked`, ...).
+    pub paused_by: Option<&'static str>,
 }
 
 /// Why an incident resolved.
@@ -114,8 +117,8 @@ pub struct RuleView {
     pub zone: String,
     /// The zone as fractions of the frame.
     pub polygon: Vec<[f64; 2]>,
-    /// `idle`, `counting` (objects stay in the zone, not yet for the dwell), `open`, `cooldown`
-    /// or `off` (outside its schedule).
+    /// `idle`, `counting` (objects stay in the zone, not yet for the dwell), `open`, `cooldown`,
+    /// `off` (outside its schedule) or `paused` (a camera-health case).
     pub state: &'static str,
     /// Stationary objects in the zone passing the threshold, dwelled or not.
     pub present: usize,
@@ -168,12 +171,49 @@ pub struct CameraRules {
     rules: Vec<RuleEngine>,
     /// The camera's background and light, shared by its rules' trackers.
     scene: Scene,
+    /// The camera-health case the rules are paused for (they see no frames meanwhile).
+    paused: Option<&'static str>,
 }
 
 impl CameraRules {
     pub fn new(camera: &Camera) -> Self {
         let rules = camera.rules.iter().map(|rule| RuleEngine::new(rule.clone(), camera)).collect();
-        Self { masks: camera.masks.clone(), rules, scene: Scene::new() }
+        Self { masks: camera.masks.clone(), rules, scene: Scene::new(), paused: None }
+    }
+
+    /// Pauses the rules at `at` for the camera-health case `why` (they are not fed frames
+    /// meanwhile): each open incident stays open and says so in an `updated` event.
+    pub fn pause(&mut self, at: DateTime<Utc>, why: &'static str) -> Vec<IncidentEvent> {
+        self.paused = Some(why);
+        (self.rules.iter())
+            .filter_map(|r| match &r.state {
+                State::Open(open) => Some(IncidentEvent {
+                    kind: EventKind::Updated,
+                    incident_id: open.incident_id,
+                    rule: r.rule.clone(),
+                    started_at: open.started_at,
+                    opened_at: open.opened_at,
+                    at,
+                    objects: r.shown.clone(),
+                    resolved_by: None,
+                    paused_by: Some(why),
+                }),
+                State::Idle | State::Cooldown { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The camera-health case the rules are paused for.
+    pub fn paused(&self) -> Option<&'static str> {
+        self.paused
+    }
+
+    /// Ends a pause: open incidents go on as after a restart (what is still there is known
+    /// again once it is stationary again, and the clear time counts from then).
+    pub fn resume(&mut self) {
+        self.paused = None;
+        let saved = self.saved();
+        self.restore(&saved);
     }
 
     /// Takes `camera`'s changed rules at stream time `at` without losing what the unchanged
@@ -206,6 +246,7 @@ impl CameraRules {
                     at,
                     objects: Vec::new(),
                     resolved_by: Some(ResolvedBy::Config),
+                    paused_by: None,
                 }),
                 State::Idle | State::Cooldown { .. } => None,
             })
@@ -269,6 +310,7 @@ impl CameraRules {
                     })
                     .collect();
                 let (state, incident_id, since) = match &r.state {
+                    _ if self.paused.is_some() => ("paused", None, None),
                     State::Idle if !r.on => ("off", None, None),
                     State::Idle if r.shown.is_empty() => ("idle", None, None),
                     State::Idle => ("counting", None, None),
@@ -526,6 +568,7 @@ impl RuleEngine {
             at,
             objects,
             resolved_by,
+            paused_by: None,
         };
         match &mut self.state {
             State::Cooldown { .. } => None,

@@ -371,6 +371,8 @@ pub struct CameraCounters {
     pub keyframes_decoded: Counter,
     /// The decode thread's progress (busy while decoding one access unit).
     pub decoding: Arc<Progress>,
+    /// The camera-health cases open now.
+    pub health: HealthGauge,
 }
 
 /// Where a camera's connection stands, as the source sees it.
@@ -390,6 +392,22 @@ pub enum LinkState {
 /// A frame not received for this long makes a streaming camera count as stalled (until its
 /// `stall_timeout_secs` rebuilds the connection).
 pub const STALLED_AFTER_MS: u64 = 2_000;
+
+/// Which camera-health cases are open (see [`crate::health`]), one bit per kind.
+#[derive(Debug, Default)]
+pub struct HealthGauge(AtomicU8);
+
+impl HealthGauge {
+    pub fn set(&self, health: &crate::health::Health) {
+        let bits = health.open().fold(0u8, |bits, kind| bits | 1 << kind as u8);
+        self.0.store(bits, Ordering::Relaxed);
+    }
+
+    /// Whether a case of `kind` is open.
+    pub fn is_open(&self, kind: crate::health::Kind) -> bool {
+        self.0.load(Ordering::Relaxed) & 1 << kind as u8 != 0
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ConnectionGauge(AtomicU8);

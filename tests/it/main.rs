@@ -8,6 +8,7 @@ mod clock;
 mod corrupt;
 mod delivery;
 mod demo;
+mod dispatch;
 mod e2e;
 mod incidents;
 mod ingest;

@@ -34,7 +34,7 @@ fn darknet(file: &str) -> PathBuf {
     cache("models/darknet").join(file)
 }
 
-fn vtest() -> PathBuf {
+pub fn vtest() -> PathBuf {
     cache("clips/vtest.mp4")
 }
 
@@ -128,7 +128,7 @@ fn detect_finds_the_bicycle_and_the_truck_in_dog_jpg() {
 }
 
 /// The camera block for vtest: the frontage rule, COCO vehicles, and `extra` keys.
-fn street_camera(url: &str, extra: &str) -> String {
+pub fn street_camera(url: &str, extra: &str) -> String {
     format!(
         r#"
 [[cameras]]
@@ -154,7 +154,7 @@ clear_after_secs = 5
     )
 }
 
-fn street_config(dir: &Path, mqtt_port: u16, evidence: &str, camera: &str, http: Option<u16>) -> PathBuf {
+pub fn street_config(dir: &Path, mqtt_port: u16, evidence: &str, camera: &str, http: Option<u16>) -> PathBuf {
     let config = daemon_config_http(dir, mqtt_port, "", camera, http);
     with_model(&config, &coco());
     let text = std::fs::read_to_string(&config).unwrap().replace(TEST_EVIDENCE, &format!("[evidence]\n{evidence}\n"));

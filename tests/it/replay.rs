@@ -21,7 +21,7 @@ pub fn replay_any(clip: &Path, config: &Path, out: &Path) -> Vec<Value> {
     replay_with(clip, config, out, &[], |_| {})
 }
 
-fn replay_with(clip: &Path, config: &Path, out: &Path, extra: &[&str], check: impl Fn(&str)) -> Vec<Value> {
+pub fn replay_with(clip: &Path, config: &Path, out: &Path, extra: &[&str], check: impl Fn(&str)) -> Vec<Value> {
     let (clip, config, out_arg) = (clip.display().to_string(), config.display().to_string(), out.display().to_string());
     let mut args = vec!["replay", &clip, "--config", &config, "--camera", "cam-ok", "--out", &out_arg];
     args.extend_from_slice(extra);

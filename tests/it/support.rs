@@ -91,6 +91,11 @@ pub fn with_model(config: &Path, model: &Path) {
     std::fs::write(config, text).unwrap();
 }
 
+/// The squares clips are plain grey pictures whose only structure comes and goes: to the
+/// camera-health watch (see `health`), blocked or moved views. Their cameras go without it; the
+/// health tests and the real street keep it.
+pub const SYNTHETIC_HEALTH: &str = "[cameras.health]\nenabled = false\n";
+
 /// The camera block for scene.mp4 (see scripts/make_clips): id `cam-ok`, detecting at 5 fps,
 /// one rule on the lower middle of the frame for red squares, dwell 3 s, clear after 2 s. The
 /// squares stop dead and vanish at once, so tracking is quick: stationary after 1 s, and a
@@ -111,6 +116,7 @@ reconnect_max_secs = 60
 stationary_after_secs = 1
 stationary_max_unseen_secs = 1
 
+{SYNTHETIC_HEALTH}
 [[cameras.zones]]
 name = "sidewalk"
 polygon = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]
@@ -132,7 +138,7 @@ clear_after_secs = 2
 /// for tests about the stream rather than the rules.
 pub fn plain_camera(url: &str, extra: &str) -> String {
     format!(
-        "\n[[cameras]]\nid = \"cam-1\"\nurl = \"{url}\"\n{extra}\n[[cameras.zones]]\nname = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n[[cameras.rules]]\nid = \"sidewalk\"\nviolation = \"sidewalk_encroachment\"\nzone = \"all\"\nclasses = [\"red\"]\n"
+        "\n[[cameras]]\nid = \"cam-1\"\nurl = \"{url}\"\n{extra}\n{SYNTHETIC_HEALTH}\n[[cameras.zones]]\nname = \"all\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n[[cameras.rules]]\nid = \"sidewalk\"\nviolation = \"sidewalk_encroachment\"\nzone = \"all\"\nclasses = [\"red\"]\n"
     )
 }
 
