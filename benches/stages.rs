@@ -1,7 +1,8 @@
 //! Per-frame cost of each CPU stage on a 1080p frame, for capacity planning: how many cameras
 //! at what detect_fps one box can carry. The rules stage (tracking, zones, lifecycle) is
 //! measured on a busy street: 10 parked objects and 10 passers in every frame, without and with
-//! the picture (the scene's background, light and looks at missed objects' places). `cargo bench --bench stages` (needs scripts/setup for
+//! the picture (the scene's background, light and looks at missed objects' places), and the
+//! camera's health watch. `cargo bench --bench stages` (needs scripts/setup for
 //! ONNX Runtime). Prints the median of each stage; no thresholds here — speed goals are read
 //! from these numbers, never asserted in tests.
 
@@ -114,6 +115,22 @@ fn main() {
     println!("rules, 10 parked + 10 passing       {:?}", rules_per_frame(event.rule.clone(), None));
     println!("  with the picture (scene)         {:?}", rules_per_frame(event.rule.clone(), Some(&frame)));
     scene_costs(&frame);
+    health_costs(&frame);
+}
+
+/// A camera's health watch per frame (grid 64 wide, edges, likeness to the reference).
+fn health_costs(frame: &fieldwatch::decode::Frame) {
+    let camera = fieldwatch::config::Camera::at("c", fieldwatch::config::CameraUrl::parse("rtsp://h/c").unwrap());
+    let mut health = fieldwatch::health::Health::new(&camera, None, frame.at);
+    let mut at = frame.at;
+    let took = median(
+        || {
+            at += chrono::TimeDelta::milliseconds(500);
+            drop(health.observe(at, frame.luma()));
+        },
+        30,
+    );
+    println!("health: frame in (grid 64 wide)    {took:?}");
 }
 
 /// The scene on its own: a frame taken in (grid, light, background), and one look at a place.

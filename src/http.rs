@@ -145,6 +145,7 @@ async fn respond(observed: &Observed, request: Request<Incoming>, peer: SocketAd
                 let body = read_body(request).await;
                 save(bench, &observed.cameras, id, what == "zones", body, peer).await
             }
+            Some((id, "reference")) => retake_reference(bench, &observed.cameras, id, peer),
             _ => (StatusCode::NOT_FOUND, TEXT, "no such change\n".into()),
         },
         _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET or POST only\n".into()),
@@ -289,6 +290,21 @@ async fn save(
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, JSON, problems(&["the daemon is stopping"])),
     }
+}
+
+/// Asks camera `id` for a new reference picture (see [`crate::health`]): after the camera was
+/// turned on purpose, its next good frame is the view it should keep.
+fn retake_reference(bench: &Workbench, cameras: &CameraList, id: &str, peer: SocketAddr) -> Answer {
+    if bench.edits.is_none() {
+        return (StatusCode::FORBIDDEN, JSON, problems(&["http.edit is false: nothing can be changed here"]));
+    }
+    let Some(listed) = cameras.get(id) else {
+        return (StatusCode::NOT_FOUND, JSON, problems(&["no such camera"]));
+    };
+    listed.counters.health.request_new_reference();
+    info!(from = %peer, camera = %id, "a new reference picture asked for from the workbench");
+    let answer = serde_json::json!({ "reference": "the next good frame becomes the camera's reference picture" });
+    (StatusCode::ACCEPTED, JSON, answer.to_string().into())
 }
 
 /// Whether every own stage is alive, and the JSON that says so stage by stage.

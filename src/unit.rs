@@ -336,6 +336,10 @@ impl Rules {
                             recorder.ring.consumed(frame.at);
                         }
                         let started = Instant::now();
+                        if counters.health.new_reference_requested() {
+                            info!("a new reference picture is asked for: the next good frame becomes it");
+                            health.retake_reference();
+                        }
                         let mut events = health.observe(frame.at, frame.luma());
                         events.extend(follow_health(&health, &mut logic, frame.at));
                         if logic.paused().is_none() {

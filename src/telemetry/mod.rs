@@ -393,14 +393,25 @@ pub enum LinkState {
 /// `stall_timeout_secs` rebuilds the connection).
 pub const STALLED_AFTER_MS: u64 = 2_000;
 
-/// Which camera-health cases are open (see [`crate::health`]), one bit per kind.
+/// Which camera-health cases are open (see [`crate::health`]), one bit per kind; and the
+/// workbench's request to take a new reference picture, until the camera's unit takes it.
 #[derive(Debug, Default)]
-pub struct HealthGauge(AtomicU8);
+pub struct HealthGauge(AtomicU8, std::sync::atomic::AtomicBool);
 
 impl HealthGauge {
     pub fn set(&self, health: &crate::health::Health) {
         let bits = health.open().fold(0u8, |bits, kind| bits | 1 << kind as u8);
         self.0.store(bits, Ordering::Relaxed);
+    }
+
+    /// Asks the camera's unit to take its next good frame as the reference picture.
+    pub fn request_new_reference(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a new reference was asked for since the last call.
+    pub fn new_reference_requested(&self) -> bool {
+        self.1.swap(false, Ordering::Relaxed)
     }
 
     /// Whether a case of `kind` is open.

@@ -1,6 +1,7 @@
 //! Reports the IOC can dispatch, end to end on the real street (vtest): camera-health cases
 //! from generated clips (a view that turns black, a view that turns a tenth), a camera that goes
-//! away, and a rule outside its hours.
+//! away (and a new reference picture asked for from the workbench), and a rule outside its
+//! hours.
 
 use crate::real_street::{street_camera, street_config};
 use crate::support::*;
@@ -115,7 +116,16 @@ async fn a_camera_gone_longer_than_its_limit_is_an_offline_case_until_it_streams
     std::fs::write(&config, text).unwrap();
     let mut daemon = Daemon::start(&config, &dir.join("daemon.log"));
     daemon.wait_log("rtsp playing", 1, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first good frame is the reference picture; the workbench asks for a new one.
+    daemon.wait_log("the camera's reference picture is taken", 1, Duration::from_secs(10)).await;
+    let reference = dir.join("state/incidents/cam-ok.reference.pgm");
+    assert!(std::fs::read(&reference).unwrap().starts_with(b"P5\n64 48\n255\n"), "a 64x48 grid of 768x576");
+    let (_, page) = http_get(http, "/cameras/cam-ok");
+    let csrf = page.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert_eq!(http_post(http, "/cameras/cam-ok/reference", &[], "").0, 403, "not without the page's CSRF token");
+    let (status, body) = http_post(http, "/cameras/cam-ok/reference", &[("X-CSRF-Token", &csrf)], "");
+    assert_eq!(status, 202, "{body}");
+    daemon.wait_log("the camera's reference picture is taken", 2, Duration::from_secs(10)).await;
     drop(camera);
     let offline = |m: &[(String, Vec<u8>)], event: &str| {
         m.iter().any(|(t, p)| {
