@@ -194,10 +194,30 @@ impl Health {
         }
     }
 
-    /// Takes `camera`'s changed settings (a reload); open cases go on.
-    pub fn reconfigure(&mut self, camera: &Camera) {
+    /// Takes `camera`'s changed settings at `at` (a reload): open cases go on, unless the watch
+    /// was turned off, which resolves them (`resolved_by: config`, the events returned).
+    pub fn reconfigure(&mut self, camera: &Camera, at: DateTime<Utc>) -> Vec<IncidentEvent> {
         self.settings = camera.health.clone();
         self.rules = ByKind::new(|kind| Arc::new(rule(camera, kind)));
+        if self.settings.enabled {
+            return Vec::new();
+        }
+        (Kind::ALL.into_iter())
+            .filter_map(|kind| {
+                let case = self.watches.get_mut(kind).open.take()?;
+                Some(IncidentEvent {
+                    kind: EventKind::Resolved,
+                    incident_id: case.incident_id,
+                    rule: self.rules.get(kind).clone(),
+                    started_at: case.started_at,
+                    opened_at: case.opened_at,
+                    at,
+                    objects: Vec::new(),
+                    resolved_by: Some(crate::rules::ResolvedBy::Config),
+                    paused_by: None,
+                })
+            })
+            .collect()
     }
 
     /// The case that pauses the camera's rules, if one is open (the first by [`Kind::ALL`]).

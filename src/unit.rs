@@ -291,8 +291,10 @@ impl Rules {
                             camera = changed;
                             outgoing.masks = camera.privacy_masks.clone();
                             origin = Arc::new(*named);
-                            health.reconfigure(&camera);
-                            (logic.reconfigure(&camera, at), None)
+                            let mut events = health.reconfigure(&camera, at);
+                            events.extend(follow_health(&health, &mut logic, at));
+                            events.extend(logic.reconfigure(&camera, at));
+                            (events, None)
                         }
                         Some(Control::Retire) => {
                             retiring = true;

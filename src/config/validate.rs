@@ -365,7 +365,6 @@ fn camera(
 fn health(v: &mut Validator, at: &str, h: &HealthConfig) -> HealthSettings {
     v.range(&format!("{at}.blocked_edges"), h.blocked_edges, 0.0, 1.0);
     v.range(&format!("{at}.moved_likeness"), h.moved_likeness, 0.0, 1.0);
-    let response_secs = h.response_secs.unwrap_or_else(|| h.priority.default_response_secs());
     HealthSettings {
         enabled: h.enabled,
         offline_after: v.secs_open(&format!("{at}.offline_after_secs"), h.offline_after_secs, DAY),
@@ -375,7 +374,7 @@ fn health(v: &mut Validator, at: &str, h: &HealthConfig) -> HealthSettings {
         blocked_edges: h.blocked_edges as f32,
         moved_likeness: h.moved_likeness as f32,
         priority: h.priority,
-        respond_within: v.secs_open(&format!("{at}.response_secs"), response_secs, 30.0 * DAY),
+        respond_within: v.respond_within(at, h.priority, h.response_secs),
     }
 }
 
@@ -469,8 +468,7 @@ fn rule(
     let clear_after = v.secs_open(&format!("{at}.clear_after_secs"), rule.clear_after_secs, DAY);
     let cooldown = v.secs(&format!("{at}.cooldown_secs"), rule.cooldown_secs, DAY);
     let update_every = v.secs(&format!("{at}.update_every_secs"), rule.update_every_secs, DAY);
-    let response_secs = rule.response_secs.unwrap_or_else(|| rule.priority.default_response_secs());
-    let respond_within = v.secs_open(&format!("{at}.response_secs"), response_secs, 30.0 * DAY);
+    let respond_within = v.respond_within(at, rule.priority, rule.response_secs);
     let schedule = rule.schedule.as_ref().map(|windows| v.schedule(&format!("{at}.schedule"), windows, timezone));
     let text = &rule.text;
     for (event, t) in [("opened", &text.opened), ("updated", &text.updated), ("resolved", &text.resolved)] {
@@ -557,6 +555,11 @@ impl Validator {
                 );
             }
         }
+    }
+    /// `response_secs` at `at`, else `priority`'s default: above 0, at most 30 days.
+    fn respond_within(&mut self, at: &str, priority: super::Priority, response_secs: Option<f64>) -> Duration {
+        let secs = response_secs.unwrap_or_else(|| priority.default_response_secs());
+        self.secs_open(&format!("{at}.response_secs"), secs, 30.0 * DAY)
     }
     /// Coordinates in range, both or neither.
     fn place(&mut self, at: &str, place: &PlaceConfig) {

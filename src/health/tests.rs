@@ -180,6 +180,24 @@ fn a_silent_camera_is_offline_after_its_limit_and_its_next_frame_resolves_it() {
 }
 
 #[test]
+fn turning_the_watch_off_resolves_what_is_open() {
+    let world = world();
+    let mut h = Health::new(&camera(), None, t(0.0));
+    run(&mut h, 0.0, 30.0, |s| if s < 5.0 { view(&world, 0, 1) } else { black() });
+    assert_eq!(h.pausing(), Some(Kind::Blocked));
+    assert!(h.reconfigure(&camera(), t(30.0)).is_empty(), "still on: the case goes on");
+    let mut off = camera();
+    off.health.enabled = false;
+    let resolved = h.reconfigure(&off, t(31.0));
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (resolved[0].kind, resolved[0].resolved_by),
+        (EventKind::Resolved, Some(crate::rules::ResolvedBy::Config))
+    );
+    assert_eq!(h.pausing(), None);
+}
+
+#[test]
 fn an_open_case_survives_a_restart_and_resolves_once_the_view_is_back() {
     let world = world();
     let mut first = Health::new(&camera(), None, t(0.0));

@@ -23,7 +23,7 @@ fn until(what: &str, within: Duration, check: impl Fn() -> bool) {
 /// left in target/test-artefacts/live-view.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_page_shows_what_the_rules_see_and_its_editor_changes_the_running_zone() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("browser");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/parked.mp4"), None);

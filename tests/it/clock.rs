@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_stepped_an_hour_during_a_dwell_changes_nothing() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("clock");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/scene.mp4"), None);

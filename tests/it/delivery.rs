@@ -54,7 +54,7 @@ async fn reports_made_during_a_broker_outage_survive_a_kill_and_arrive_in_order(
 /// publisher does not wait for a broker that is not there) and the report it made is on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_broker_outage_is_quick_and_keeps_the_pending_report() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("stop-outage");
     let mut broker = Mosquitto::start();
     broker.stop();

@@ -25,7 +25,7 @@ fn members(pgid: u32) -> Vec<(u32, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_ends_by_itself_and_leaves_no_process_behind() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("demo");
     let mut child = Command::new(root().join("scripts/demo"))
         .env("DEMO_SECONDS", "20")

@@ -129,7 +129,7 @@ async fn basic_and_digest_auth_with_passwords_from_a_file_and_the_environment() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_link_keeps_streaming_and_keyframes_mode_decodes_only_keyframes() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("ingest-loss");
     let clip = cache("clips/scene.mp4");
     let lossy = RtspServer::start_with(0, &clip, &["--loss", "0.03"]);
@@ -204,7 +204,7 @@ fn sampled_decoding_leaves_out_frames_but_changes_no_sampled_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_camera_is_silent_and_a_pipeline_that_takes_no_frames_is_blocked() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("ingest-stall");
     let clip = cache("clips/scene.mp4");
     let frozen = RtspServer::start(&clip, None);
@@ -244,7 +244,7 @@ async fn a_frozen_camera_is_silent_and_a_pipeline_that_takes_no_frames_is_blocke
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_cameras_where_one_fails_the_other_three_keep_their_frame_rate() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("ingest-four");
     let clip = cache("clips/scene.mp4");
     let servers: Vec<RtspServer> = (0..4).map(|_| RtspServer::start(&clip, None)).collect();

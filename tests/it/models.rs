@@ -94,7 +94,7 @@ fn check(dir: &std::path::Path, text: &str) -> (i32, String) {
 /// shows; `[model]`, which no rule reads, is not loaded at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cameras_sharing_a_dynamic_batch_model_are_detected_in_batches() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("batching");
     let broker = Mosquitto::start();
     let server = RtspServer::start(&cache("clips/scene.mp4"), None);

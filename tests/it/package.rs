@@ -35,7 +35,7 @@ fn dpkg(root: &Path, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deb_installs_upgrades_and_removes_keeping_config_and_outbox() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     assert_eq!(unsafe { libc::geteuid() }, 0, "installing into a chroot needs root");
     let dir = temp_dir("package");
     let first = build_deb(&dir, "0.1.0-1");

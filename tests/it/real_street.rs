@@ -257,7 +257,7 @@ fn a_replayed_real_street_gives_the_parked_vehicles_with_their_clip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_real_street_serves_its_clip_with_the_token_only() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("street-live");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&vtest(), None);

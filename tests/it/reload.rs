@@ -31,7 +31,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 /// on it; `check` names the overlay's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_only_what_changed_and_a_broken_config_changes_nothing() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("reload");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/parked.mp4"), None);

@@ -245,7 +245,7 @@ fn kill_loop_writer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_at_any_point_of_a_write_burst_leave_outbox_and_state_whole() {
     use rand::Rng;
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("kill-loop");
     let mut committed = std::collections::BTreeSet::new();
     let mut rng = rand::rng();

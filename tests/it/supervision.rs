@@ -39,7 +39,7 @@ fn a_panicking_stage_stops_the_daemon_non_zero_and_names_it() {
 /// `/healthz` says the same: 200, then 503 naming the stuck worker, then 200 again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_pings_and_healthz_follow_a_hung_inference_run() {
-    let _serial = heavy().await;
+    let _serial = heavy_exclusive().await;
     let dir = temp_dir("notify");
     let broker = Mosquitto::start();
     let camera = RtspServer::start(&cache("clips/scene.mp4"), None);

@@ -25,24 +25,34 @@ pub fn ort_library() -> PathBuf {
     cache("onnxruntime/libonnxruntime.so")
 }
 
-/// Heavy end-to-end tests run one at a time: they share two cores and real-time clips.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Turns for the end-to-end tests on the two cores. A test that plays clips in real time
+/// against a daemon mostly waits, so two may run together ([`heavy`]); one whose timing
+/// assertions, frame rates or CPU work (replays, several cameras, chromium, the person model)
+/// would suffer from another beside it takes both turns ([`heavy_exclusive`],
+/// [`heavy_blocking`]). The semaphore is fair: a test waiting for both turns is not overtaken.
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// One turn: a real-time test that may run beside another.
 pub async fn heavy() -> Heavy {
-    Heavy { _turn: HEAVY.lock().await, since: std::time::Instant::now() }
+    Heavy { _turn: TURNS.acquire().await.unwrap(), since: std::time::Instant::now() }
 }
 
-/// [`heavy`] for a plain `#[test]` whose CPU work (a replay, the person model) would otherwise
-/// slow a real-time test running beside it.
+/// Both turns: a test that must run alone.
+pub async fn heavy_exclusive() -> Heavy {
+    Heavy { _turn: TURNS.acquire_many(2).await.unwrap(), since: std::time::Instant::now() }
+}
+
+/// [`heavy_exclusive`] for a plain `#[test]` whose CPU work (a replay, the person model) would
+/// otherwise slow a real-time test running beside it.
 pub fn heavy_blocking() -> Heavy {
-    Heavy { _turn: HEAVY.blocking_lock(), since: std::time::Instant::now() }
+    Heavy { _turn: futures::executor::block_on(TURNS.acquire_many(2)).unwrap(), since: std::time::Instant::now() }
 }
 
-/// A heavy test's turn. With `FIELDWATCH_HEAVY_TIMES` set it says how long the turn was held
+/// A test's turn. With `FIELDWATCH_HEAVY_TIMES` set it says how long the turn was held
 /// (what the suite's wall time is made of; `--report-time` counts the wait for it as well):
 /// run with `--nocapture`.
 pub struct Heavy {
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _turn: tokio::sync::SemaphorePermit<'static>,
     since: std::time::Instant,
 }
 
