@@ -308,10 +308,11 @@ impl Rules {
                 _ = silence.tick(), if live_source => {
                     let now = clock.now();
                     let mut events = health.silent(now);
+                    events.extend(follow_health(&health, &mut logic, now));
+                    events.extend(logic.overdue_while_paused(now));
                     if events.is_empty() {
                         continue;
                     }
-                    events.extend(follow_health(&health, &mut logic, now));
                     (events, None)
                 }
                 _ = outgoing.due(), if outgoing.waiting() => {
@@ -347,6 +348,8 @@ impl Rules {
                         if logic.paused().is_none() {
                             events.extend(logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma())));
                             evidence.see(&frame, &detections, logic.present());
+                        } else {
+                            events.extend(logic.overdue_while_paused(frame.at));
                         }
                         if health.view_ok() {
                             last_good = Some((frame.clone(), evidence.blur(&detections)));

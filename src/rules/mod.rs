@@ -208,6 +208,32 @@ impl CameraRules {
         self.paused
     }
 
+    /// While paused (no frames reach the rules): the overdue `updated` event of each open
+    /// incident whose due time has come by `at`, once, as it would have come with frames.
+    pub fn overdue_while_paused(&mut self, at: DateTime<Utc>) -> Vec<IncidentEvent> {
+        let Some(why) = self.paused else { return Vec::new() };
+        (self.rules.iter_mut())
+            .filter_map(|r| {
+                let State::Open(open) = &mut r.state else { return None };
+                if open.overdue_reported || at < open.opened_at + secs(r.rule.respond_within) {
+                    return None;
+                }
+                open.overdue_reported = true;
+                Some(IncidentEvent {
+                    kind: EventKind::Updated,
+                    incident_id: open.incident_id,
+                    rule: r.rule.clone(),
+                    started_at: open.started_at,
+                    opened_at: open.opened_at,
+                    at,
+                    objects: r.shown.clone(),
+                    resolved_by: None,
+                    paused_by: Some(why),
+                })
+            })
+            .collect()
+    }
+
     /// Ends a pause: open incidents go on as after a restart (what is still there is known
     /// again once it is stationary again, and the clear time counts from then).
     pub fn resume(&mut self) {

@@ -753,3 +753,25 @@ fn an_incident_open_at_its_due_time_is_reported_overdue_once_even_across_a_resta
         Saved::Open { overdue_reported: false, .. }
     ));
 }
+
+#[test]
+fn an_incident_paused_by_the_camera_still_reports_overdue_once() {
+    let r = rule(|r| r.respond_within = Duration::from_secs(30));
+    let mut rules = CameraRules::new(&camera(r));
+    parked_events(&mut rules, 0, 20, 100.0);
+    let paused = rules.pause(t(20.0), "view_blocked");
+    assert_eq!(
+        paused.iter().map(|e| (e.kind, e.paused_by)).collect::<Vec<_>>(),
+        [(EventKind::Updated, Some("view_blocked"))]
+    );
+    assert!(rules.overdue_while_paused(t(42.0)).is_empty(), "due at 43 s");
+    let overdue = rules.overdue_while_paused(t(43.0));
+    assert_eq!(
+        overdue.iter().map(|e| (e.kind, e.paused_by)).collect::<Vec<_>>(),
+        [(EventKind::Updated, Some("view_blocked"))]
+    );
+    assert!(rules.overdue_while_paused(t(60.0)).is_empty(), "once");
+    rules.resume();
+    assert!(rules.overdue_while_paused(t(61.0)).is_empty(), "only while paused");
+    assert!(!parked_events(&mut rules, 61, 70, 100.0).iter().any(|e| e.1 == EventKind::Updated), "and not again");
+}
