@@ -26,7 +26,7 @@
 //! reference.
 
 use crate::config::{Camera, Category, HealthSettings, Rule, Templates, Zone};
-use crate::rules::{EventKind, IncidentEvent, Saved};
+use crate::rules::{EventKind, IncidentEvent, ResolvedBy, Saved};
 use crate::scene::{Grid, Luma};
 use crate::track::secs;
 use chrono::{DateTime, Utc};
@@ -162,6 +162,23 @@ struct Case {
     opened_at: DateTime<Utc>,
 }
 
+impl Case {
+    /// An event of this case of `rule` at `at`; a resolved one ends for `resolved_by`.
+    fn event(&self, kind: EventKind, rule: &Arc<Rule>, at: DateTime<Utc>, resolved_by: ResolvedBy) -> IncidentEvent {
+        IncidentEvent {
+            kind,
+            incident_id: self.incident_id,
+            rule: rule.clone(),
+            started_at: self.started_at,
+            opened_at: self.opened_at,
+            at,
+            objects: Vec::new(),
+            resolved_by: (kind == EventKind::Resolved).then_some(resolved_by),
+            paused_by: None,
+        }
+    }
+}
+
 /// One camera's health; see the module docs.
 #[derive(Debug)]
 pub struct Health {
@@ -205,17 +222,7 @@ impl Health {
         (Kind::ALL.into_iter())
             .filter_map(|kind| {
                 let case = self.watches.get_mut(kind).open.take()?;
-                Some(IncidentEvent {
-                    kind: EventKind::Resolved,
-                    incident_id: case.incident_id,
-                    rule: self.rules.get(kind).clone(),
-                    started_at: case.started_at,
-                    opened_at: case.opened_at,
-                    at,
-                    objects: Vec::new(),
-                    resolved_by: Some(crate::rules::ResolvedBy::Config),
-                    paused_by: None,
-                })
+                Some(case.event(EventKind::Resolved, self.rules.get(kind), at, ResolvedBy::Config))
             })
             .collect()
     }
@@ -270,7 +277,7 @@ impl Health {
         self.last_frame = at;
         events.extend(self.step(Kind::Offline, at, false));
         self.grid.scale(luma);
-        let mut m = measure(&self.grid, None);
+        let mut m = measure(&self.grid);
         let blocked = self.blocked(&m);
         if self.reference.is_none() && !blocked {
             self.reference =
@@ -313,17 +320,7 @@ impl Health {
         if !bad {
             watch.bad_since = None;
         }
-        let event = |kind, case: &Case| IncidentEvent {
-            kind,
-            incident_id: case.incident_id,
-            rule: rule.clone(),
-            started_at: case.started_at,
-            opened_at: case.opened_at,
-            at,
-            objects: Vec::new(),
-            resolved_by: (kind == EventKind::Resolved).then_some(crate::rules::ResolvedBy::Clear),
-            paused_by: None,
-        };
+        let event = |kind, case: &Case| case.event(kind, &rule, at, ResolvedBy::Clear);
         match &watch.open {
             None if bad => {
                 let since = *watch.bad_since.get_or_insert(at);
@@ -428,12 +425,12 @@ fn gradients(columns: usize, cells: &[f32]) -> Vec<f32> {
 }
 
 /// Spread and edges of `grid` (likeness left to the caller).
-fn measure(grid: &Grid, likeness: Option<f32>) -> Measure {
+fn measure(grid: &Grid) -> Measure {
     let n = grid.cells.len().max(1) as f32;
     let mean = grid.cells.iter().sum::<f32>() / n;
     let spread = (grid.cells.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
     let edges = gradients(grid.columns as usize, &grid.cells).iter().filter(|&&g| g > EDGE_LEVELS).count() as f32 / n;
-    Measure { spread, edges, likeness }
+    Measure { spread, edges, likeness: None }
 }
 
 /// Normalised cross-correlation of the gradient magnitudes of `grid` and `reference`, at zero

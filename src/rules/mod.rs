@@ -188,15 +188,8 @@ impl CameraRules {
         (self.rules.iter())
             .filter_map(|r| match &r.state {
                 State::Open(open) => Some(IncidentEvent {
-                    kind: EventKind::Updated,
-                    incident_id: open.incident_id,
-                    rule: r.rule.clone(),
-                    started_at: open.started_at,
-                    opened_at: open.opened_at,
-                    at,
-                    objects: r.shown.clone(),
-                    resolved_by: None,
                     paused_by: Some(why),
+                    ..open.event(EventKind::Updated, &r.rule, at, r.shown.clone())
                 }),
                 State::Idle | State::Cooldown { .. } => None,
             })
@@ -215,20 +208,13 @@ impl CameraRules {
         (self.rules.iter_mut())
             .filter_map(|r| {
                 let State::Open(open) = &mut r.state else { return None };
-                if open.overdue_reported || at < open.opened_at + secs(r.rule.respond_within) {
+                if !open.overdue(&r.rule, at) {
                     return None;
                 }
                 open.overdue_reported = true;
                 Some(IncidentEvent {
-                    kind: EventKind::Updated,
-                    incident_id: open.incident_id,
-                    rule: r.rule.clone(),
-                    started_at: open.started_at,
-                    opened_at: open.opened_at,
-                    at,
-                    objects: r.shown.clone(),
-                    resolved_by: None,
                     paused_by: Some(why),
+                    ..open.event(EventKind::Updated, &r.rule, at, r.shown.clone())
                 })
             })
             .collect()
@@ -264,15 +250,8 @@ impl CameraRules {
         (before.into_iter())
             .filter_map(|gone| match gone.state {
                 State::Open(open) => Some(IncidentEvent {
-                    kind: EventKind::Resolved,
-                    incident_id: open.incident_id,
-                    rule: gone.rule,
-                    started_at: open.started_at,
-                    opened_at: open.opened_at,
-                    at,
-                    objects: Vec::new(),
                     resolved_by: Some(ResolvedBy::Config),
-                    paused_by: None,
+                    ..open.event(EventKind::Resolved, &gone.rule, at, Vec::new())
                 }),
                 State::Idle | State::Cooldown { .. } => None,
             })
@@ -450,6 +429,34 @@ struct Open {
     last_update: Option<DateTime<Utc>>,
 }
 
+impl Open {
+    /// An event of this incident of `rule` at `at`, showing `objects`.
+    fn event(
+        &self,
+        kind: EventKind,
+        rule: &Arc<Rule>,
+        at: DateTime<Utc>,
+        objects: Vec<IncidentObject>,
+    ) -> IncidentEvent {
+        IncidentEvent {
+            kind,
+            incident_id: self.incident_id,
+            rule: rule.clone(),
+            started_at: self.started_at,
+            opened_at: self.opened_at,
+            at,
+            objects,
+            resolved_by: None,
+            paused_by: None,
+        }
+    }
+
+    /// Whether its overdue report is owed at `at`: its due time has come and it was not made.
+    fn overdue(&self, rule: &Rule, at: DateTime<Utc>) -> bool {
+        !self.overdue_reported && at >= self.opened_at + secs(rule.respond_within)
+    }
+}
+
 impl RuleEngine {
     fn new(rule: Arc<Rule>, camera: &Camera) -> Self {
         Self {
@@ -585,21 +592,14 @@ impl RuleEngine {
         {
             self.state = State::Idle;
         }
-        let event = |kind, open: &Open, objects, resolved_by| IncidentEvent {
-            kind,
-            incident_id: open.incident_id,
-            rule: rule.clone(),
-            started_at: open.started_at,
-            opened_at: open.opened_at,
-            at,
-            objects,
-            resolved_by,
-            paused_by: None,
+        let resolved = |open: &Open, why| IncidentEvent {
+            resolved_by: Some(why),
+            ..open.event(EventKind::Resolved, &rule, at, Vec::new())
         };
         match &mut self.state {
             State::Cooldown { .. } => None,
             State::Open(open) if !self.on => {
-                let e = event(EventKind::Resolved, open, Vec::new(), Some(ResolvedBy::Schedule));
+                let e = resolved(open, ResolvedBy::Schedule);
                 self.state = State::Idle;
                 Some(e)
             }
@@ -613,7 +613,7 @@ impl RuleEngine {
                     last_present: Some(at),
                     last_update: Some(at),
                 };
-                let e = event(EventKind::Opened, &open, dwelled, None);
+                let e = open.event(EventKind::Opened, &rule, at, dwelled);
                 self.state = State::Open(open);
                 Some(e)
             }
@@ -623,13 +623,13 @@ impl RuleEngine {
                 let last_present = open.last_present.max(present_at).unwrap_or(at);
                 open.last_present = Some(last_present);
                 if last_present < at && at - last_present >= secs(rule.clear_after) {
-                    let e = event(EventKind::Resolved, open, Vec::new(), Some(ResolvedBy::Clear));
+                    let e = resolved(open, ResolvedBy::Clear);
                     self.state = State::Cooldown { until: at + secs(rule.cooldown) };
                     return Some(e);
                 }
                 let changed = !dwelled.is_empty() && dwelled.len() != open.count;
                 let due = rule.update_every.is_some_and(|every| at - last_update >= secs(every)) && !dwelled.is_empty();
-                let overdue = !open.overdue_reported && at >= open.opened_at + secs(rule.respond_within);
+                let overdue = open.overdue(&rule, at);
                 if !(changed || due || overdue) {
                     return None;
                 }
@@ -638,7 +638,7 @@ impl RuleEngine {
                     open.count = dwelled.len();
                 }
                 open.last_update = Some(at);
-                Some(event(EventKind::Updated, open, dwelled, None))
+                Some(open.event(EventKind::Updated, &rule, at, dwelled))
             }
         }
     }
