@@ -2,7 +2,9 @@
 //! over the test scene at detect_fps 2, for each model, as a ratio to real time — with the
 //! breakdown that shows the path adds nothing per frame beyond decoding and inference: busy
 //! time of the decode thread and of the detector (colour conversion, letterbox, inference),
-//! against the same number of bare `Detector::detect` calls.
+//! against the same number of bare `Detector::detect` calls. Then what `--report` adds: the
+//! tape kept of each frame (a 320 px JPEG, the scene's grid) and the study (the rules run again
+//! per what-if cell), as wall time over the plain replay, and the page's size.
 //!
 //! `cargo bench --bench replay` (after `scripts/setup`). One ONNX Runtime thread, as configured.
 
@@ -65,8 +67,8 @@ fn main() {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("replay of scene.mp4 (640x360, 15 fps, 17 s) at detect_fps 2, 1 inference thread");
     println!(
-        "{:<8} {:>6} {:>8} {:>10} {:>9} {:>9} {:>11} {:>9}",
-        "model", "frames", "wall s", "x realtime", "decode s", "detect s", "bare det s", "overhead"
+        "{:<8} {:>6} {:>8} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8}",
+        "model", "frames", "wall s", "x realtime", "decode s", "detect s", "bare det s", "overhead", "report +s", "page KB"
     );
     for (name, model, class) in [
         ("squares", root.join("models/squares.onnx"), "red"),
@@ -93,16 +95,25 @@ fn main() {
             detector.detect(&frame).unwrap();
         }
         let bare = started.elapsed().as_secs_f64();
+
+        let page = dir.join("report.html");
+        let options = ReplayOptions { report: Some(page.clone()), ..Default::default() };
+        let source = FileSource::open(&clip, None).unwrap();
+        let reported =
+            tokio.block_on(app::replay(&settings, "cam", source, options, CancellationToken::new())).unwrap();
+        let page_kb = std::fs::metadata(&page).unwrap().len() as f64 / 1024.0;
         let video = summary.video_secs.unwrap_or(f64::NAN);
         println!(
-            "{name:<8} {:>6} {:>8.2} {:>10.1} {:>9.2} {:>9.2} {:>11.2} {:>8.1}%",
+            "{name:<8} {:>6} {:>8.2} {:>10.1} {:>9.2} {:>9.2} {:>11.2} {:>8.1}% {:>9.2} {:>8.0}",
             summary.frames,
             summary.wall_secs,
             video / summary.wall_secs,
             summary.decode_secs,
             summary.detect_secs,
             bare,
-            (summary.wall_secs / bare - 1.0) * 100.0
+            (summary.wall_secs / bare - 1.0) * 100.0,
+            reported.wall_secs - summary.wall_secs,
+            page_kb,
         );
     }
     std::fs::remove_dir_all(&dir).ok();

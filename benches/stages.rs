@@ -140,10 +140,10 @@ fn scene_costs(frame: &fieldwatch::decode::Frame) {
         .map(|k| BBox { x1: 100.0 + k as f32 * 85.0, y1: 700.0, x2: 190.0 + k as f32 * 85.0, y2: 820.0 })
         .collect();
     let mut scene = Scene::new();
-    let took = median(|| _ = scene.look(frame.luma(), &boxes, &boxes), 30);
+    let took = median(|| _ = scene.look(frame.luma().into(), &boxes, &boxes), 30);
     println!("scene: frame in (grid 160 wide)    {took:?}");
     let place = BBox { x1: 900.0, y1: 300.0, x2: 990.0, y2: 420.0 };
-    let view = scene.look(frame.luma(), &boxes, &boxes);
+    let view = scene.look(frame.luma().into(), &boxes, &boxes);
     let signature = view.signature(&place);
     let looks = 10_000;
     let took = median(
@@ -194,7 +194,7 @@ fn rules_per_frame(rule: Arc<fieldwatch::config::Rule>, picture: Option<&fieldwa
         dets.extend((0..10).map(|k| bike(((s * 150.0 + k as f32 * 190.0) % 2000.0) - 90.0, 700.0 + k as f32 * 8.0)));
         let at = t0 + chrono::TimeDelta::milliseconds(500 * i as i64);
         let started = Instant::now();
-        drop(rules.observe(at, &dets, 1920, 1080, picture.map(|p| p.luma())));
+        drop(rules.observe(at, &dets, 1920, 1080, picture.map(|p| p.luma().into())));
         spent += started.elapsed();
     }
     spent / frames

@@ -21,6 +21,7 @@ use crate::report::{self, Report};
 use crate::source::{FileSource, Source};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
 use crate::telemetry::{CameraCounters, CameraList, ConfigState, ModelCounters, ModelList, ModelStatus, Stages};
+use crate::tuning::Tape;
 use crate::unit::{CameraStart, CameraUnit, ModelInput, Plant, ReportSink, SourceRun};
 use crate::workbench::{Edits, ReloadRequest, Workbench};
 use futures::FutureExt;
@@ -52,6 +53,9 @@ pub enum AppError {
     Stage(#[from] StageFailed),
     #[error("{0}")]
     Http(String),
+    /// A file replay was asked to write.
+    #[error("{0}")]
+    Write(String),
 }
 
 impl From<OutboxError> for AppError {
@@ -358,6 +362,8 @@ pub struct ReplayOptions {
     pub out: Option<PathBuf>,
     /// Also publish the reports to the configured broker.
     pub publish: bool,
+    /// Where to write the tuning report (see [`crate::tuning`]).
+    pub report: Option<PathBuf>,
 }
 
 /// What a replay did, for its summary line and the benchmark.
@@ -412,6 +418,7 @@ pub async fn replay(
     let used = camera.models();
     let models = load_models(settings, |i, _| used.contains(&i) as usize)?;
     let video_secs = clip.duration_secs();
+    let clip_name = clip.path().file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let started_at = Instant::now();
 
     let mut supervisor = Supervisor::default();
@@ -460,7 +467,9 @@ pub async fn replay(
     // Replay keeps no state: it must not touch what the live daemon remembers.
     // Clips go beside the reports in `--out` (none without it).
     let clips = (options.out.clone()).map(|dir| Arc::new(ClipStore::new(dir, &config.evidence)));
-    let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx), clips };
+    let tape = options.report.is_some().then(Tape::default);
+    let studied = camera.clone();
+    let start = CameraStart { camera, run, state: None, sink: ReportSink::Edge(reports_tx), clips, tape: tape.clone() };
     let c = Arc::new(CameraCounters::default());
     let unit = CameraUnit::start(&plant, &mut supervisor, start, c.clone(), Arc::default())
         .map_err(|p| AppError::Mismatch(vec![p]))?;
@@ -471,6 +480,11 @@ pub async fn replay(
     supervisor.watch(&shutdown, Until::Done).await;
     drop(unit);
     supervisor.result()?;
+    if let (Some(path), Some(tape)) = (&options.report, tape) {
+        let study = crate::tuning::study(studied, tape.take());
+        std::fs::write(path, crate::tuning::html::page(&study, &clip_name))
+            .map_err(|e| AppError::Write(format!("writing the tuning report {}: {e}", path.display())))?;
+    }
 
     Ok(ReplaySummary {
         frames: c.frames_detected.get(),

@@ -39,6 +39,7 @@
 //! - [`telemetry`]: logging, counters, and each own stage's progress.
 //! - [`http`]: the local endpoint: `/healthz`, `/metrics`, and the live view and zone editor.
 //! - [`live`]: each camera's latest frame as its rules see it, kept only while watched.
+//! - [`tuning`]: the tuning report of a replay: incidents, near misses and what-if, as one page.
 //! - [`systemd`]: READY, STOPPING and watchdog pings while the daemon's own stages progress.
 
 // No input panics the daemon: outside tests, what can fail is handled, and the few places
@@ -70,5 +71,6 @@ pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
 pub mod track;
+pub mod tuning;
 pub mod unit;
 pub mod workbench;

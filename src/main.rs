@@ -98,6 +98,14 @@ enum Command {
         /// else the file's modification time.
         #[arg(long)]
         start: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Write a tuning report: one HTML page with each rule's incidents, timeline, scores,
+        /// near misses and what-if table.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The overlay to lay over the config instead of the one in its state directory (the
+        /// remote and workbench changes of a box, copied from it).
+        #[arg(long)]
+        overlay: Option<PathBuf>,
     },
 }
 
@@ -111,7 +119,11 @@ fn main() -> ExitCode {
         Command::Run { config } | Command::Check { config } | Command::Detect { config, .. } => config.clone(),
         Command::Replay { config, .. } | Command::Outbox { config, .. } => config.clone(),
     };
-    let settings = match config::load(&path) {
+    let overlay = match &cli.command {
+        Command::Replay { overlay, .. } => overlay.clone(),
+        _ => None,
+    };
+    let settings = match config::load_with(&path, overlay.as_deref()) {
         // A config without cameras is enough to try a model on photos or look at the outbox.
         Ok(s) if s.cameras.is_empty() && matches!(cli.command, Command::Run { .. } | Command::Check { .. }) => {
             let problems =
@@ -131,8 +143,8 @@ fn main() -> ExitCode {
         Command::Detect { out, images, model, .. } => detect(&settings, model.as_deref(), &out, &images),
         Command::Outbox { requeue, .. } => outbox(&settings, requeue),
         Command::Probe { .. } => unreachable!("handled above"),
-        Command::Replay { clip, camera, out, publish, start, .. } => {
-            replay(settings, &clip, &camera, ReplayOptions { out, publish }, start)
+        Command::Replay { clip, camera, out, publish, start, report, .. } => {
+            replay(settings, &clip, &camera, ReplayOptions { out, publish, report }, start)
         }
     };
     match result {
@@ -272,6 +284,7 @@ fn replay(
 ) -> anyhow::Result<()> {
     fieldwatch::telemetry::init_logging("warn", LogFormat::Text);
     let source = fieldwatch::source::FileSource::open(clip, start.map(|s| s.to_utc()))?;
+    let options_report = options.report.clone();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     let summary = runtime.block_on(async {
@@ -281,6 +294,9 @@ fn replay(
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     println!("replay {}: {}", clip.display(), summary?);
+    if let Some(report) = &options_report {
+        println!("tuning report written to {}", report.display());
+    }
     Ok(())
 }
 

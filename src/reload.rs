@@ -164,7 +164,14 @@ impl Live {
         let state = StateFile::open(self.settings.state_dir(), &camera.id);
         let topic = publish::reports_topic(&config.mqtt, &config.device.id, &camera.id);
         let sink = ReportSink::Outbox { outbox: self.outbox.clone(), topic };
-        CameraStart { camera: camera.clone(), run, state: Some(state), sink, clips: Some(self.clips.clone()) }
+        CameraStart {
+            camera: camera.clone(),
+            run,
+            state: Some(state),
+            sink,
+            clips: Some(self.clips.clone()),
+            tape: None,
+        }
     }
 
     fn list_cameras(&self) {

@@ -69,6 +69,29 @@ pub struct Luma<'a> {
     pub full_range: bool,
 }
 
+/// What the scene reads of a frame: its luma plane as decoded, or the grid a tuning tape kept of
+/// it (so that rules can see a clip again without decoding it).
+#[derive(Debug, Clone, Copy)]
+pub enum Picture<'a> {
+    Luma(Luma<'a>),
+    Cells(&'a Cells),
+}
+
+impl<'a> From<Luma<'a>> for Picture<'a> {
+    fn from(luma: Luma<'a>) -> Self {
+        Self::Luma(luma)
+    }
+}
+
+/// A [`Grid`]'s values, without the means to make them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cells {
+    pub frame: (u32, u32),
+    pub columns: u32,
+    pub rows: u32,
+    pub values: Vec<f32>,
+}
+
 /// What a missed object's place looks like now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -130,6 +153,20 @@ impl std::fmt::Debug for Grid {
 impl Grid {
     pub fn new(across: u32) -> Self {
         Self { frame: (0, 0), columns: 0, rows: 0, cells: Vec::new(), across, resizer: Resizer::new(), scaled: None }
+    }
+
+    /// Its values, to keep.
+    pub fn values(&self) -> Cells {
+        Cells { frame: self.frame, columns: self.columns, rows: self.rows, values: self.cells.clone() }
+    }
+
+    /// Takes values kept before; true when the frame's size changed.
+    pub fn set(&mut self, kept: &Cells) -> bool {
+        let resized = self.frame != kept.frame;
+        (self.frame, self.columns, self.rows) = (kept.frame, kept.columns, kept.rows);
+        self.cells.clone_from(&kept.values);
+        self.scaled = None;
+        resized
     }
 
     /// Scales `luma` into `cells`; true when the frame's size changed, so the grid did too.
@@ -198,13 +235,18 @@ impl Scene {
     /// background where no box in `occupied` (this frame's detections, the tracks so far) is.
     /// `covering`: this frame's detections, of every class and model. The view answers the
     /// trackers' questions about this frame.
-    pub fn look<'a>(&'a mut self, luma: Luma<'_>, occupied: &[BBox], covering: &'a [BBox]) -> View<'a> {
-        if self.grid.scale(luma) {
+    pub fn look<'a>(&'a mut self, picture: Picture<'_>, occupied: &[BBox], covering: &'a [BBox]) -> View<'a> {
+        let resized = match picture {
+            Picture::Luma(luma) => self.grid.scale(luma),
+            Picture::Cells(kept) => self.grid.set(kept),
+        };
+        if resized {
             let cells = self.grid.cells.len();
             (self.background, self.learned, self.light) = (vec![0.0; cells], vec![0; cells], 1.0);
         }
         let (columns, rows) = (self.grid.columns as usize, self.grid.rows as usize);
-        let (cw, ch) = (luma.width as f32 / columns as f32, luma.height as f32 / rows as f32);
+        let (width, height) = self.grid.frame;
+        let (cw, ch) = (width as f32 / columns as f32, height as f32 / rows as f32);
         // Cells under a box (grown by one cell) do not learn.
         let mut free = vec![true; columns * rows];
         for b in occupied {
@@ -248,6 +290,13 @@ impl Scene {
             *learned = n;
         }
         View { scene: self, covering, cell: (cw, ch) }
+    }
+}
+
+impl Scene {
+    /// The last frame's grid.
+    pub fn cells(&self) -> Cells {
+        self.grid.values()
     }
 }
 
@@ -417,11 +466,11 @@ pub(crate) mod tests {
         let street = Picture::street(640, 360);
         let mut scene = Scene::new();
         for _ in 0..3 {
-            scene.look(street.luma(), &[], &[]);
+            scene.look(street.luma().into(), &[], &[]);
         }
         let mut with = street.clone();
         with.paint(&place, object);
-        let signature = scene.look(with.luma(), &[place], &[place]).signature(&place).expect("only its own box");
+        let signature = scene.look(with.luma().into(), &[place], &[place]).signature(&place).expect("only its own box");
         (scene, street, signature)
     }
 
@@ -430,7 +479,7 @@ pub(crate) mod tests {
         let place = bbox(300.0, 200.0, 48.0, 48.0);
         let (mut scene, street, signature) = learned_with_object(place, 140);
         let look = |scene: &mut Scene, picture: &Picture| {
-            scene.look(picture.luma(), &[place], &[]).place(&place, Some(&signature)).place
+            scene.look(picture.luma().into(), &[place], &[]).place(&place, Some(&signature)).place
         };
         assert_eq!(look(&mut scene, &street), Place::Empty);
         let mut still = street.clone();
@@ -441,7 +490,10 @@ pub(crate) mod tests {
         assert_eq!(look(&mut scene, &bus), Place::Covered);
         // A detection over it covers it whatever the pixels.
         let passer = [bbox(310.0, 190.0, 40.0, 60.0)];
-        assert_eq!(scene.look(street.luma(), &[place], &passer).place(&place, Some(&signature)).place, Place::Covered);
+        assert_eq!(
+            scene.look(street.luma().into(), &[place], &passer).place(&place, Some(&signature)).place,
+            Place::Covered
+        );
     }
 
     #[test]
@@ -452,11 +504,11 @@ pub(crate) mod tests {
         still.paint(&place, 140);
         // Darker by 40 %: the object would look like the street if the light were not followed.
         for gain in [0.8, 0.6] {
-            let view = scene.look(still.lit(gain).luma(), &[place], &[]);
+            let view = scene.look(still.lit(gain).luma().into(), &[place], &[]);
             assert_eq!(view.place(&place, Some(&signature)).place, Place::Object, "gain {gain}");
         }
         assert_eq!(
-            scene.look(street.lit(0.6).luma(), &[place], &[]).place(&place, Some(&signature)).place,
+            scene.look(street.lit(0.6).luma().into(), &[place], &[]).place(&place, Some(&signature)).place,
             Place::Empty
         );
     }
@@ -469,16 +521,22 @@ pub(crate) mod tests {
         with.paint(&place, 140);
         // The object was there from the first frame: its background was never seen.
         let mut scene = Scene::new();
-        let signature = scene.look(with.luma(), &[place], &[place]).signature(&place).unwrap();
-        assert_eq!(scene.look(street.luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Unknown);
+        let signature = scene.look(with.luma().into(), &[place], &[place]).signature(&place).unwrap();
+        assert_eq!(
+            scene.look(street.luma().into(), &[place], &[]).place(&place, Some(&signature)).place,
+            Place::Unknown
+        );
         // An object that looks like the street.
         let (mut scene, street, _) = learned_with_object(place, 140);
-        let signature = scene.look(street.luma(), &[place], &[place]).signature(&place).unwrap();
-        assert_eq!(scene.look(street.luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Unknown);
-        // No signature, or a box off the frame.
-        assert_eq!(scene.look(street.luma(), &[], &[]).place(&place, None).place, Place::Unknown);
+        let signature = scene.look(street.luma().into(), &[place], &[place]).signature(&place).unwrap();
         assert_eq!(
-            scene.look(street.luma(), &[], &[]).place(&bbox(700.0, 0.0, 10.0, 10.0), None).place,
+            scene.look(street.luma().into(), &[place], &[]).place(&place, Some(&signature)).place,
+            Place::Unknown
+        );
+        // No signature, or a box off the frame.
+        assert_eq!(scene.look(street.luma().into(), &[], &[]).place(&place, None).place, Place::Unknown);
+        assert_eq!(
+            scene.look(street.luma().into(), &[], &[]).place(&bbox(700.0, 0.0, 10.0, 10.0), None).place,
             Place::Unknown
         );
     }
@@ -489,8 +547,8 @@ pub(crate) mod tests {
         let (mut scene, street, signature) = learned_with_object(place, 140);
         let mut still = street.clone();
         still.paint(&place, 140);
-        assert_eq!(scene.look(still.luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Object);
-        assert_eq!(scene.look(street.luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Empty);
+        assert_eq!(scene.look(still.luma().into(), &[place], &[]).place(&place, Some(&signature)).place, Place::Object);
+        assert_eq!(scene.look(street.luma().into(), &[place], &[]).place(&place, Some(&signature)).place, Place::Empty);
     }
 
     #[test]
@@ -498,7 +556,7 @@ pub(crate) mod tests {
         let place = bbox(300.0, 200.0, 48.0, 48.0);
         let (mut scene, street, _) = learned_with_object(place, 140);
         let covering = [place, bbox(290.0, 190.0, 40.0, 60.0)];
-        assert_eq!(scene.look(street.luma(), &covering, &covering).signature(&place), None);
+        assert_eq!(scene.look(street.luma().into(), &covering, &covering).signature(&place), None);
     }
 
     #[test]
@@ -511,25 +569,31 @@ pub(crate) mod tests {
         let street = Picture::street(320, 180);
         let mut scene = Scene::new();
         for _ in 0..3 {
-            scene.look(street.luma(), &[], &[]);
+            scene.look(street.luma().into(), &[], &[]);
         }
         let mut still = street.clone();
         still.paint(&place, 140);
-        let signature = scene.look(still.luma(), &[place], &[place]).signature(&place).unwrap();
+        let signature = scene.look(still.luma().into(), &[place], &[place]).signature(&place).unwrap();
         let mut still = street.clone();
         still.paint(&place, 140);
         // Half an hour at 1 frame/s, the light falling to half; the object seen all along.
         let (mut signature, boxes) = (signature, [place]);
         for k in 0..1800 {
-            let view = scene.look(still.lit(1.0 - 0.5 * k as f32 / 1800.0).noisy(k).luma(), &boxes, &boxes);
+            let view = scene.look(still.lit(1.0 - 0.5 * k as f32 / 1800.0).noisy(k).luma().into(), &boxes, &boxes);
             if k % 60 == 0 {
                 signature = view.signature(&place).unwrap();
             }
         }
         assert!((scene.light - 0.5).abs() < 0.02, "light {}", scene.light);
         let dusk = |p: &Picture| p.lit(0.5).noisy(7);
-        assert_eq!(scene.look(dusk(&still).luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Object);
-        assert_eq!(scene.look(dusk(&street).luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Empty);
+        assert_eq!(
+            scene.look(dusk(&still).luma().into(), &[place], &[]).place(&place, Some(&signature)).place,
+            Place::Object
+        );
+        assert_eq!(
+            scene.look(dusk(&street).luma().into(), &[place], &[]).place(&place, Some(&signature)).place,
+            Place::Empty
+        );
     }
 
     #[test]
@@ -540,8 +604,8 @@ pub(crate) mod tests {
         still.paint(&place, 140);
         // A minute of the object standing there, tracked: the street behind it is remembered.
         for _ in 0..120 {
-            scene.look(still.luma(), &[place], &[place]);
+            scene.look(still.luma().into(), &[place], &[place]);
         }
-        assert_eq!(scene.look(street.luma(), &[place], &[]).place(&place, Some(&signature)).place, Place::Empty);
+        assert_eq!(scene.look(street.luma().into(), &[place], &[]).place(&place, Some(&signature)).place, Place::Empty);
     }
 }

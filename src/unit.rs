@@ -19,6 +19,7 @@ use crate::source::SourceContext;
 use crate::state::StateFile;
 use crate::supervisor::{Stage, StageResult, Supervisor};
 use crate::telemetry::{CameraCounters, Stages};
+use crate::tuning::Tape;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use std::collections::VecDeque;
@@ -89,13 +90,15 @@ impl Plant {
 pub type SourceRun = Box<dyn FnOnce(SourceContext) -> BoxFuture<'static, StageResult> + Send>;
 
 /// A camera to start: its settings, its source, where its incident state is kept (live only),
-/// where its reports go, and where its evidence clips go (none: it makes none).
+/// where its reports go, where its evidence clips go (none: it makes none), and the tape that
+/// keeps what its rules saw (replay's tuning report; none live).
 pub struct CameraStart {
     pub camera: Arc<Camera>,
     pub run: SourceRun,
     pub state: Option<StateFile>,
     pub sink: ReportSink,
     pub clips: Option<Arc<ClipStore>>,
+    pub tape: Option<Tape>,
 }
 
 /// What a running unit's rules task is told.
@@ -133,7 +136,7 @@ impl CameraUnit {
         counters: Arc<CameraCounters>,
         live: Arc<LiveView>,
     ) -> Result<Self, crate::config::Problem> {
-        let CameraStart { camera, run: run_source, state, sink, clips } = start;
+        let CameraStart { camera, run: run_source, state, sink, clips, tape } = start;
         let route = camera.models();
         let unloaded = route.iter().find(|&&m| plant.models.get(m).is_none_or(|m| m.frames.is_none()));
         if let Some(m) = unloaded {
@@ -197,8 +200,16 @@ impl CameraUnit {
         let masks = camera.privacy_masks.clone();
         let outgoing = Outgoing { sink, recorder, masks, queue: VecDeque::new(), counters: c.clone() };
         let clock = plant.clock.clone();
-        let rules =
-            Rules { camera: camera.clone(), origin, state, outgoing, counters: c.clone(), live: live.clone(), clock };
+        let rules = Rules {
+            camera: camera.clone(),
+            origin,
+            state,
+            outgoing,
+            counters: c.clone(),
+            live: live.clone(),
+            clock,
+            tape,
+        };
         let done = rules_done.clone().drop_guard();
         let shutdown = plant.shutdown.clone();
         let task = async move {
@@ -244,6 +255,7 @@ struct Rules {
     counters: Arc<CameraCounters>,
     live: Arc<LiveView>,
     clock: Arc<dyn Clock>,
+    tape: Option<Tape>,
 }
 
 impl Rules {
@@ -253,7 +265,7 @@ impl Rules {
         mut orders: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) -> StageResult {
-        let Self { mut camera, origin, state, mut outgoing, counters, live, clock } = self;
+        let Self { mut camera, origin, state, mut outgoing, counters, live, clock, tape } = self;
         crate::testing::maybe_panic("rules", &camera.id);
         let mut evidence = Evidence::new(origin.snapshot.blur_classes.clone());
         let mut origin = Arc::new(origin);
@@ -345,11 +357,15 @@ impl Rules {
                         }
                         let mut events = health.observe(frame.at, frame.luma());
                         events.extend(follow_health(&health, &mut logic, frame.at));
-                        if logic.paused().is_none() {
-                            events.extend(logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma())));
+                        let seen = logic.paused().is_none();
+                        if seen {
+                            events.extend(logic.observe(frame.at, &detections, frame.width, frame.height, Some(frame.luma().into())));
                             evidence.see(&frame, &detections, logic.present());
                         } else {
                             events.extend(logic.overdue_while_paused(frame.at));
+                        }
+                        if let Some(tape) = &tape {
+                            tape.keep(&frame, &detections, seen.then(|| logic.cells()), logic.paused(), &camera.privacy_masks);
                         }
                         if health.view_ok() {
                             last_good = Some((frame.clone(), evidence.blur(&detections)));
@@ -443,14 +459,7 @@ async fn finish(
 /// Pauses or resumes the camera's rules as its health says, at `at`: the events of the pause
 /// (an `updated` report for each open incident, saying why).
 fn follow_health(health: &Health, logic: &mut CameraRules, at: DateTime<Utc>) -> Vec<IncidentEvent> {
-    match (health.pausing(), logic.paused()) {
-        (Some(kind), None) => logic.pause(at, kind.as_str()),
-        (None, Some(_)) => {
-            logic.resume();
-            Vec::new()
-        }
-        _ => Vec::new(),
-    }
+    logic.follow(health.pausing().map(Kind::as_str), at)
 }
 
 /// The frames a camera-health report shows: the frame now (for an offline camera, the last one

@@ -117,13 +117,14 @@ fn identity(key: &str) -> Option<&'static str> {
 }
 
 /// The three layers merged: the tree to deserialise, the keys the overlay and the environment
-/// set, and the overlay's path (whether or not it exists).
-pub fn layered(path: &Path) -> Result<(Value, Vec<Override>, PathBuf), String> {
+/// set, and the overlay's path (whether or not it exists). `overlay`: this file instead of the
+/// one in the state directory.
+pub fn layered(path: &Path, overlay: Option<&Path>) -> Result<(Value, Vec<Override>, PathBuf), String> {
     let file = read(config::File::from(path).format(config::FileFormat::Toml))?;
     let env = read(environment())?;
     let mut probe = file.clone();
     merge(&mut probe, env.clone(), &|k| Layer::Environment(variable(k)), &mut Vec::new());
-    let overlay = overlay_path(&probe);
+    let overlay = overlay.map_or_else(|| overlay_path(&probe), Path::to_path_buf);
     let mut tree = file;
     let mut overrides = Vec::new();
     if overlay.is_file() {

@@ -34,12 +34,21 @@ pub enum ConfigError {
 
 /// Reads, merges and validates the configuration at `path`, and builds its runtime types.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    load_with(path, None)
+}
+
+/// [`load`] with the overlay `overlay` instead of the one in the state directory (replay's
+/// `--overlay`: the changes a technician or the IOC made on a box, tried on a clip elsewhere).
+pub fn load_with(path: &Path, overlay: Option<&Path>) -> Result<Settings, ConfigError> {
     let shown = path.display().to_string();
     if !path.is_file() {
         return Err(ConfigError::Read { path: shown, message: "no such file".into() });
     }
+    if let Some(overlay) = overlay.filter(|o| !o.is_file()) {
+        return Err(ConfigError::Read { path: overlay.display().to_string(), message: "no such overlay file".into() });
+    }
     let (merged, overrides, overlay) =
-        super::layers::layered(path).map_err(|message| ConfigError::Read { path: shown.clone(), message })?;
+        super::layers::layered(path, overlay).map_err(|message| ConfigError::Read { path: shown.clone(), message })?;
     let settings = settle(merged).map_err(|problems| ConfigError::Invalid { path: shown, problems })?;
     Ok(Settings { path: path.to_path_buf(), overlay, overrides, ..settings })
 }

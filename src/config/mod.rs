@@ -12,7 +12,7 @@ mod validate;
 
 pub use camera::*;
 pub use layers::{Layer, OVERLAY, Override};
-pub use load::{ConfigError, Problem, load};
+pub use load::{ConfigError, Problem, load, load_with};
 pub use runtime::*;
 
 use serde::{Deserialize, Serialize};

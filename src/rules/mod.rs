@@ -39,7 +39,7 @@ pub use schedule::Schedule;
 
 use crate::config::{Camera, Rule};
 use crate::detect::{BBox, Detection};
-use crate::scene::{Luma, Scene, View};
+use crate::scene::{Cells, Picture, Scene, View};
 use crate::track::{Track, Tracker, secs};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,19 @@ impl CameraRules {
             .collect()
     }
 
+    /// Pauses or resumes the rules as the camera's health says (`pausing`: the case that pauses
+    /// them), at `at`: the events of a pause.
+    pub fn follow(&mut self, pausing: Option<&'static str>, at: DateTime<Utc>) -> Vec<IncidentEvent> {
+        match (pausing, self.paused) {
+            (Some(why), None) => self.pause(at, why),
+            (None, Some(_)) => {
+                self.resume();
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The camera-health case the rules are paused for.
     pub fn paused(&self) -> Option<&'static str> {
         self.paused
@@ -258,16 +271,16 @@ impl CameraRules {
             .collect()
     }
 
-    /// The events one frame's detections at stream time `at` cause, in rule order. `luma`,
-    /// the frame's picture, tells objects that have gone from hidden ones; without it a
-    /// missed object coasts.
+    /// The events one frame's detections at stream time `at` cause, in rule order. `picture`,
+    /// the frame's luma, tells objects that have gone from hidden ones; without it a missed
+    /// object coasts.
     pub fn observe(
         &mut self,
         at: DateTime<Utc>,
         detections: &[Detection],
         width: u32,
         height: u32,
-        luma: Option<Luma<'_>>,
+        picture: Option<Picture<'_>>,
     ) -> Vec<IncidentEvent> {
         let (w, h) = (width as f64, height as f64);
         let unmasked: Vec<Detection> = detections
@@ -279,16 +292,22 @@ impl CameraRules {
             .cloned()
             .collect();
         let covering: Vec<BBox> = detections.iter().map(|d| d.bbox).collect();
-        let view = luma.map(|luma| {
+        let view = picture.map(|picture| {
             // Where each track was last seen, and where a stationary one stands (its last box
             // may be a part of it, or jitter).
             let tracked = (self.rules.iter().flat_map(|r| r.tracker.tracks()))
                 .flat_map(|t| [Some(t.bbox), t.is_stationary().then(|| t.anchor_box())])
                 .flatten();
             let occupied: Vec<BBox> = covering.iter().copied().chain(tracked).collect();
-            self.scene.look(luma, &occupied, &covering)
+            self.scene.look(picture, &occupied, &covering)
         });
         self.rules.iter_mut().filter_map(|r| r.observe(at, &unmasked, width, height, view.as_ref())).collect()
+    }
+
+    /// The last frame as the scene kept it on its grid: what a tuning tape keeps to see the
+    /// frame again without decoding it.
+    pub fn cells(&self) -> Cells {
+        self.scene.cells()
     }
 
     /// Per rule: its id, whether its incident is open, and the stationary objects present in
@@ -457,6 +476,52 @@ impl Open {
     }
 }
 
+/// Which of a rule's per-class filters turned a detection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Under `min_score`.
+    Score,
+    /// Outside `min_area`..`max_area` (of the frame).
+    Area,
+    /// Outside `min_ratio`..`max_ratio` (width over height).
+    Ratio,
+}
+
+impl Refusal {
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Score => "min_score",
+            Self::Area => "min_area/max_area",
+            Self::Ratio => "min_ratio/max_ratio",
+        }
+    }
+}
+
+impl Rule {
+    /// The filter of `detection`'s class, if this rule reads its model and class.
+    pub fn filter(&self, detection: &Detection) -> Option<&crate::config::Filter> {
+        self.filters.get(&detection.label).filter(|_| detection.model == self.model)
+    }
+}
+
+impl crate::config::Filter {
+    /// Why this filter turns `detection` away in a frame of `frame_area` pixels, if it does.
+    pub fn refuses(&self, detection: &Detection, frame_area: f64) -> Option<Refusal> {
+        let b = &detection.bbox;
+        let (bw, bh) = ((b.x2 - b.x1) as f64, (b.y2 - b.y1) as f64);
+        let (area, ratio) = (bw * bh / frame_area, if bh > 0.0 { bw / bh } else { 0.0 });
+        if detection.score < self.min_score {
+            Some(Refusal::Score)
+        } else if !(self.min_area..=self.max_area).contains(&area) {
+            Some(Refusal::Area)
+        } else if !(self.min_ratio..=self.max_ratio).contains(&ratio) {
+            Some(Refusal::Ratio)
+        } else {
+            None
+        }
+    }
+}
+
 impl RuleEngine {
     fn new(rule: Arc<Rule>, camera: &Camera) -> Self {
         Self {
@@ -482,14 +547,7 @@ impl RuleEngine {
         let rule = &self.rule;
         let mine: Vec<Detection> = detections
             .iter()
-            .filter(|d| {
-                let Some(f) = rule.filters.get(&d.label).filter(|_| d.model == rule.model) else { return false };
-                let (bw, bh) = ((d.bbox.x2 - d.bbox.x1) as f64, (d.bbox.y2 - d.bbox.y1) as f64);
-                let (area, ratio) = (bw * bh / frame_area, if bh > 0.0 { bw / bh } else { 0.0 });
-                d.score >= f.min_score
-                    && (f.min_area..=f.max_area).contains(&area)
-                    && (f.min_ratio..=f.max_ratio).contains(&ratio)
-            })
+            .filter(|d| rule.filter(d).is_some_and(|f| f.refuses(d, frame_area).is_none()))
             .cloned()
             .collect();
         self.tracker.update(at, &mine, view);

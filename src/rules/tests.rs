@@ -468,7 +468,7 @@ fn run_pictured(rule: Rule, things: &[Painted], secs: f64, fps: f64, light: impl
         }
         let gain = light(s);
         let picture = if gain == 1.0 { picture } else { picture.lit(gain) };
-        for e in rules.observe(t(s), &detections, W, W, Some(picture.luma())) {
+        for e in rules.observe(t(s), &detections, W, W, Some(picture.luma().into())) {
             events.push(((e.at - t(0.0)).as_seconds_f64(), e.kind, e.objects.len()));
         }
     }

@@ -39,6 +39,10 @@ impl FileSource {
     }
 
     /// The clip's length as its container states it (a raw stream's is an estimate or none).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn duration_secs(&self) -> Option<f64> {
         self.duration_secs
     }

@@ -24,5 +24,6 @@ mod squares_model;
 mod storage;
 mod supervision;
 mod support;
+mod tuning;
 mod webdriver;
 mod workbench;

@@ -45,6 +45,7 @@ impl Browser {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         }}});
         let created = request(port, "POST", "/session", Some(&capabilities));
         let session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_string();
@@ -112,6 +113,14 @@ impl Browser {
     }
 
     /// The page as PNG.
+    /// The page's console messages since the last call: (level, text).
+    pub fn console(&self) -> Vec<(String, String)> {
+        let logged = self.call("POST", "/se/log", Some(json!({ "type": "browser" })));
+        (logged.as_array().into_iter().flatten())
+            .map(|m| (m["level"].as_str().unwrap_or_default().to_string(), m["message"].to_string()))
+            .collect()
+    }
+
     pub fn screenshot(&self) -> Vec<u8> {
         let shot = self.call("GET", "/screenshot", None);
         base64::engine::general_purpose::STANDARD.decode(shot.as_str().unwrap_or_default()).unwrap()
