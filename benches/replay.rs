@@ -68,7 +68,16 @@ fn main() {
     println!("replay of scene.mp4 (640x360, 15 fps, 17 s) at detect_fps 2, 1 inference thread");
     println!(
         "{:<8} {:>6} {:>8} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>8}",
-        "model", "frames", "wall s", "x realtime", "decode s", "detect s", "bare det s", "overhead", "report +s", "page KB"
+        "model",
+        "frames",
+        "wall s",
+        "x realtime",
+        "decode s",
+        "detect s",
+        "bare det s",
+        "overhead",
+        "report +s",
+        "page KB"
     );
     for (name, model, class) in [
         ("squares", root.join("models/squares.onnx"), "red"),

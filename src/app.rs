@@ -17,6 +17,7 @@ use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{self, EdgeCloser, EdgeReceiver, EdgeSpec, edge};
 use crate::publish::{self, Presence};
 use crate::reload::Live;
+use crate::remote::FeedbackRequest;
 use crate::report::{self, Report};
 use crate::source::{FileSource, Source};
 use crate::supervisor::{Stage, StageFailed, StageResult, Supervisor, Until};
@@ -178,8 +179,23 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
     live.start_publisher(&mut supervisor, describe.clone()).await;
     supervisor.spawn(Stage::shared("storage"), look_after_storage(outbox.clone(), shutdown.clone()).map(Ok));
     tokio::spawn(crate::systemd::watchdog(stages.clone(), shutdown.clone()));
-    // The workbench's saves, loaded as a SIGHUP would be.
+    // The workbench's saves and remote changes, loaded as a SIGHUP would be.
     let (reloads, mut saves) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
+    let (feedback, mut feedbacks) = tokio::sync::mpsc::channel::<FeedbackRequest>(4);
+    if config.remote.enabled {
+        let remote = crate::remote::Remote {
+            mqtt: config.mqtt.clone(),
+            device_id: config.device.id.clone(),
+            config_path: live.config_path(),
+            overlay: live.overlay(),
+            max_bytes: config.remote.max_command_bytes,
+            cameras: live.cameras.clone(),
+            config: live.config.clone(),
+            reloads: reloads.clone(),
+            feedback,
+        };
+        tokio::spawn(crate::remote::serve(remote, shutdown.clone()));
+    }
     if let Some(listener) = http {
         let edits = config.http.edit.then(|| Edits { overlay: live.overlay(), reloads });
         let observed = crate::http::Observed {
@@ -211,8 +227,12 @@ pub async fn run(settings: Settings, clock: Arc<dyn Clock>, shutdown: Cancellati
                 None
             }
             Some(save) = saves.recv() => {
-                info!(from = %save.from, "reloading the config: the workbench saved a change");
+                info!(from = %save.from, "reloading the config: a change was saved");
                 Some(save.reply)
+            }
+            Some(request) = feedbacks.recv() => {
+                let _ = request.reply.send(live.feedback(request.incident, request.feedback).await);
+                continue;
             }
         };
         crate::systemd::reloading();
@@ -330,6 +350,7 @@ fn describe_device(
             "uptime_secs": started.elapsed().as_secs(),
             "config_version": config.version,
             "config_reloads": config.reloads,
+            "config_revision": config.revision,
             "config_problems": config.problems,
             "model": model,
             "provider": provider,

@@ -359,6 +359,7 @@ impl Health {
                     opened_at: case.opened_at,
                     count: 0,
                     overdue_reported: false,
+                    acknowledged: false,
                 };
                 Some((kind.as_str().to_string(), saved))
             })

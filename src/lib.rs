@@ -60,6 +60,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod publish;
 pub mod reload;
+pub mod remote;
 pub mod report;
 pub mod rules;
 pub mod scene;

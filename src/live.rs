@@ -145,7 +145,7 @@ fn toml_polygon(polygon: &[[f64; 2]]) -> toml::Value {
 }
 
 /// The item of the array `key` in `table` whose `id_key` is `id`, made if missing.
-fn item<'a>(table: &'a mut toml::Table, key: &str, id_key: &str, id: &str) -> Result<&'a mut toml::Table, String> {
+pub fn item<'a>(table: &'a mut toml::Table, key: &str, id_key: &str, id: &str) -> Result<&'a mut toml::Table, String> {
     use toml::{Table, Value};
     let array = table.entry(key).or_insert_with(|| Value::Array(Vec::new()));
     let Value::Array(items) = array else { return Err(format!("{key} is not an array of tables")) };
@@ -167,24 +167,56 @@ fn edit_overlay(
     camera: &str,
     change: impl FnOnce(&mut toml::Table) -> Result<(), String>,
 ) -> Result<(), String> {
-    use toml::Table;
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let (_, text) = changed_overlay(path, |overlay| change(item(overlay, "cameras", "id", camera)?))?;
+    write_overlay(path, &text)
+}
+
+/// The overlay at `path` as it is (`None`: there is none) and its text once `change`d, one
+/// revision on (see [`overlay_revision`]).
+pub fn changed_overlay(
+    path: &Path,
+    change: impl FnOnce(&mut toml::Table) -> Result<(), String>,
+) -> Result<(Option<String>, String), String> {
+    let before = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
-    let mut overlay: Table = text.parse().map_err(|e| format!("{} is not TOML: {e}", path.display()))?;
-    change(item(&mut overlay, "cameras", "id", camera)?)?;
+    let text = before.clone().unwrap_or_default();
+    let mut overlay: toml::Table = text.parse().map_err(|e| format!("{} is not TOML: {e}", path.display()))?;
+    change(&mut overlay)?;
+    let revision = revision_of(&text) + 1;
     let text = format!(
-        "# Changes made while fieldwatch runs (the live view's zone editor); laid over the config file.\n{}",
+        "# fieldwatch overlay, revision {revision}: changes made while it runs (the workbench, remote commands), laid over the config file.\n{}",
         toml::to_string(&overlay).map_err(|e| e.to_string())?
     );
+    Ok((before, text))
+}
+
+/// Camera `camera`'s table in `overlay`, made if missing.
+pub fn camera_table<'a>(overlay: &'a mut toml::Table, camera: &str) -> Result<&'a mut toml::Table, String> {
+    item(overlay, "cameras", "id", camera)
+}
+
+/// Writes `text` as the overlay at `path`, atomically (a new file renamed over the old).
+pub fn write_overlay(path: &Path, text: &str) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let part = path.with_extension("toml.part");
     std::fs::write(&part, text).map_err(|e| format!("writing {}: {e}", part.display()))?;
     std::fs::rename(&part, path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+}
+
+/// How many changes were saved into the overlay at `path` (its first line says; 0: none).
+pub fn overlay_revision(path: &Path) -> u64 {
+    std::fs::read_to_string(path).map_or(0, |text| revision_of(&text))
+}
+
+fn revision_of(text: &str) -> u64 {
+    let first = text.lines().next().unwrap_or_default();
+    let after = first.strip_prefix("# fieldwatch overlay, revision ").unwrap_or_default();
+    after.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Rounds a point to 4 decimals (a tenth of a pixel at 4K): what the editor shows and saves.

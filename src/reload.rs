@@ -75,6 +75,7 @@ impl Live {
         detectors: Vec<Vec<Detector>>,
     ) -> Result<Self, AppError> {
         let config = ConfigState::new(config_version(&settings.config));
+        config.update(|now| (now.revision, now.running) = running(&settings));
         let clips = ClipStore::new(settings.evidence_dir(), &settings.config.evidence);
         let mut live = Self {
             plant,
@@ -182,6 +183,22 @@ impl Live {
             live: u.live.clone(),
         });
         self.cameras.set(listed.collect());
+    }
+
+    /// Hands the IOC's `feedback` on `incident` to the camera that has it open: its id, or why
+    /// none took it.
+    pub async fn feedback(&self, incident: uuid::Uuid, feedback: crate::rules::Feedback) -> Result<String, String> {
+        for unit in &self.units {
+            if unit.feedback(incident, feedback).await {
+                return Ok(unit.camera.id.clone());
+            }
+        }
+        Err(format!("no open incident {incident} on this device"))
+    }
+
+    /// The config file, which remote changes are checked against.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.settings.path.clone()
     }
 
     /// Where the overlay is: the workbench saves there.
@@ -328,6 +345,7 @@ impl Live {
         let version = config_version(&self.settings.config);
         self.config.update(|now| {
             now.version = version.clone();
+            (now.revision, now.running) = running(&self.settings);
             now.reloads += 1;
             now.problems.clear();
         });
@@ -378,6 +396,12 @@ impl Live {
     }
 }
 
+/// The overlay's revision and the config as it runs (secrets masked), for the status and a
+/// remote `get_config`.
+fn running(settings: &Settings) -> (u64, serde_json::Value) {
+    (crate::live::overlay_revision(&settings.overlay), to_value(&settings.config))
+}
+
 fn to_value<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
@@ -390,6 +414,7 @@ fn restart_only(old: &config::Config, new: &config::Config) -> Vec<&'static str>
         ("outbox", to_value(&old.outbox), to_value(&new.outbox)),
         ("http", to_value(&old.http), to_value(&new.http)),
         ("log", to_value(&old.log), to_value(&new.log)),
+        ("remote", to_value(&old.remote), to_value(&new.remote)),
     ];
     for (section, before, after) in pairs {
         if before != after {

@@ -14,7 +14,7 @@ use crate::live::{LiveView, Seen};
 use crate::outbox::Outbox;
 use crate::pipeline::{EdgeReceiver, EdgeSender, EdgeSpec, edge};
 use crate::report::{self, Evidence, Origin, Report, Shot, Shots};
-use crate::rules::{CameraRules, EventKind, IncidentEvent};
+use crate::rules::{CameraRules, EventKind, Feedback, IncidentEvent};
 use crate::source::SourceContext;
 use crate::state::StateFile;
 use crate::supervisor::{Stage, StageResult, Supervisor};
@@ -109,6 +109,8 @@ enum Control {
     Retire,
     /// End, keeping the open incidents in the state file for the unit that replaces this one.
     Stop,
+    /// The IOC's feedback on an incident; `reply`: whether it is this camera's, open.
+    Feedback { incident: uuid::Uuid, feedback: Feedback, reply: tokio::sync::oneshot::Sender<bool> },
 }
 
 /// A running camera.
@@ -227,6 +229,13 @@ impl CameraUnit {
         let _ = self.control.send(Control::Change { camera, origin: Box::new(origin) });
     }
 
+    /// Hands the rules the IOC's `feedback` on `incident`: whether it was this camera's, open.
+    pub async fn feedback(&self, incident: uuid::Uuid, feedback: Feedback) -> bool {
+        let (reply, taken) = tokio::sync::oneshot::channel();
+        let _ = self.control.send(Control::Feedback { incident, feedback, reply });
+        taken.await.unwrap_or(false)
+    }
+
     /// Stops the unit; `retire` resolves its open incidents (reason `config`) first, otherwise
     /// they stay in the state file for the unit that replaces it. Returns once the rules task
     /// has ended: its reports are queued and its state saved.
@@ -312,6 +321,11 @@ impl Rules {
                             retiring = true;
                             let emptied = Camera { rules: Vec::new(), ..(*camera).clone() };
                             (logic.reconfigure(&emptied, at), None)
+                        }
+                        Some(Control::Feedback { incident, feedback, reply }) => {
+                            let found = logic.feedback(incident, feedback, at);
+                            let _ = reply.send(found.is_some());
+                            (found.unwrap_or_default(), None)
                         }
                         Some(Control::Stop) | None => return finish(&mut outgoing, &state, &logic, &health, unsaved).await,
                     }

@@ -266,6 +266,10 @@ pub struct RuleConfig {
     pub category: Category,
     /// The zone (by name) this rule watches. Required.
     pub zone: String,
+    /// Whether the rule runs. A rule turned off (here, or by a remote command) is checked but not
+    /// run; turning it off in a reload resolves its open incident (`resolved_by: config`).
+    /// Default true.
+    pub enabled: bool,
     /// The model whose detections this rule reads, by name (see `[models.NAME]`). Default
     /// empty: `[model]`.
     pub model: String,
@@ -372,6 +376,7 @@ impl Default for RuleConfig {
             violation: String::new(),
             category: Category::UrbanOrder,
             zone: String::new(),
+            enabled: true,
             model: String::new(),
             classes: Vec::new(),
             min_score: 0.5,

@@ -42,6 +42,25 @@ pub struct Config {
     pub class_names: BTreeMap<String, Text>,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub remote: RemoteConfig,
+}
+
+/// Remote tuning and feedback from the IOC: commands on `{topic_prefix}/{device}/commands`
+/// (MQTT 5, QoS 1; see `schemas/command.v1.json` and `docs/commands-v1.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// Whether the daemon takes commands. Default false: a box changes only from its own files
+    /// and workbench.
+    pub enabled: bool,
+    /// Commands larger than this are refused unread. Default 65536.
+    pub max_command_bytes: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self { enabled: false, max_command_bytes: 65536 }
+    }
 }
 
 /// The local HTTP endpoint: `/healthz` and `/metrics` (Prometheus text format), and the

@@ -142,6 +142,10 @@ pub(super) fn validate(config: &Config) -> (Vec<Problem>, Vec<Arc<Camera>>) {
         );
     }
     v.range_open("http.stuck_after_secs", http.stuck_after_secs, 0.0, HOUR);
+    let remote = config.remote.max_command_bytes;
+    if !(256..=1 << 20).contains(&remote) {
+        v.problem("remote.max_command_bytes", format!("{remote}: from 256 to 1048576"));
+    }
     let token = match http.token_path() {
         Some(_) if !http.token.is_empty() => {
             v.problem("http.token_file", "set together with http.token: use one");
@@ -337,7 +341,7 @@ fn camera(
             };
             v.problem(format!("{at}.zone"), message);
         }
-        if let Some(built) = self::rule(v, &at, rule, zone, models, timezone) {
+        if let Some(built) = self::rule(v, &at, rule, zone, models, timezone).filter(|_| rule.enabled) {
             rules.push(Arc::new(built));
         }
     }

@@ -19,7 +19,7 @@
 //! task (`drive`) with a shutdown arm and backoff on errors — a bare `loop { poll() }` spins
 //! at full CPU while the broker is down — and tells the publisher what happened on the link.
 
-mod client;
+pub(crate) mod client;
 
 use crate::config::{MqttConfig, SnapshotMode};
 use crate::outbox::{Outbox, Pending};

@@ -62,8 +62,12 @@ fn violation_names(violation: &str) -> Text {
     Text { en: en.into(), vi: vi.into() }
 }
 
-fn builtin(violation: &str, kind: EventKind, paused: bool) -> Text {
+fn builtin(violation: &str, kind: EventKind, paused: bool, dismissed: bool) -> Text {
     let (en, vi) = match (violation, kind) {
+        (_, EventKind::Resolved) if dismissed => (
+            "Dismissed by the operations centre as a false alarm: {violation} at {place}, zone '{zone}', after {duration}.",
+            "Trung tâm điều hành đã xác định báo động sai: {violation} tại {place}, vùng '{zone}', sau {duration}.",
+        ),
         (_, EventKind::Updated) if paused => (
             "Still open, unchecked: {violation} at {place}; the camera cannot see ({paused}), so its rules are paused.",
             "Vẫn tiếp diễn, chưa kiểm tra được: {violation} tại {place}; camera không quan sát được ({paused}) nên tạm dừng.",
@@ -153,7 +157,8 @@ pub fn describe(event: &IncidentEvent, origin: &Origin) -> Description {
         EventKind::Updated => &rule.text.updated,
         EventKind::Resolved => &rule.text.resolved,
     };
-    let builtin = builtin(&rule.violation, event.kind, event.paused_by.is_some());
+    let dismissed = event.resolved_by == Some(crate::rules::ResolvedBy::Dismissed);
+    let builtin = builtin(&rule.violation, event.kind, event.paused_by.is_some(), dismissed);
     // A pause speaks for the camera, not the rule: the rule's own text would not say why.
     let own = if event.paused_by.is_some() { &crate::config::Text::default() } else { own };
     let paused = event.paused_by.map(violation_names).unwrap_or_default();

@@ -89,6 +89,16 @@ pub struct IncidentEvent {
     pub paused_by: Option<&'static str>,
 }
 
+/// The IOC's word on an open incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// A false alarm: it resolves at once (`dismissed`), and its objects are not reported again
+    /// while they stay.
+    Dismiss,
+    /// Dispatched: it stays open but sends no more periodic `updated` reports.
+    Acknowledge,
+}
+
 /// Why an incident resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResolvedBy {
@@ -98,6 +108,8 @@ pub enum ResolvedBy {
     Config,
     /// Its rule's hours ended.
     Schedule,
+    /// The IOC called it a false alarm.
+    Dismissed,
 }
 
 impl ResolvedBy {
@@ -106,6 +118,7 @@ impl ResolvedBy {
             Self::Clear => "clear",
             Self::Config => "config",
             Self::Schedule => "schedule",
+            Self::Dismissed => "dismissed",
         }
     }
 }
@@ -158,10 +171,28 @@ pub enum Saved {
         /// Its overdue report was made (absent in state files from before due times).
         #[serde(default)]
         overdue_reported: bool,
+        /// The IOC acknowledged it: no periodic updates.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        acknowledged: bool,
     },
     Cooldown {
         until: DateTime<Utc>,
     },
+    /// Objects of dismissed incidents that are still there: not reported again while they stay.
+    Dismissed {
+        objects: Vec<DismissedObject>,
+    },
+}
+
+/// An object of a dismissed incident: known by its track while tracked, and by its box if the
+/// track is lost and found in place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DismissedObject {
+    pub bbox: BBox,
+    /// When something was last seen in its place; it is forgotten `clear_after` later.
+    pub seen_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub tracks: Vec<u64>,
 }
 
 /// One camera's rules: feed it each detected frame in stream-time order.
@@ -358,25 +389,53 @@ impl CameraRules {
             .collect()
     }
 
-    /// Open incidents and cooldowns by rule id, to keep across a restart.
-    pub fn saved(&self) -> Vec<(String, Saved)> {
-        self.rules
-            .iter()
-            .filter_map(|r| {
-                let saved = match &r.state {
-                    State::Idle => return None,
-                    State::Open(o) => Saved::Open {
-                        incident_id: o.incident_id,
-                        started_at: o.started_at,
-                        opened_at: o.opened_at,
-                        count: o.count,
-                        overdue_reported: o.overdue_reported,
-                    },
-                    State::Cooldown { until } => Saved::Cooldown { until: *until },
+    /// Takes the IOC's `feedback` on incident `incident` at `at`: `None` if no rule of this
+    /// camera has it open; else the events it causes (a dismissed incident resolves).
+    pub fn feedback(&mut self, incident: Uuid, feedback: Feedback, at: DateTime<Utc>) -> Option<Vec<IncidentEvent>> {
+        let r =
+            (self.rules.iter_mut()).find(|r| matches!(&r.state, State::Open(open) if open.incident_id == incident))?;
+        let State::Open(open) = &mut r.state else { return None };
+        Some(match feedback {
+            Feedback::Acknowledge => {
+                open.acknowledged = true;
+                Vec::new()
+            }
+            Feedback::Dismiss => {
+                let event = IncidentEvent {
+                    resolved_by: Some(ResolvedBy::Dismissed),
+                    ..open.event(EventKind::Resolved, &r.rule, at, Vec::new())
                 };
-                Some((r.rule.id.clone(), saved))
-            })
-            .collect()
+                let objects =
+                    (r.shown.iter()).map(|o| DismissedObject { bbox: o.bbox, seen_at: at, tracks: vec![o.track_id] });
+                r.dismissed.extend(objects);
+                r.state = State::Idle;
+                vec![event]
+            }
+        })
+    }
+
+    /// Open incidents, cooldowns and dismissed objects by rule id, to keep across a restart.
+    pub fn saved(&self) -> Vec<(String, Saved)> {
+        let mut saved = Vec::new();
+        for r in &self.rules {
+            let state = match &r.state {
+                State::Idle => None,
+                State::Open(o) => Some(Saved::Open {
+                    incident_id: o.incident_id,
+                    started_at: o.started_at,
+                    opened_at: o.opened_at,
+                    count: o.count,
+                    overdue_reported: o.overdue_reported,
+                    acknowledged: o.acknowledged,
+                }),
+                State::Cooldown { until } => Some(Saved::Cooldown { until: *until }),
+            };
+            saved.extend(state.map(|state| (r.rule.id.clone(), state)));
+            if !r.dismissed.is_empty() {
+                saved.push((r.rule.id.clone(), Saved::Dismissed { objects: r.dismissed.clone() }));
+            }
+        }
+        saved
     }
 
     /// Takes up where a previous run left off. An incident still open goes on; if nothing is
@@ -386,17 +445,27 @@ impl CameraRules {
     pub fn restore(&mut self, saved: &[(String, Saved)]) {
         for (rule_id, saved) in saved {
             let Some(engine) = self.rules.iter_mut().find(|r| &r.rule.id == rule_id) else { continue };
-            engine.state = match *saved {
-                Saved::Open { incident_id, started_at, opened_at, count, overdue_reported } => State::Open(Open {
-                    incident_id,
-                    started_at,
-                    opened_at,
-                    count,
-                    overdue_reported,
-                    last_present: None,
-                    last_update: None,
-                }),
-                Saved::Cooldown { until } => State::Cooldown { until },
+            engine.state = match saved {
+                Saved::Open { incident_id, started_at, opened_at, count, overdue_reported, acknowledged } => {
+                    State::Open(Open {
+                        incident_id: *incident_id,
+                        started_at: *started_at,
+                        opened_at: *opened_at,
+                        count: *count,
+                        overdue_reported: *overdue_reported,
+                        acknowledged: *acknowledged,
+                        last_present: None,
+                        last_update: None,
+                    })
+                }
+                Saved::Cooldown { until } => State::Cooldown { until: *until },
+                Saved::Dismissed { objects } => {
+                    // Known again by their boxes; they are looked for as an open incident's
+                    // objects are (see `forget_dismissed`).
+                    engine.dismissed = objects.clone();
+                    engine.dismissed_restored = true;
+                    continue;
+                }
             };
         }
     }
@@ -417,6 +486,10 @@ struct RuleEngine {
     /// Whether its schedule had it on at the last frame.
     on: bool,
     state: State,
+    /// Objects of its dismissed incidents still there.
+    dismissed: Vec<DismissedObject>,
+    /// They were just restored: their last sightings are from before the restart.
+    dismissed_restored: bool,
 }
 
 /// Whether a track counts as in the zone, with the inertia that keeps it from flapping.
@@ -443,6 +516,7 @@ struct Open {
     opened_at: DateTime<Utc>,
     count: usize,
     overdue_reported: bool,
+    acknowledged: bool,
     /// Unset right after a restore: set from the first frame (see `restore`).
     last_present: Option<DateTime<Utc>>,
     last_update: Option<DateTime<Utc>>,
@@ -532,6 +606,8 @@ impl RuleEngine {
             shown: Vec::new(),
             on: true,
             state: State::Idle,
+            dismissed: Vec::new(),
+            dismissed_restored: false,
         }
     }
 
@@ -544,7 +620,7 @@ impl RuleEngine {
         view: Option<&View<'_>>,
     ) -> Option<IncidentEvent> {
         let frame_area = width as f64 * height as f64;
-        let rule = &self.rule;
+        let rule = self.rule.clone();
         let mine: Vec<Detection> = detections
             .iter()
             .filter(|d| rule.filter(d).is_some_and(|f| f.refuses(d, frame_area).is_none()))
@@ -601,6 +677,7 @@ impl RuleEngine {
             })
             .collect();
         present.sort_by_key(|o| o.track_id);
+        self.forget_dismissed(at, &mut present);
         let dwell = secs(rule.dwell);
         let dwelled: Vec<IncidentObject> =
             present.iter().filter(|o| self.on && at - o.since >= dwell).cloned().collect();
@@ -636,6 +713,37 @@ impl RuleEngine {
         self.step(at, present_at, dwelled)
     }
 
+    /// Drops from `present` the objects of dismissed incidents: by track, or by box (IoU 0.5)
+    /// for a track lost and found in place, which is then known by its new track too. An object
+    /// unseen for `clear_after` is forgotten.
+    fn forget_dismissed(&mut self, at: DateTime<Utc>, present: &mut Vec<IncidentObject>) {
+        if self.dismissed.is_empty() {
+            return;
+        }
+        if std::mem::take(&mut self.dismissed_restored) {
+            // Just restored: an object still there is found again once tracked, as an open
+            // incident's is, so it is looked for until then.
+            let grace = at + secs(self.tracker.config().stationary_after);
+            self.dismissed.iter_mut().for_each(|d| d.seen_at = grace);
+        }
+        for d in &mut self.dismissed {
+            for t in self.tracker.tracks() {
+                let same = d.tracks.contains(&t.id) || (t.seen_at(at) && t.bbox.iou(&d.bbox) >= 0.5);
+                if same {
+                    if !d.tracks.contains(&t.id) {
+                        d.tracks.push(t.id);
+                    }
+                    if t.seen_at(at) {
+                        (d.bbox, d.seen_at) = (t.bbox, at);
+                    }
+                }
+            }
+        }
+        present.retain(|o| !self.dismissed.iter().any(|d| d.tracks.contains(&o.track_id)));
+        let clear = secs(self.rule.clear_after);
+        self.dismissed.retain(|d| at - d.seen_at < clear);
+    }
+
     /// The lifecycle, given when something was last present (now, or just before) and which
     /// objects have dwelled.
     fn step(
@@ -668,6 +776,7 @@ impl RuleEngine {
                     opened_at: at,
                     count: dwelled.len(),
                     overdue_reported: false,
+                    acknowledged: false,
                     last_present: Some(at),
                     last_update: Some(at),
                 };
@@ -686,7 +795,9 @@ impl RuleEngine {
                     return Some(e);
                 }
                 let changed = !dwelled.is_empty() && dwelled.len() != open.count;
-                let due = rule.update_every.is_some_and(|every| at - last_update >= secs(every)) && !dwelled.is_empty();
+                let due = rule.update_every.is_some_and(|every| at - last_update >= secs(every))
+                    && !dwelled.is_empty()
+                    && !open.acknowledged;
                 let overdue = open.overdue(&rule, at);
                 if !(changed || due || overdue) {
                     return None;

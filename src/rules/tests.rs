@@ -775,3 +775,75 @@ fn an_incident_paused_by_the_camera_still_reports_overdue_once() {
     assert!(rules.overdue_while_paused(t(61.0)).is_empty(), "only while paused");
     assert!(!parked_events(&mut rules, 61, 70, 100.0).iter().any(|e| e.1 == EventKind::Updated), "and not again");
 }
+
+#[test]
+fn a_dismissed_incident_resolves_and_its_object_is_not_reported_again_while_it_stays() {
+    let r = rule(|r| r.cooldown = Duration::ZERO);
+    let mut rules = CameraRules::new(&camera(r.clone()));
+    let parked = |i: u32| obj(400.0, 800.0 + (i % 3) as f32);
+    let opened: Vec<IncidentEvent> =
+        (0..20).flat_map(|i| rules.observe(t(i as f64), &[parked(i)], W, W, None)).collect();
+    assert_eq!(opened.len(), 1);
+    let incident = opened[0].incident_id;
+    assert!(rules.feedback(Uuid::new_v4(), Feedback::Dismiss, t(20.0)).is_none(), "not its incident");
+    let resolved = rules.feedback(incident, Feedback::Dismiss, t(20.0)).unwrap();
+    assert_eq!(
+        (resolved.len(), resolved[0].kind, resolved[0].resolved_by),
+        (1, EventKind::Resolved, Some(ResolvedBy::Dismissed))
+    );
+    // It stays, a detection missed now and then: nothing.
+    let frames = |rules: &mut CameraRules, from: u32, to: u32| -> Vec<IncidentEvent> {
+        (from..to)
+            .flat_map(|i| rules.observe(t(i as f64), &if i % 7 == 0 { vec![] } else { vec![parked(i)] }, W, W, None))
+            .collect()
+    };
+    assert!(frames(&mut rules, 20, 60).is_empty());
+    // Across a restart (new tracks, known by the box): still nothing.
+    let mut again = CameraRules::new(&camera(r.clone()));
+    again.restore(&rules.saved());
+    assert!(frames(&mut again, 63, 100).is_empty());
+    // Another object parking beside it is reported, alone.
+    let other: Vec<IncidentEvent> =
+        (100..120).flat_map(|i| again.observe(t(i as f64), &[parked(i), obj(700.0, 800.0)], W, W, None)).collect();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert_eq!(other[0].objects.len(), 1);
+    assert_eq!(other[0].objects[0].bbox.x1, 700.0, "the other one");
+    // Once it has left for clear_after, the same place may be reported again.
+    let mut fresh = CameraRules::new(&camera(r.clone()));
+    fresh.restore(&rules.saved());
+    // (After a restart it is looked for until it could be tracked again, as an open incident's
+    // objects are: stationary_after, then clear_after.)
+    let looked_for = fresh.rules[0].tracker.config().stationary_after + r.clear_after;
+    let gone = 130 + looked_for.as_secs() as u32 + 1;
+    for i in 130..gone {
+        fresh.observe(t(i as f64), &[], W, W, None);
+    }
+    assert!(fresh.saved().iter().all(|(_, s)| !matches!(s, Saved::Dismissed { .. })), "forgotten once gone");
+    let back: Vec<IncidentEvent> =
+        (gone..gone + 20).flat_map(|i| fresh.observe(t(i as f64), &[parked(i)], W, W, None)).collect();
+    assert_eq!(back.len(), 1);
+}
+
+#[test]
+fn an_acknowledged_incident_sends_no_periodic_update_even_after_a_restart() {
+    let r = rule(|r| r.update_every = Some(Duration::from_secs(5)));
+    let mut rules = CameraRules::new(&camera(r.clone()));
+    let events: Vec<IncidentEvent> =
+        (0..30).flat_map(|i| rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None)).collect();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert!(kinds.starts_with(&[EventKind::Opened, EventKind::Updated]), "{kinds:?}");
+    assert_eq!(rules.feedback(events[0].incident_id, Feedback::Acknowledge, t(30.0)).map(|e| e.len()), Some(0));
+    let after: Vec<IncidentEvent> =
+        (30..60).flat_map(|i| rules.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None)).collect();
+    assert!(after.is_empty(), "{after:?}");
+    let mut again = CameraRules::new(&camera(r));
+    again.restore(&rules.saved());
+    let after: Vec<IncidentEvent> =
+        (60..90).flat_map(|i| again.observe(t(i as f64), &[obj(400.0, 800.0)], W, W, None)).collect();
+    assert!(after.is_empty(), "{after:?}");
+    // A change of count is still reported.
+    let more: Vec<IncidentEvent> = (90..110)
+        .flat_map(|i| again.observe(t(i as f64), &[obj(400.0, 800.0), obj(700.0, 800.0)], W, W, None))
+        .collect();
+    assert_eq!(more.iter().map(|e| (e.kind, e.objects.len())).collect::<Vec<_>>(), [(EventKind::Updated, 2)]);
+}

@@ -197,6 +197,11 @@ pub struct ConfigNow {
     pub reloads: u64,
     /// Each problem of the config last refused, as `key.path: message`.
     pub problems: Vec<String>,
+    /// The overlay's revision: changes saved into it by the workbench and remote commands.
+    pub revision: u64,
+    /// The config running, secrets masked (a remote `get_config`).
+    #[serde(skip)]
+    pub running: serde_json::Value,
 }
 
 impl ConfigState {

@@ -19,6 +19,7 @@ mod person_model;
 mod real_street;
 mod reconnect;
 mod reload;
+mod remote;
 mod replay;
 mod squares_model;
 mod storage;
