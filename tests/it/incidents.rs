@@ -151,8 +151,17 @@ async fn a_restart_neither_forgets_an_open_incident_nor_reopens_it_during_cooldo
             m.iter().any(|(_, p)| String::from_utf8_lossy(p).contains("\"resolved\""))
         })
         .await;
+    // The report is committed before the incident state (a crash in between repeats the report
+    // rather than losing it): the state file follows within moments.
     let state = dir.join("state/incidents/cam-ok.json");
-    let saved = std::fs::read_to_string(&state).unwrap();
+    let mut saved = String::new();
+    for _ in 0..50 {
+        saved = std::fs::read_to_string(&state).unwrap();
+        if saved.contains("\"cooldown\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(saved.contains("\"cooldown\""), "{saved}");
     // The square parks again at 6 s and would open at 9 s: the cooldown holds.
     tokio::time::sleep(Duration::from_secs(9)).await;

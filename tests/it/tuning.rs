@@ -150,12 +150,23 @@ fn the_tuning_report_shows_incidents_near_misses_and_a_what_if_table_that_replay
         table.iter().find(|(d, t, _)| d == dwell && t == threshold).map(|(_, _, n)| *n).unwrap()
     };
     assert_eq!(cell("3.0 s", "0.90"), 1, "as set: {table:?}");
-    for (threshold, dwell, expected) in [(0.8, 3.0, cell("3.0 s", "0.80")), (0.9, 1.5, cell("1.5 s", "0.90"))] {
-        let other = dir.join(format!("at-{threshold}-{dwell}"));
-        let config = tuning_config(&other, threshold, dwell);
-        let text = replay(&config, &other.join("out"), &[]);
-        assert!(text.contains(&format!("incidents {expected},")), "threshold {threshold}, dwell {dwell}: {text}");
-    }
+    let other = dir.join("at-0.9-1.5");
+    let text = replay(&tuning_config(&other, 0.9, 1.5), &other.join("out"), &[]);
+    assert!(text.contains(&format!("incidents {},", cell("1.5 s", "0.90"))), "threshold 0.9, dwell 1.5: {text}");
+    // The lower threshold as a box's overlay would set it (a remote change), replayed with
+    // --overlay over the same config.
+    let overlay = dir.join("remote-overlay.toml");
+    std::fs::write(&overlay, "[[cameras]]\nid = \"cam-ok\"\n[[cameras.rules]]\nid = \"sidewalk\"\nthreshold = 0.8\n")
+        .unwrap();
+    let text = replay(&config, &dir.join("out-overlay"), &["--overlay", &overlay.display().to_string()]);
+    assert!(text.contains(&format!("incidents {},", cell("3.0 s", "0.80"))), "threshold 0.8 by the overlay: {text}");
+    let missing = dir.join("no-such-overlay.toml").display().to_string();
+    let clip = cache("clips/tuning.mp4").display().to_string();
+    let args =
+        ["replay", &clip, "--config", &config.display().to_string(), "--camera", "cam-ok", "--overlay", &missing];
+    let (code, text) = fieldwatch(&args);
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("no such overlay file"), "{text}");
     // The lower threshold admits the oblong square (0.83): one more incident.
     assert_eq!(cell("3.0 s", "0.80"), 2, "{table:?}");
 
