@@ -239,7 +239,15 @@ pub async fn serve(remote: Remote, shutdown: CancellationToken) {
 /// Runs one command and publishes its response.
 async fn answer(remote: &Remote, client: &AsyncClient, payload: &[u8], properties: Option<PublishProperties>) {
     let (id, command) = parse(payload, remote.max_bytes);
-    let op = command.as_ref().map_or(String::new(), |c| c.op.clone());
+    // The operation asked for, as far as it can be read: a refused command's response says it too.
+    let op = match &command {
+        Ok(command) => command.op.clone(),
+        Err(_) if payload.len() <= remote.max_bytes => serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|d| d.get("op")?.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     let outcome = match command {
         Ok(command) => run(remote, client, &command).await,
         Err(refusal) => Err(refusal),

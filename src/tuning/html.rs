@@ -240,15 +240,16 @@ fn timeline(root: &Area<'_>, study: &Study, rs: &RuleStudy) -> Drawn {
         } else {
             RGBColor(150, 150, 150)
         };
-        let (low, high) = (SegmentValue::Exact(row as i32), SegmentValue::Exact(row as i32 + 1));
-        // A near miss outside the zone shows the time it was seen instead, hollow.
-        let spans = match object.in_zone.is_empty() {
-            true => vec![(object.first_seen, object.last_seen)],
-            false => object.in_zone.clone(),
+        let middle = SegmentValue::CenterOf(row as i32);
+        // A bar across the row's middle while in the zone; a near miss outside the zone shows
+        // the time it was seen instead, as a thin line.
+        let (spans, width) = match object.in_zone.is_empty() {
+            true => (vec![(object.first_seen, object.last_seen)], 3),
+            false => (object.in_zone.clone(), 14),
         };
-        let style = if object.in_zone.is_empty() { colour.stroke_width(2) } else { colour.filled() };
         chart.draw_series(spans.iter().map(|(from, to)| {
-            Rectangle::new([(at(*from), low.clone()), (at(*to).max(at(*from) + 0.05), high.clone())], style)
+            let (from, to) = (at(*from), at(*to).max(at(*from) + 0.05));
+            PathElement::new(vec![(from, middle.clone()), (to, middle.clone())], colour.stroke_width(width))
         }))?;
     }
     for e in &rs.events {
