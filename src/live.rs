@@ -106,19 +106,32 @@ pub fn json(seen: &Seen) -> serde_json::Value {
 /// Counted in `view.pictures`.
 pub fn picture(view: &LiveView, seen: &Seen) -> Result<Vec<u8>, String> {
     view.pictures.inc();
+    blurred_jpeg(&seen.frame, &seen.privacy_masks, &seen.blur, PICTURE_WIDTH, 75)
+}
+
+/// `frame` as a JPEG at most `max_width` wide, with `privacy_masks` and the boxes `blur` (of
+/// `snapshot.blur_classes`) blurred: a picture of a camera that is not a report's snapshot
+/// (the live view, a tuning report's).
+pub fn blurred_jpeg(
+    frame: &Frame,
+    privacy_masks: &[Vec<[f64; 2]>],
+    blur: &[BBox],
+    max_width: u32,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
     use crate::report::snapshot;
-    let mut rgb = seen.frame.to_rgb();
-    snapshot::blur_polygons(&mut rgb, &seen.privacy_masks);
-    let (w, h) = (seen.frame.width.max(1) as f64, seen.frame.height.max(1) as f64);
-    let boxes: Vec<Vec<[f64; 2]>> = (seen.blur.iter())
+    let mut rgb = frame.to_rgb();
+    snapshot::blur_polygons(&mut rgb, privacy_masks);
+    let (w, h) = (frame.width.max(1) as f64, frame.height.max(1) as f64);
+    let boxes: Vec<Vec<[f64; 2]>> = (blur.iter())
         .map(|b| {
             let (x1, y1, x2, y2) = (b.x1 as f64 / w, b.y1 as f64 / h, b.x2 as f64 / w, b.y2 as f64 / h);
             vec![[x1, y1], [x2, y1], [x2, y2], [x1, y2]]
         })
         .collect();
     snapshot::blur_polygons(&mut rgb, &boxes);
-    let (rgb, _) = snapshot::fit_width(rgb, PICTURE_WIDTH);
-    snapshot::encode_jpeg(&rgb, 75).map_err(|e| e.to_string())
+    let (rgb, _) = snapshot::fit_width(rgb, max_width);
+    snapshot::encode_jpeg(&rgb, quality).map_err(|e| e.to_string())
 }
 
 /// Writes zone `zone` of camera `camera` as `polygon` into the overlay at `path`, keeping what
@@ -167,7 +180,7 @@ fn edit_overlay(
     camera: &str,
     change: impl FnOnce(&mut toml::Table) -> Result<(), String>,
 ) -> Result<(), String> {
-    let (_, text) = changed_overlay(path, |overlay| change(item(overlay, "cameras", "id", camera)?))?;
+    let (_, text) = changed_overlay(path, |overlay| change(camera_table(overlay, camera)?))?;
     write_overlay(path, &text)
 }
 

@@ -231,6 +231,11 @@ impl Scene {
         Self { grid: Grid::new(GRID_WIDTH), background: Vec::new(), learned: Vec::new(), light: 1.0 }
     }
 
+    /// The last frame's grid.
+    pub fn cells(&self) -> Cells {
+        self.grid.values()
+    }
+
     /// Takes a frame: scales its luma to the grid, follows the light, and learns the
     /// background where no box in `occupied` (this frame's detections, the tracks so far) is.
     /// `covering`: this frame's detections, of every class and model. The view answers the
@@ -290,13 +295,6 @@ impl Scene {
             *learned = n;
         }
         View { scene: self, covering, cell: (cw, ch) }
-    }
-}
-
-impl Scene {
-    /// The last frame's grid.
-    pub fn cells(&self) -> Cells {
-        self.grid.values()
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Kept {
     pub cells: Option<Cells>,
     /// The camera-health case that paused the rules.
     pub paused: Option<&'static str>,
-    /// A JPEG of it, [`THUMB_WIDTH`] wide, privacy masks blurred (empty if it failed).
+    /// A JPEG of it, [`THUMB_WIDTH`] wide, blurred as the live view is (empty if it failed).
     pub thumb: Vec<u8>,
 }
 
@@ -62,11 +62,9 @@ impl Tape {
         cells: Option<Cells>,
         paused: Option<&'static str>,
         privacy_masks: &[Vec<[f64; 2]>],
+        blur: &[BBox],
     ) {
-        let mut rgb = frame.to_rgb();
-        crate::report::blur_polygons(&mut rgb, privacy_masks);
-        let (small, _) = crate::report::fit_width(rgb, THUMB_WIDTH);
-        let thumb = crate::report::encode_jpeg(&small, 70).unwrap_or_default();
+        let thumb = crate::live::blurred_jpeg(frame, privacy_masks, blur, THUMB_WIDTH, 70).unwrap_or_default();
         let kept = Kept {
             at: frame.at,
             detections: detections.to_vec(),
@@ -284,30 +282,26 @@ struct Follow {
 
 /// Studies `camera`'s rules over `tape` (see the module docs).
 pub fn study(camera: Arc<Camera>, tape: Vec<Kept>) -> Study {
-    let mut follows: Vec<(Tracker, HashMap<u64, Follow>, usize)> =
-        camera.rules.iter().map(|_| (Tracker::new(camera.tracking.clone()), HashMap::new(), 0)).collect();
-    let mut events: Vec<Vec<Happened>> = camera.rules.iter().map(|_| Vec::new()).collect();
+    let mut watches: Vec<Watch> = camera.rules.iter().map(|_| Watch::new(&camera)).collect();
     let mut numbers: HashMap<Uuid, usize> = HashMap::new();
-    let mut scores: Vec<BTreeMap<String, Vec<f32>>> = camera.rules.iter().map(|_| BTreeMap::new()).collect();
     rerun(&camera, &tape, |i, happened| {
         let Some(kept) = tape.get(i) else { return };
-        for (r, rule) in camera.rules.iter().enumerate() {
+        for (rule, watch) in camera.rules.iter().zip(&mut watches) {
             let mine: Vec<&IncidentEvent> = happened.iter().filter(|e| e.rule.id == rule.id).collect();
-            if let (Some((tracker, follows, most)), Some(scores)) = (follows.get_mut(r), scores.get_mut(r)) {
-                follow(&camera, rule, kept, i, &mine, tracker, follows, most, scores);
-            }
+            watch.frame(&camera, rule, kept, i, &mine);
             for e in mine {
                 let next = numbers.len() + 1;
                 let incident = *numbers.entry(e.incident_id).or_insert(next);
                 let happened =
                     Happened { kind: e.kind, incident, at: e.at, count: e.objects.len(), resolved_by: e.resolved_by };
-                events.get_mut(r).into_iter().for_each(|events| events.push(happened.clone()));
+                watch.events.push(happened);
             }
         }
     });
-    let rules = (camera.rules.iter().zip(follows).zip(events).zip(scores))
-        .map(|(((rule, (_, follows, most)), events), scores)| {
-            let mut objects: Vec<Object> = follows.into_values().map(|f| judge(rule, f, most)).collect();
+    let rules = (camera.rules.iter().zip(watches))
+        .map(|(rule, watch)| {
+            let Watch { follows, most_dwelled, scores, events, .. } = watch;
+            let mut objects: Vec<Object> = follows.into_values().map(|f| judge(rule, f, most_dwelled)).collect();
             objects.sort_by_key(|o| (o.first_seen, o.id));
             let what_if = what_if(&camera, rule, &tape);
             RuleStudy { rule: rule.clone(), events, objects, scores, what_if }
@@ -338,118 +332,135 @@ fn what_if(camera: &Camera, rule: &Rule, tape: &[Kept]) -> Vec<Vec<usize>> {
     opened_at.chunks(THRESHOLD_OFFSETS.len()).map(<[usize]>::to_vec).collect()
 }
 
-/// One frame of one rule for the study's tracker: which of its objects are masked, filtered,
-/// in the zone, standing, present; which the rule's events counted.
-#[allow(clippy::too_many_arguments)]
-fn follow(
-    camera: &Camera,
-    rule: &Rule,
-    kept: &Kept,
-    index: usize,
-    events: &[&IncidentEvent],
-    tracker: &mut Tracker,
-    follows: &mut HashMap<u64, Follow>,
-    most_dwelled: &mut usize,
-    scores: &mut BTreeMap<String, Vec<f32>>,
-) {
-    let at = kept.at;
-    let (w, h) = (kept.width as f64, kept.height as f64);
-    let mine: Vec<Detection> = kept.detections.iter().filter(|d| rule.filter(d).is_some()).cloned().collect();
-    // While paused the rules saw nothing; neither does the study.
-    if kept.cells.is_none() && kept.paused.is_some() {
-        return;
+/// What the study follows of one rule over the tape.
+#[derive(Debug)]
+struct Watch {
+    /// Its own tracker, fed every detection of the rule's classes (masked and filtered too).
+    tracker: Tracker,
+    follows: HashMap<u64, Follow>,
+    /// The most objects that had dwelled at once.
+    most_dwelled: usize,
+    /// Per class: the scores of detections of objects inside the zone.
+    scores: BTreeMap<String, Vec<f32>>,
+    /// The rule's incident events as configured.
+    events: Vec<Happened>,
+}
+
+impl Watch {
+    fn new(camera: &Camera) -> Self {
+        Self {
+            tracker: Tracker::new(camera.tracking.clone()),
+            follows: HashMap::new(),
+            most_dwelled: 0,
+            scores: BTreeMap::new(),
+            events: Vec::new(),
+        }
     }
-    tracker.update(at, &mine, None);
-    let dwell = secs(rule.dwell);
-    let mut dwelled = 0;
-    for track in tracker.tracks().iter().filter(|t| t.confirmed) {
-        let f = follows.entry(track.id).or_insert_with(|| Follow {
-            object: Object {
-                id: track.id,
-                label: track.label.clone(),
-                first_seen: track.first_seen,
-                last_seen: at,
-                in_zone: Vec::new(),
-                still_secs: 0.0,
-                counted: false,
-                miss: None,
-                shot: (index, track.bbox),
-            },
-            sightings: 0,
-            masked: 0,
-            refused: BTreeMap::new(),
-            inside: false,
-            streak: 0,
-            streak_started: at,
-            entered_at: None,
-            median_still_inside: None,
-            near: false,
-            present_secs: 0.0,
-        });
-        if !track.seen_at(at) {
-            continue;
+
+    /// Frame `index` of the tape for `rule`: which of its objects are masked, filtered, in the
+    /// zone, standing, present; which the rule's `events` of that frame counted.
+    fn frame(&mut self, camera: &Camera, rule: &Rule, kept: &Kept, index: usize, events: &[&IncidentEvent]) {
+        // While paused the rules saw nothing; neither does the study.
+        if kept.cells.is_none() && kept.paused.is_some() {
+            return;
         }
-        let Some(seen) = mine.iter().max_by(|a, b| a.bbox.iou(&track.bbox).total_cmp(&b.bbox.iou(&track.bbox))) else {
-            continue;
-        };
-        f.sightings += 1;
-        f.object.last_seen = at;
-        f.near |= near(&rule.zone.polygon, &seen.bbox, w, h);
-        let (x, y) = seen.bbox.anchor();
-        if camera.masks.iter().any(|m| zone::contains(m, (x as f64 / w, y as f64 / h))) {
-            f.masked += 1;
-        } else if let Some(by) = rule.filter(seen).and_then(|filter| filter.refuses(seen, w * h)) {
-            *f.refused.entry(by).or_default() += 1;
-        }
-        // Zone membership with the zone's inertia, as the rule keeps it.
-        if zone::is_in(&rule.zone, &track.bbox, kept.width, kept.height) != f.inside {
-            if f.streak == 0 {
-                f.streak_started = at;
+        let at = kept.at;
+        let (w, h) = (kept.width as f64, kept.height as f64);
+        let mine: Vec<Detection> = kept.detections.iter().filter(|d| rule.filter(d).is_some()).cloned().collect();
+        self.tracker.update(at, &mine, None);
+        let dwell = secs(rule.dwell);
+        let mut dwelled = 0;
+        for track in self.tracker.tracks().iter().filter(|t| t.confirmed) {
+            let f = self.follows.entry(track.id).or_insert_with(|| Follow {
+                object: Object {
+                    id: track.id,
+                    label: track.label.clone(),
+                    first_seen: track.first_seen,
+                    last_seen: at,
+                    in_zone: Vec::new(),
+                    still_secs: 0.0,
+                    counted: false,
+                    miss: None,
+                    shot: (index, track.bbox),
+                },
+                sightings: 0,
+                masked: 0,
+                refused: BTreeMap::new(),
+                inside: false,
+                streak: 0,
+                streak_started: at,
+                entered_at: None,
+                median_still_inside: None,
+                near: false,
+                present_secs: 0.0,
+            });
+            if !track.seen_at(at) {
+                continue;
             }
-            f.streak += 1;
-            if f.streak >= rule.zone.inertia {
-                f.inside = !f.inside;
-                f.entered_at = f.inside.then_some(f.streak_started);
-                f.streak = 0;
-                if f.inside {
-                    f.object.in_zone.push((f.streak_started, at));
+            let Some(seen) = mine.iter().max_by(|a, b| a.bbox.iou(&track.bbox).total_cmp(&b.bbox.iou(&track.bbox)))
+            else {
+                continue;
+            };
+            f.sightings += 1;
+            f.object.last_seen = at;
+            f.near |= near(&rule.zone.polygon, &seen.bbox, w, h);
+            let (x, y) = seen.bbox.anchor();
+            if camera.masks.iter().any(|m| zone::contains(m, (x as f64 / w, y as f64 / h))) {
+                f.masked += 1;
+            } else if let Some(by) = rule.filter(seen).and_then(|filter| filter.refuses(seen, w * h)) {
+                *f.refused.entry(by).or_default() += 1;
+            }
+            // Zone membership with the zone's inertia, as the rule keeps it.
+            if zone::is_in(&rule.zone, &track.bbox, kept.width, kept.height) != f.inside {
+                if f.streak == 0 {
+                    f.streak_started = at;
                 }
+                f.streak += 1;
+                if f.streak >= rule.zone.inertia {
+                    f.inside = !f.inside;
+                    f.entered_at = f.inside.then_some(f.streak_started);
+                    f.streak = 0;
+                    if f.inside {
+                        f.object.in_zone.push((f.streak_started, at));
+                    }
+                }
+            } else {
+                f.streak = 0;
             }
-        } else {
-            f.streak = 0;
-        }
-        if f.inside {
-            if let Some(last) = f.object.in_zone.last_mut() {
-                last.1 = at;
+            if f.inside {
+                if let Some(last) = f.object.in_zone.last_mut() {
+                    last.1 = at;
+                }
+                self.scores.entry(seen.label.clone()).or_default().push(seen.score);
             }
-            scores.entry(seen.label.clone()).or_default().push(seen.score);
-        }
-        let Some(still) = track.stationary_since else {
-            if f.object.still_secs == 0.0 {
-                f.object.shot = (index, track.bbox);
+            let Some(still) = track.stationary_since else {
+                if f.object.still_secs == 0.0 {
+                    f.object.shot = (index, track.bbox);
+                }
+                continue;
+            };
+            f.object.still_secs = f.object.still_secs.max((at - still).as_seconds_f64());
+            f.object.shot = (index, track.bbox);
+            let Some(entered) = f.entered_at.filter(|_| f.inside) else { continue };
+            let median = track.median_score();
+            f.median_still_inside = Some(median);
+            let threshold = rule.filters.get(&track.label).map_or(1.0, |filter| filter.threshold);
+            if median >= threshold {
+                let present = at - still.max(entered);
+                f.present_secs = f.present_secs.max(present.as_seconds_f64());
+                dwelled += usize::from(present >= dwell);
             }
-            continue;
-        };
-        f.object.still_secs = f.object.still_secs.max((at - still).as_seconds_f64());
-        f.object.shot = (index, track.bbox);
-        let Some(entered) = f.entered_at.filter(|_| f.inside) else { continue };
-        let median = track.median_score();
-        f.median_still_inside = Some(median);
-        let threshold = rule.filters.get(&track.label).map_or(1.0, |filter| filter.threshold);
-        if median >= threshold {
-            let present = at - still.max(entered);
-            f.present_secs = f.present_secs.max(present.as_seconds_f64());
-            dwelled += usize::from(present >= dwell);
         }
-    }
-    *most_dwelled = (*most_dwelled).max(dwelled);
-    // What the rule's events counted, by box.
-    for object in events.iter().flat_map(|e| e.objects.iter()) {
-        let best = (tracker.tracks().iter())
-            .filter(|t| t.seen_at(at))
-            .max_by(|a, b| a.bbox.iou(&object.bbox).total_cmp(&b.bbox.iou(&object.bbox)));
-        if let Some(f) = best.filter(|t| t.bbox.iou(&object.bbox) >= 0.5).and_then(|t| follows.get_mut(&t.id)) {
-            f.object.counted = true;
+        self.most_dwelled = self.most_dwelled.max(dwelled);
+        // What the rule's events counted, by box.
+        for object in events.iter().flat_map(|e| e.objects.iter()) {
+            let best = (self.tracker.tracks().iter())
+                .filter(|t| t.seen_at(at))
+                .max_by(|a, b| a.bbox.iou(&object.bbox).total_cmp(&b.bbox.iou(&object.bbox)));
+            if let Some(f) = best.filter(|t| t.bbox.iou(&object.bbox) >= 0.5).and_then(|t| self.follows.get_mut(&t.id))
+            {
+                f.object.counted = true;
+            }
         }
     }
 }

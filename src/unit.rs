@@ -379,7 +379,8 @@ impl Rules {
                             events.extend(logic.overdue_while_paused(frame.at));
                         }
                         if let Some(tape) = &tape {
-                            tape.keep(&frame, &detections, seen.then(|| logic.cells()), logic.paused(), &camera.privacy_masks);
+                            let (cells, blur) = (seen.then(|| logic.cells()), evidence.blur(&detections));
+                            tape.keep(&frame, &detections, cells, logic.paused(), &camera.privacy_masks, &blur);
                         }
                         if health.view_ok() {
                             last_good = Some((frame.clone(), evidence.blur(&detections)));
